@@ -1,0 +1,570 @@
+//! The release lifecycle as a pure decider: `decide(state, command, ctx)` returns the events
+//! to record or the rule the command breaks. It never changes the state; `evolve` does.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::artifact::{json_digest, Artifact};
+use crate::bundle::EvalBundle;
+use crate::event::*;
+use crate::gate::{evaluate_gate, GatePolicy};
+use crate::ids::{Actor, ReleaseId, Timestamp, VersionId};
+use crate::plan::RolloutPlan;
+use crate::state::{PromptState, ReleaseState, ReleaseStatus, VersionLookupError};
+
+/// Who asks, and when. `now` comes from the caller: the core has no clock.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub actor: Actor,
+    pub now: Timestamp,
+}
+
+/// What a person or worker asks of a prompt. Versions are full ids here; the edge resolves
+/// prefixes with [`PromptState::find_version`].
+#[derive(Clone, Debug)]
+pub enum Command {
+    RegisterPrompt { owner: String },
+    PublishVersion { artifact: Artifact },
+    AdoptVersion { version: VersionId, reason: String },
+    SetGatePolicy { policy: GatePolicy },
+    ProposeChange { candidate: VersionId, rationale: String, expected_changes: Vec<String> },
+    ReviseCandidate { release: ReleaseId, candidate: VersionId },
+    SubmitReview { release: ReleaseId, layer: ReviewLayer, verdict: ReviewVerdict, note: Option<String> },
+    AttachEvalBundle { release: ReleaseId, bundle: EvalBundle },
+    AcceptTradeoff { release: ReleaseId, reason: String },
+    DecideGate { release: ReleaseId },
+    PlanRollout { release: ReleaseId, plan: RolloutPlan },
+    StartRollout { release: ReleaseId, bucketing_salt: String },
+    /// Advance from `from_stage` (the stage the caller saw) to the next one.
+    AdvanceStage { release: ReleaseId, from_stage: String, force_reason: Option<String> },
+    PauseRollout { release: ReleaseId, reason: String },
+    ResumeRollout { release: ReleaseId },
+    FreezeRollout { release: ReleaseId, reason: String },
+    CompleteRelease { release: ReleaseId },
+    /// Roll back the prompt's active rollout, or its last completed release.
+    Rollback { reason: String },
+    WithdrawProposal { release: ReleaseId, reason: String },
+}
+
+/// Every rule a command can break. `code()` is the name users see and docs list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    UnknownPrompt,
+    PromptAlreadyRegistered,
+    UnknownVersion,
+    UnknownRelease,
+    ReasonRequired,
+    AuthorCannotReview,
+    ReviewersMustDiffer,
+    ReleaseNotOpen,
+    CandidateUnchanged,
+    BundleVersionsMismatch,
+    TradeoffNeedsEvalBundle,
+    AuthorCannotAcceptTradeoff,
+    GateNeedsApprovals,
+    ChangesRequested,
+    GateNeedsEvalBundle,
+    GateUnchangedEvidence,
+    RollbackCriteriaRequired,
+    PlanLocked,
+    RolloutNeedsPassedGate,
+    RolloutNeedsPlan,
+    NoStableVersion,
+    BaselineMoved,
+    OneActiveRollout,
+    NotRollingOut,
+    RolloutPaused,
+    NotPaused,
+    NoNextStage,
+    NotAtLastStage,
+    StageMoved,
+    NothingToRollBack,
+}
+
+impl Rule {
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::UnknownPrompt => "unknown-prompt",
+            Rule::PromptAlreadyRegistered => "prompt-already-registered",
+            Rule::UnknownVersion => "unknown-version",
+            Rule::UnknownRelease => "unknown-release",
+            Rule::ReasonRequired => "reason-required",
+            Rule::AuthorCannotReview => "author-cannot-review",
+            Rule::ReviewersMustDiffer => "reviewers-must-differ",
+            Rule::ReleaseNotOpen => "release-not-open",
+            Rule::CandidateUnchanged => "candidate-unchanged",
+            Rule::BundleVersionsMismatch => "bundle-versions-mismatch",
+            Rule::TradeoffNeedsEvalBundle => "tradeoff-needs-eval-bundle",
+            Rule::AuthorCannotAcceptTradeoff => "author-cannot-accept-tradeoff",
+            Rule::GateNeedsApprovals => "gate-needs-approvals",
+            Rule::ChangesRequested => "changes-requested",
+            Rule::GateNeedsEvalBundle => "gate-needs-eval-bundle",
+            Rule::GateUnchangedEvidence => "gate-unchanged-evidence",
+            Rule::RollbackCriteriaRequired => "rollback-criteria-required",
+            Rule::PlanLocked => "plan-locked",
+            Rule::RolloutNeedsPassedGate => "rollout-needs-passed-gate",
+            Rule::RolloutNeedsPlan => "rollout-needs-plan",
+            Rule::NoStableVersion => "no-stable-version",
+            Rule::BaselineMoved => "baseline-moved",
+            Rule::OneActiveRollout => "one-active-rollout",
+            Rule::NotRollingOut => "not-rolling-out",
+            Rule::RolloutPaused => "rollout-paused",
+            Rule::NotPaused => "not-paused",
+            Rule::NoNextStage => "no-next-stage",
+            Rule::NotAtLastStage => "not-at-last-stage",
+            Rule::StageMoved => "stage-moved",
+            Rule::NothingToRollBack => "nothing-to-roll-back",
+        }
+    }
+
+    /// Rules that mean "someone else changed the state since you looked" rather than
+    /// "this is not allowed": the CLI reports them as a conflict (exit 4).
+    pub fn is_conflict(self) -> bool {
+        matches!(self, Rule::StageMoved)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A command refused by a rule. Nothing is recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("rejected by rule `{rule}`: {message}")]
+pub struct Rejection {
+    pub rule: Rule,
+    pub message: String,
+}
+
+fn reject<T>(rule: Rule, message: impl Into<String>) -> Result<T, Rejection> {
+    Err(Rejection { rule, message: message.into() })
+}
+
+/// Decides a command against the state. `Ok(vec![])` means the command's effect is already
+/// recorded (an idempotent repeat).
+pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    let prompt = &state.name;
+    if !state.is_registered() {
+        if let Command::RegisterPrompt { owner } = command {
+            if owner.trim().is_empty() {
+                return reject(Rule::ReasonRequired, "a prompt needs an owning team (--owner)");
+            }
+            return Ok(vec![Event::PromptRegistered(PromptRegistered { prompt: prompt.clone(), owner: owner.trim().to_string() })]);
+        }
+        return reject(Rule::UnknownPrompt, format!("prompt `{prompt}` is not registered (run `pledger prompt register {prompt} --owner <TEAM>`)"));
+    }
+    match command {
+        Command::RegisterPrompt { owner } => {
+            let current = state.owner.as_deref().unwrap_or_default();
+            if owner.trim() == current {
+                Ok(vec![])
+            } else {
+                reject(Rule::PromptAlreadyRegistered, format!("prompt `{prompt}` is already registered, owned by `{current}`"))
+            }
+        }
+        Command::PublishVersion { artifact } => {
+            let version = artifact.version_id();
+            if state.versions.contains_key(&version) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::VersionPublished(VersionPublished { prompt: prompt.clone(), version, artifact: artifact.clone() })])
+        }
+        Command::AdoptVersion { version, reason } => {
+            require_reason(reason, "adopting a version")?;
+            known_version(state, version)?;
+            if let Some(active) = state.active_rollout() {
+                return reject(
+                    Rule::OneActiveRollout,
+                    format!("release {} is rolling out; roll it back or complete it before adopting another version", active.id),
+                );
+            }
+            if state.stable.as_ref() == Some(version) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::VersionAdopted(VersionAdopted {
+                prompt: prompt.clone(),
+                version: version.clone(),
+                previous_stable: state.stable.clone(),
+                reason: reason.trim().to_string(),
+            })])
+        }
+        Command::SetGatePolicy { policy } => {
+            if &state.policy == policy {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::GatePolicySet(GatePolicySet { prompt: prompt.clone(), policy: policy.clone() })])
+        }
+        Command::ProposeChange { candidate, rationale, expected_changes } => {
+            require_reason(rationale, "a proposal's rationale")?;
+            known_version(state, candidate)?;
+            let number = state.releases.keys().next_back().copied().unwrap_or(0) + 1;
+            Ok(vec![Event::ChangeProposed(ChangeProposed {
+                release: ReleaseId::new(prompt.clone(), number),
+                author: ctx.actor.clone(),
+                candidate: candidate.clone(),
+                baseline: state.stable.clone(),
+                rationale: rationale.trim().to_string(),
+                expected_changes: expected_changes.clone(),
+            })])
+        }
+        Command::ReviseCandidate { release, candidate } => {
+            let r = open_release(state, release)?;
+            known_version(state, candidate)?;
+            if &r.candidate == candidate {
+                return reject(Rule::CandidateUnchanged, format!("{candidate} is already the candidate of {release}"));
+            }
+            Ok(vec![Event::CandidateRevised(CandidateRevised {
+                release: release.clone(),
+                candidate: candidate.clone(),
+                previous_candidate: r.candidate.clone(),
+            })])
+        }
+        Command::SubmitReview { release, layer, verdict, note } => {
+            let r = open_release(state, release)?;
+            if r.author == ctx.actor {
+                return reject(Rule::AuthorCannotReview, format!("{} authored {release} and cannot review it", ctx.actor));
+            }
+            let other = match layer {
+                ReviewLayer::Product => ReviewLayer::Technical,
+                ReviewLayer::Technical => ReviewLayer::Product,
+            };
+            if let Some(o) = r.reviews.get(&other) {
+                if o.reviewer == ctx.actor {
+                    return reject(
+                        Rule::ReviewersMustDiffer,
+                        format!("{} already gave the {other} review of {release}; the {layer} review must come from someone else", ctx.actor),
+                    );
+                }
+            }
+            if let Some(current) = r.reviews.get(layer) {
+                if current.reviewer == ctx.actor && current.verdict == *verdict {
+                    return Ok(vec![]);
+                }
+            }
+            Ok(vec![Event::ReviewSubmitted(ReviewSubmitted {
+                release: release.clone(),
+                reviewer: ctx.actor.clone(),
+                layer: *layer,
+                verdict: *verdict,
+                candidate: r.candidate.clone(),
+                note: note.clone(),
+            })])
+        }
+        Command::AttachEvalBundle { release, bundle } => {
+            let r = open_release(state, release)?;
+            if bundle.candidate != r.candidate {
+                return reject(
+                    Rule::BundleVersionsMismatch,
+                    format!("the bundle evaluates candidate {} but {release}'s candidate is {}", bundle.candidate, r.candidate),
+                );
+            }
+            if let Some(baseline) = &r.baseline {
+                if &bundle.baseline != baseline {
+                    return reject(
+                        Rule::BundleVersionsMismatch,
+                        format!("the bundle compares against baseline {} but {release}'s baseline is {baseline}", bundle.baseline),
+                    );
+                }
+            }
+            let digest = json_digest(bundle);
+            if r.bundle.as_ref().is_some_and(|b| b.digest == digest) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::EvalBundleAttached(EvalBundleAttached { release: release.clone(), bundle_digest: digest, bundle: bundle.clone() })])
+        }
+        Command::AcceptTradeoff { release, reason } => {
+            let r = open_release(state, release)?;
+            require_reason(reason, "accepting a trade-off")?;
+            let Some(bundle) = &r.bundle else {
+                return reject(Rule::TradeoffNeedsEvalBundle, format!("{release} has no eval bundle whose trade-off could be accepted"));
+            };
+            if r.author == ctx.actor {
+                return reject(
+                    Rule::AuthorCannotAcceptTradeoff,
+                    format!("{} authored {release}; a trade-off must be accepted by someone else", ctx.actor),
+                );
+            }
+            if r.tradeoff.as_ref().is_some_and(|t| t.bundle_digest == bundle.digest) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::TradeoffAccepted(TradeoffAccepted {
+                release: release.clone(),
+                accepted_by: ctx.actor.clone(),
+                bundle_digest: bundle.digest.clone(),
+                reason: reason.trim().to_string(),
+            })])
+        }
+        Command::DecideGate { release } => {
+            let r = open_release(state, release)?;
+            for layer in [ReviewLayer::Product, ReviewLayer::Technical] {
+                match r.reviews.get(&layer) {
+                    None => {
+                        return reject(Rule::GateNeedsApprovals, format!("{release} has no {layer} approval of candidate {}", r.candidate.short()))
+                    }
+                    Some(review) if review.verdict == ReviewVerdict::RequestChanges => {
+                        return reject(
+                            Rule::ChangesRequested,
+                            format!("{} requested changes in the {layer} review of {release}; a new {layer} approval is needed", review.reviewer),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+            let (Some(bundle), Some(evidence)) = (&r.bundle, r.current_evidence(&state.policy)) else {
+                return reject(Rule::GateNeedsEvalBundle, format!("{release} has no eval bundle (run `pledger release attach-eval {release} <BUNDLE_FILE>`)"));
+            };
+            if let Some(previous) = &r.gate {
+                if previous.evidence == evidence {
+                    let verdict = if previous.passed { "passed" } else { "failed" };
+                    return reject(
+                        Rule::GateUnchangedEvidence,
+                        format!("the gate of {release} already {verdict} on this evidence; attach a new bundle, accept a trade-off or revise the candidate first"),
+                    );
+                }
+            }
+            let outcome = evaluate_gate(&bundle.bundle, &state.policy, evidence.tradeoff_accepted);
+            Ok(vec![Event::GateDecided(GateDecided {
+                release: release.clone(),
+                passed: outcome.passed,
+                evidence,
+                policy: state.policy.clone(),
+                checks: outcome.checks,
+                regressions: bundle.bundle.regressions.clone(),
+            })])
+        }
+        Command::PlanRollout { release, plan } => {
+            let r = known_release(state, release)?;
+            if r.status != ReleaseStatus::Proposed {
+                return reject(Rule::PlanLocked, format!("{release} is {}; its plan can no longer change", r.status.name()));
+            }
+            if plan.rollback_criteria().is_none() {
+                return reject(
+                    Rule::RollbackCriteriaRequired,
+                    "the plan must declare its rollback criteria in advance ([rollback] criteria = \"...\")",
+                );
+            }
+            if r.plan.as_ref() == Some(plan) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::RolloutPlanned(RolloutPlanned { release: release.clone(), plan: plan.clone() })])
+        }
+        Command::StartRollout { release, bucketing_salt } => {
+            let r = known_release(state, release)?;
+            if let Some(active) = state.active_rollout() {
+                if &active.id == release {
+                    return reject(Rule::OneActiveRollout, format!("{release} is already {}", active.status.name()));
+                }
+                return reject(Rule::OneActiveRollout, format!("{} is already rolling out for prompt `{prompt}`", active.id));
+            }
+            open_release(state, release)?;
+            let Some(plan) = &r.plan else {
+                return reject(Rule::RolloutNeedsPlan, format!("{release} has no rollout plan (run `pledger rollout plan {release} <PLAN_FILE>`)"));
+            };
+            if r.current_gate(&state.policy).map(|g| g.passed) != Some(true) {
+                return reject(Rule::RolloutNeedsPassedGate, format!("{release} has no passed gate on its current evidence"));
+            }
+            for layer in [ReviewLayer::Product, ReviewLayer::Technical] {
+                if r.reviews.get(&layer).map(|x| x.verdict) != Some(ReviewVerdict::Approve) {
+                    return reject(Rule::ChangesRequested, format!("{release} lacks a current {layer} approval"));
+                }
+            }
+            let Some(stable) = &state.stable else {
+                return reject(
+                    Rule::NoStableVersion,
+                    format!("prompt `{prompt}` has no stable version to fall back to (adopt the version serving production with `pledger prompt adopt`)"),
+                );
+            };
+            if r.baseline.as_ref() != Some(stable) {
+                return reject(
+                    Rule::BaselineMoved,
+                    format!(
+                        "{release} was proposed against baseline {} but the stable version is now {}; propose again against the new baseline",
+                        r.baseline.as_ref().map(|b| b.short().to_string()).unwrap_or_else(|| "none".into()),
+                        stable.short()
+                    ),
+                );
+            }
+            Ok(vec![Event::RolloutStarted(RolloutStarted {
+                release: release.clone(),
+                candidate: r.candidate.clone(),
+                baseline: stable.clone(),
+                stage: plan.stages[0].name.clone(),
+                bucketing_salt: bucketing_salt.clone(),
+            })])
+        }
+        Command::AdvanceStage { release, from_stage, force_reason } => {
+            let r = known_release(state, release)?;
+            let (stage, paused) = rolling(r)?;
+            if paused {
+                return reject(Rule::RolloutPaused, format!("{release} is paused; resume it before advancing"));
+            }
+            let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
+            let current = &plan.stages[stage].name;
+            if current != from_stage {
+                return reject(
+                    Rule::StageMoved,
+                    format!("{release} moved meanwhile: it is at stage `{current}`, not `{from_stage}`"),
+                );
+            }
+            let Some(next) = plan.stages.get(stage + 1) else {
+                return reject(
+                    Rule::NoNextStage,
+                    format!("`{current}` is the last stage of {release}; run `pledger rollout complete {release}` to make it stable"),
+                );
+            };
+            if let Some(reason) = force_reason {
+                require_reason(reason, "a forced advance")?;
+            }
+            Ok(vec![Event::StageAdvanced(StageAdvanced {
+                release: release.clone(),
+                from_stage: current.clone(),
+                to_stage: next.name.clone(),
+                forced: force_reason.is_some(),
+                reason: force_reason.as_ref().map(|s| s.trim().to_string()),
+            })])
+        }
+        Command::PauseRollout { release, reason } => {
+            let r = known_release(state, release)?;
+            let (stage, paused) = rolling(r)?;
+            require_reason(reason, "pausing a rollout")?;
+            if paused {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::RolloutPaused(RolloutPaused {
+                release: release.clone(),
+                stage: r.stage_name(stage).unwrap_or_default().to_string(),
+                reason: reason.trim().to_string(),
+            })])
+        }
+        Command::ResumeRollout { release } => {
+            let r = known_release(state, release)?;
+            match r.status {
+                ReleaseStatus::RollingOut { paused: true, stage, .. } | ReleaseStatus::Frozen { stage, .. } => {
+                    Ok(vec![Event::RolloutResumed(RolloutResumed {
+                        release: release.clone(),
+                        stage: r.stage_name(stage).unwrap_or_default().to_string(),
+                    })])
+                }
+                ReleaseStatus::RollingOut { paused: false, .. } => {
+                    reject(Rule::NotPaused, format!("{release} is rolling out, neither paused nor frozen"))
+                }
+                _ => reject(Rule::NotRollingOut, format!("{release} is {}, not rolling out", r.status.name())),
+            }
+        }
+        Command::FreezeRollout { release, reason } => {
+            let r = known_release(state, release)?;
+            require_reason(reason, "freezing a rollout")?;
+            if let ReleaseStatus::Frozen { .. } = r.status {
+                return Ok(vec![]);
+            }
+            let (stage, _) = rolling(r)?;
+            Ok(vec![Event::RolloutFrozen(RolloutFrozen {
+                release: release.clone(),
+                stage: r.stage_name(stage).unwrap_or_default().to_string(),
+                reason: reason.trim().to_string(),
+            })])
+        }
+        Command::CompleteRelease { release } => {
+            let r = known_release(state, release)?;
+            let (stage, paused) = rolling(r)?;
+            if paused {
+                return reject(Rule::RolloutPaused, format!("{release} is paused; resume it before completing"));
+            }
+            let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
+            if stage + 1 != plan.stages.len() {
+                return reject(
+                    Rule::NotAtLastStage,
+                    format!("{release} is at stage `{}`; it completes from its last stage `{}`", plan.stages[stage].name, plan.stages[plan.stages.len() - 1].name),
+                );
+            }
+            Ok(vec![Event::ReleaseCompleted(ReleaseCompleted {
+                release: release.clone(),
+                version: r.candidate.clone(),
+                previous_stable: r.baseline.clone().expect("a started release has a baseline"),
+            })])
+        }
+        Command::Rollback { reason } => {
+            require_reason(reason, "a rollback")?;
+            let target = state.active_rollout().or_else(|| state.last_completed_serving());
+            let Some(r) = target else {
+                return reject(
+                    Rule::NothingToRollBack,
+                    format!("prompt `{prompt}` has no rollout in progress, frozen or completed to roll back"),
+                );
+            };
+            let Some(baseline) = r.baseline.clone() else {
+                return reject(Rule::NothingToRollBack, format!("{} has no previous stable version", r.id));
+            };
+            Ok(vec![Event::RolledBack(RolledBack {
+                release: r.id.clone(),
+                from_version: r.candidate.clone(),
+                to_version: baseline,
+                reason: reason.trim().to_string(),
+            })])
+        }
+        Command::WithdrawProposal { release, reason } => {
+            let r = known_release(state, release)?;
+            require_reason(reason, "withdrawing a proposal")?;
+            if let ReleaseStatus::Withdrawn { .. } = r.status {
+                return Ok(vec![]);
+            }
+            open_release(state, release)?;
+            Ok(vec![Event::ProposalWithdrawn(ProposalWithdrawn { release: release.clone(), reason: reason.trim().to_string() })])
+        }
+    }
+}
+
+fn require_reason(reason: &str, what: &str) -> Result<(), Rejection> {
+    if reason.trim().is_empty() {
+        reject(Rule::ReasonRequired, format!("{what} needs a non-empty reason"))
+    } else {
+        Ok(())
+    }
+}
+
+fn known_version(state: &PromptState, version: &VersionId) -> Result<(), Rejection> {
+    if state.versions.contains_key(version) {
+        Ok(())
+    } else {
+        reject(Rule::UnknownVersion, format!("prompt `{}` has no version {version}", state.name))
+    }
+}
+
+fn known_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a ReleaseState, Rejection> {
+    match state.release(release) {
+        Some(r) => Ok(r),
+        None => reject(Rule::UnknownRelease, format!("there is no release {release}")),
+    }
+}
+
+/// A release still open for reviews, evidence and revisions (proposed, not yet rolling out).
+fn open_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a ReleaseState, Rejection> {
+    let r = known_release(state, release)?;
+    if r.status != ReleaseStatus::Proposed {
+        return reject(Rule::ReleaseNotOpen, format!("{release} is {}, no longer open for this", r.status.name()));
+    }
+    Ok(r)
+}
+
+/// The stage index and pause flag of a rolling-out (not frozen) release.
+fn rolling(r: &ReleaseState) -> Result<(usize, bool), Rejection> {
+    match r.status {
+        ReleaseStatus::RollingOut { stage, paused, .. } => Ok((stage, paused)),
+        _ => reject(Rule::NotRollingOut, format!("{} is {}, not rolling out", r.id, r.status.name())),
+    }
+}
+
+/// Resolves a user's version reference (full id or unique prefix) against the prompt.
+pub fn resolve_version(state: &PromptState, reference: &str) -> Result<VersionId, Rejection> {
+    match state.find_version(reference) {
+        Ok(v) => Ok(v.clone()),
+        Err(VersionLookupError::Unknown) => reject(Rule::UnknownVersion, format!("prompt `{}` has no version `{reference}`", state.name)),
+        Err(VersionLookupError::Ambiguous(n)) => {
+            reject(Rule::UnknownVersion, format!("`{reference}` matches {n} versions of `{}`; give more digits", state.name))
+        }
+    }
+}

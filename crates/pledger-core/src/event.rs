@@ -1,0 +1,442 @@
+//! Events: the immutable facts on the ledger, and the one envelope that carries them all.
+//!
+//! Wire form (JSON): the envelope's fields, `kind` (e.g. `release.review_submitted`) and
+//! `payload` (the kind's own shape). Every kind has its own `schema_version`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Artifact;
+use crate::bundle::{EvalBundle, Regression};
+use crate::gate::{GateCheck, GatePolicy};
+use crate::ids::{Actor, PromptName, ReleaseId, Timestamp, VersionId};
+use crate::plan::RolloutPlan;
+
+/// The aggregate an event belongs to. The prompt is the consistency boundary: every event of
+/// a prompt and its releases is appended against the last sequence of the prompt's family.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    Prompt(PromptName),
+    Release(ReleaseId),
+}
+
+impl Aggregate {
+    pub fn prompt(&self) -> &PromptName {
+        match self {
+            Aggregate::Prompt(p) => p,
+            Aggregate::Release(r) => r.prompt(),
+        }
+    }
+    /// `prompt:<name>` or `release:<id>`.
+    pub fn id(&self) -> String {
+        match self {
+            Aggregate::Prompt(p) => format!("prompt:{p}"),
+            Aggregate::Release(r) => format!("release:{r}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewLayer {
+    /// Tone, policy alignment, user value.
+    Product,
+    /// Determinism, schema compliance, failure handling.
+    Technical,
+}
+
+impl std::fmt::Display for ReviewLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReviewLayer::Product => "product",
+            ReviewLayer::Technical => "technical",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewVerdict {
+    Approve,
+    RequestChanges,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PromptRegistered {
+    pub prompt: PromptName,
+    pub owner: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VersionPublished {
+    pub prompt: PromptName,
+    pub version: VersionId,
+    pub artifact: Artifact,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VersionAdopted {
+    pub prompt: PromptName,
+    pub version: VersionId,
+    #[serde(default)]
+    pub previous_stable: Option<VersionId>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GatePolicySet {
+    pub prompt: PromptName,
+    pub policy: GatePolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangeProposed {
+    pub release: ReleaseId,
+    pub author: Actor,
+    pub candidate: VersionId,
+    /// The prompt's stable version when the change was proposed (none if it had none).
+    #[serde(default)]
+    pub baseline: Option<VersionId>,
+    pub rationale: String,
+    #[serde(default)]
+    pub expected_changes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CandidateRevised {
+    pub release: ReleaseId,
+    pub candidate: VersionId,
+    pub previous_candidate: VersionId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReviewSubmitted {
+    pub release: ReleaseId,
+    pub reviewer: Actor,
+    pub layer: ReviewLayer,
+    pub verdict: ReviewVerdict,
+    /// The candidate version that was reviewed.
+    pub candidate: VersionId,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvalBundleAttached {
+    pub release: ReleaseId,
+    /// SHA-256 of the bundle's canonical JSON.
+    pub bundle_digest: String,
+    pub bundle: EvalBundle,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TradeoffAccepted {
+    pub release: ReleaseId,
+    pub accepted_by: Actor,
+    /// The bundle whose latency or cost rise is accepted.
+    pub bundle_digest: String,
+    pub reason: String,
+}
+
+/// What a gate decision was based on. A gate is decided once per evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GateEvidence {
+    pub candidate: VersionId,
+    pub bundle_digest: String,
+    pub tradeoff_accepted: bool,
+    pub policy_digest: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GateDecided {
+    pub release: ReleaseId,
+    pub passed: bool,
+    pub evidence: GateEvidence,
+    pub policy: GatePolicy,
+    pub checks: Vec<GateCheck>,
+    /// The bundle's top regressions, carried for reviewers and auditors.
+    #[serde(default)]
+    pub regressions: Vec<Regression>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutPlanned {
+    pub release: ReleaseId,
+    pub plan: RolloutPlan,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutStarted {
+    pub release: ReleaseId,
+    pub candidate: VersionId,
+    pub baseline: VersionId,
+    /// The first stage.
+    pub stage: String,
+    /// Salt of the sticky bucketing for this rollout.
+    pub bucketing_salt: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StageAdvanced {
+    pub release: ReleaseId,
+    pub from_stage: String,
+    pub to_stage: String,
+    /// Advanced over a guardrail or readiness objection with `--force`.
+    #[serde(default)]
+    pub forced: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutPaused {
+    pub release: ReleaseId,
+    pub stage: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutResumed {
+    pub release: ReleaseId,
+    pub stage: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutFrozen {
+    pub release: ReleaseId,
+    pub stage: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RolledBack {
+    pub release: ReleaseId,
+    /// The version taken out of service (the release's candidate).
+    pub from_version: VersionId,
+    /// The version serving all traffic again (the release's baseline).
+    pub to_version: VersionId,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseCompleted {
+    pub release: ReleaseId,
+    /// The new stable version.
+    pub version: VersionId,
+    pub previous_stable: VersionId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProposalWithdrawn {
+    pub release: ReleaseId,
+    pub reason: String,
+}
+
+macro_rules! events {
+    ($( $variant:ident = $kind:literal ),* $(,)?) => {
+        /// Every kind of ledger event. `kind()` is its wire name.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind", content = "payload")]
+        pub enum Event {
+            $( #[serde(rename = $kind)] $variant($variant), )*
+        }
+
+        impl Event {
+            /// Wire names of every kind, in declaration order.
+            pub const KINDS: &'static [&'static str] = &[$($kind),*];
+
+            pub fn kind(&self) -> &'static str {
+                match self { $( Event::$variant(_) => $kind, )* }
+            }
+        }
+
+        /// The JSON Schema of every kind's payload, by wire name.
+        pub fn payload_schemas() -> Vec<(&'static str, schemars::Schema)> {
+            vec![ $( ($kind, schemars::schema_for!($variant)), )* ]
+        }
+    };
+}
+
+events! {
+    PromptRegistered = "prompt.registered",
+    VersionPublished = "prompt.version_published",
+    VersionAdopted = "prompt.version_adopted",
+    GatePolicySet = "prompt.gate_policy_set",
+    ChangeProposed = "release.change_proposed",
+    CandidateRevised = "release.candidate_revised",
+    ReviewSubmitted = "release.review_submitted",
+    EvalBundleAttached = "release.eval_bundle_attached",
+    TradeoffAccepted = "release.tradeoff_accepted",
+    GateDecided = "release.gate_decided",
+    RolloutPlanned = "release.rollout_planned",
+    RolloutStarted = "release.rollout_started",
+    StageAdvanced = "release.stage_advanced",
+    RolloutPaused = "release.rollout_paused",
+    RolloutResumed = "release.rollout_resumed",
+    RolloutFrozen = "release.rollout_frozen",
+    RolledBack = "release.rolled_back",
+    ReleaseCompleted = "release.completed",
+    ProposalWithdrawn = "release.withdrawn",
+}
+
+impl Event {
+    /// The payload schema version this build writes for the kind. Readers refuse events of a
+    /// higher version than they know rather than misread them.
+    pub fn schema_version(&self) -> u32 {
+        1
+    }
+
+    pub fn aggregate(&self) -> Aggregate {
+        match self {
+            Event::PromptRegistered(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::VersionPublished(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::VersionAdopted(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::GatePolicySet(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::ChangeProposed(e) => Aggregate::Release(e.release.clone()),
+            Event::CandidateRevised(e) => Aggregate::Release(e.release.clone()),
+            Event::ReviewSubmitted(e) => Aggregate::Release(e.release.clone()),
+            Event::EvalBundleAttached(e) => Aggregate::Release(e.release.clone()),
+            Event::TradeoffAccepted(e) => Aggregate::Release(e.release.clone()),
+            Event::GateDecided(e) => Aggregate::Release(e.release.clone()),
+            Event::RolloutPlanned(e) => Aggregate::Release(e.release.clone()),
+            Event::RolloutStarted(e) => Aggregate::Release(e.release.clone()),
+            Event::StageAdvanced(e) => Aggregate::Release(e.release.clone()),
+            Event::RolloutPaused(e) => Aggregate::Release(e.release.clone()),
+            Event::RolloutResumed(e) => Aggregate::Release(e.release.clone()),
+            Event::RolloutFrozen(e) => Aggregate::Release(e.release.clone()),
+            Event::RolledBack(e) => Aggregate::Release(e.release.clone()),
+            Event::ReleaseCompleted(e) => Aggregate::Release(e.release.clone()),
+            Event::ProposalWithdrawn(e) => Aggregate::Release(e.release.clone()),
+        }
+    }
+}
+
+/// The latest payload schema version this build reads.
+pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+
+/// Who, when and why of an event, set by the edge that records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventMeta {
+    /// Unique id (a UUIDv7 from the recording edge); also the JetStream `Nats-Msg-Id`.
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub actor: Actor,
+    /// The event or request that caused this one.
+    pub causation_id: Option<String>,
+    /// Groups every event of one user action or workflow.
+    pub correlation_id: String,
+}
+
+/// An event with its metadata: what goes on the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WireEnvelope", try_from = "WireEnvelope")]
+pub struct Envelope {
+    pub event_id: String,
+    pub schema_version: u32,
+    pub aggregate_id: String,
+    pub occurred_at: Timestamp,
+    pub actor: Actor,
+    pub causation_id: Option<String>,
+    pub correlation_id: String,
+    /// SHA-256 of the previous event of the aggregate (filled by the audit trail).
+    pub prev_hash: Option<String>,
+    /// Signature over the event (filled by the audit trail).
+    pub signature: Option<String>,
+    pub event: Event,
+}
+
+impl Envelope {
+    pub fn new(event: Event, meta: EventMeta) -> Envelope {
+        Envelope {
+            event_id: meta.event_id,
+            schema_version: event.schema_version(),
+            aggregate_id: event.aggregate().id(),
+            occurred_at: meta.occurred_at,
+            actor: meta.actor,
+            causation_id: meta.causation_id,
+            correlation_id: meta.correlation_id,
+            prev_hash: None,
+            signature: None,
+            event,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        self.event.kind()
+    }
+}
+
+/// The JSON shape of [`Envelope`]: the envelope fields, `kind` and `payload`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WireEnvelope<P = serde_json::Value> {
+    pub event_id: String,
+    pub kind: String,
+    pub schema_version: u32,
+    /// `prompt:<name>` or `release:<prompt>-r<n>`.
+    pub aggregate_id: String,
+    pub occurred_at: Timestamp,
+    pub actor: Actor,
+    #[serde(default)]
+    pub causation_id: Option<String>,
+    pub correlation_id: String,
+    #[serde(default)]
+    pub prev_hash: Option<String>,
+    #[serde(default)]
+    pub signature: Option<String>,
+    pub payload: P,
+}
+
+impl From<Envelope> for WireEnvelope {
+    fn from(e: Envelope) -> WireEnvelope {
+        let tagged = serde_json::to_value(&e.event).expect("event serializes");
+        let serde_json::Value::Object(mut map) = tagged else { unreachable!("adjacently tagged enum is an object") };
+        let kind = map.remove("kind").and_then(|k| k.as_str().map(str::to_string)).expect("kind tag");
+        let payload = map.remove("payload").expect("payload");
+        WireEnvelope {
+            event_id: e.event_id,
+            kind,
+            schema_version: e.schema_version,
+            aggregate_id: e.aggregate_id,
+            occurred_at: e.occurred_at,
+            actor: e.actor,
+            causation_id: e.causation_id,
+            correlation_id: e.correlation_id,
+            prev_hash: e.prev_hash,
+            signature: e.signature,
+            payload,
+        }
+    }
+}
+
+impl TryFrom<WireEnvelope> for Envelope {
+    type Error = String;
+    fn try_from(w: WireEnvelope) -> Result<Envelope, String> {
+        if !Event::KINDS.contains(&w.kind.as_str()) {
+            return Err(format!("unknown event kind `{}`", w.kind));
+        }
+        if w.schema_version == 0 || w.schema_version > CURRENT_SCHEMA_VERSION {
+            return Err(format!(
+                "event kind `{}` has schema_version {}, this build reads up to {CURRENT_SCHEMA_VERSION}",
+                w.kind, w.schema_version
+            ));
+        }
+        let tagged = serde_json::json!({ "kind": w.kind, "payload": w.payload });
+        let event: Event = serde_json::from_value(tagged).map_err(|e| format!("payload of `{}`: {e}", w.kind))?;
+        let expected = event.aggregate().id();
+        if expected != w.aggregate_id {
+            return Err(format!("aggregate_id `{}` does not match the payload's `{expected}`", w.aggregate_id));
+        }
+        Ok(Envelope {
+            event_id: w.event_id,
+            schema_version: w.schema_version,
+            aggregate_id: w.aggregate_id,
+            occurred_at: w.occurred_at,
+            actor: w.actor,
+            causation_id: w.causation_id,
+            correlation_id: w.correlation_id,
+            prev_hash: w.prev_hash,
+            signature: w.signature,
+            event,
+        })
+    }
+}

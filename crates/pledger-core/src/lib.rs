@@ -1,0 +1,27 @@
+//! Pure domain core of Prompt Ledger.
+//!
+//! Architecture invariant: nothing in this crate performs IO, reads a clock or draws a random
+//! number. Time (`now`), event ids and bucketing salts are passed in by the edges.
+
+pub mod artifact;
+pub mod bundle;
+pub mod decide;
+pub mod diff;
+pub mod error;
+pub mod event;
+pub mod gate;
+pub mod ids;
+pub mod plan;
+pub mod routing;
+pub mod schema;
+pub mod state;
+
+pub use artifact::Artifact;
+pub use bundle::EvalBundle;
+pub use decide::{decide, Command, Context, Rejection, Rule};
+pub use error::{FieldError, FileError, FileFormat};
+pub use event::{Envelope, Event, EventMeta};
+pub use gate::GatePolicy;
+pub use ids::{Actor, DurationSpec, PromptName, ReleaseId, Timestamp, VersionId};
+pub use plan::RolloutPlan;
+pub use state::{evolve, PromptState};

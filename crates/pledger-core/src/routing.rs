@@ -1,0 +1,127 @@
+//! The runtime config layer's data: a prompt's routing table and the sticky, deterministic
+//! resolution of a request to a version. The CLI, the router and the service SDK all use
+//! these same functions.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ids::{PromptName, ReleaseId, VersionId};
+use crate::plan::MatchValue;
+use crate::state::PromptState;
+
+/// Buckets per unit key: percentages resolve to 1/100 of a percent.
+pub const BUCKETS: u32 = 10_000;
+
+/// The value of a prompt's key in the `pledger_routing` KV bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoutingTable {
+    pub prompt: PromptName,
+    /// The version all traffic gets outside the candidate's share.
+    pub stable: Option<VersionId>,
+    /// The rollout in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RoutedRollout>,
+    /// The ledger sequence (of the prompt's family) this table was derived from. Writers never
+    /// replace a table with one derived from an older sequence.
+    pub ledger_sequence: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoutedRollout {
+    pub release: ReleaseId,
+    pub candidate: VersionId,
+    /// `rolling_out`, `paused` or `frozen`. A frozen rollout routes everything to stable.
+    pub state: String,
+    pub current_stage: String,
+    pub bucketing_salt: String,
+    /// Stages up to and including the current one: the candidate's cumulative share.
+    pub stages: Vec<RoutedStage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoutedStage {
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matches: BTreeMap<String, MatchValue>,
+    pub percent: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    Stable,
+    Candidate,
+}
+
+/// Which version a request gets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resolution {
+    pub version: Option<VersionId>,
+    pub release: Option<ReleaseId>,
+    pub arm: Option<Arm>,
+}
+
+/// Derives the routing table from a prompt's state.
+pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTable {
+    let rollout = state.active_rollout().and_then(|r| {
+        let plan = r.plan.as_ref()?;
+        let stage = r.status.stage()?;
+        let salt = r.bucketing_salt.clone()?;
+        Some(RoutedRollout {
+            release: r.id.clone(),
+            candidate: r.candidate.clone(),
+            state: r.status.name().to_string(),
+            current_stage: plan.stages[stage].name.clone(),
+            bucketing_salt: salt,
+            stages: plan.stages[..=stage]
+                .iter()
+                .map(|s| RoutedStage { name: s.name.clone(), matches: s.matches.clone(), percent: s.percent })
+                .collect(),
+        })
+    });
+    RoutingTable { prompt: state.name.clone(), stable: state.stable.clone(), rollout, ledger_sequence }
+}
+
+/// The sticky bucket of a unit key under a salt: SHA-256 of `salt:unit`, first 8 bytes
+/// big-endian, modulo [`BUCKETS`]. Any client can recompute it.
+pub fn bucket(salt: &str, unit: &str) -> u32 {
+    let digest = Sha256::digest(format!("{salt}:{unit}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % BUCKETS as u64) as u32
+}
+
+/// Does a request with `attributes` match a stage's `match` (all keys, any listed value)?
+pub fn stage_matches(matches: &BTreeMap<String, MatchValue>, attributes: &BTreeMap<String, String>) -> bool {
+    matches.iter().all(|(k, want)| attributes.get(k).is_some_and(|v| want.accepts(v)))
+}
+
+/// Resolves a request. Without a unit key, only stages at 100% can send it to the
+/// candidate (there is nothing to stick a partial share to).
+pub fn resolve(table: &RoutingTable, unit: Option<&str>, attributes: &BTreeMap<String, String>) -> Resolution {
+    let stable = Resolution { version: table.stable.clone(), release: None, arm: table.stable.as_ref().map(|_| Arm::Stable) };
+    let Some(rollout) = &table.rollout else { return stable };
+    if rollout.state == "frozen" {
+        return Resolution { release: Some(rollout.release.clone()), ..stable };
+    }
+    let share = rollout
+        .stages
+        .iter()
+        .filter(|s| stage_matches(&s.matches, attributes))
+        .map(|s| (s.percent * 100.0).round() as u32)
+        .max()
+        .unwrap_or(0);
+    let candidate = match unit {
+        _ if share >= BUCKETS => true,
+        Some(unit) => bucket(&rollout.bucketing_salt, unit) < share,
+        None => false,
+    };
+    if candidate {
+        Resolution { version: Some(rollout.candidate.clone()), release: Some(rollout.release.clone()), arm: Some(Arm::Candidate) }
+    } else {
+        Resolution { release: Some(rollout.release.clone()), ..stable }
+    }
+}
