@@ -71,7 +71,10 @@ impl Artifact {
     /// Reads an artifact from TOML or JSON text and checks its values.
     pub fn from_text(text: &str, format: FileFormat) -> Result<Artifact, FileError> {
         let artifact: Artifact = parse_file("artifact", text, format, MAX_ARTIFACT_BYTES)?;
-        artifact.validate().map_err(|source| FileError::Invalid { kind: "artifact", source })?;
+        artifact.validate().map_err(|source| FileError::Invalid {
+            kind: "artifact",
+            source,
+        })?;
         Ok(artifact)
     }
 
@@ -85,18 +88,30 @@ impl Artifact {
         }
         let t = self.model.temperature;
         if !(0.0..=2.0).contains(&t) || t.is_nan() {
-            return Err(FieldError::new("model.temperature", format!("{t} is outside 0 to 2")));
+            return Err(FieldError::new(
+                "model.temperature",
+                format!("{t} is outside 0 to 2"),
+            ));
         }
         if let Some(p) = self.model.top_p {
             if !(0.0..=1.0).contains(&p) || p.is_nan() {
-                return Err(FieldError::new("model.top_p", format!("{p} is outside 0 to 1")));
+                return Err(FieldError::new(
+                    "model.top_p",
+                    format!("{p} is outside 0 to 1"),
+                ));
             }
         }
         if self.model.max_output_tokens == Some(0) {
-            return Err(FieldError::new("model.max_output_tokens", "must be at least 1"));
+            return Err(FieldError::new(
+                "model.max_output_tokens",
+                "must be at least 1",
+            ));
         }
         if self.tools.schema_version.trim().is_empty() {
-            return Err(FieldError::new("tools.schema_version", "must not be empty (write \"none\" when the prompt uses no tools)"));
+            return Err(FieldError::new(
+                "tools.schema_version",
+                "must not be empty (write \"none\" when the prompt uses no tools)",
+            ));
         }
         Ok(())
     }
@@ -131,9 +146,13 @@ pub fn canonical_json_of<T: Serialize>(value: &T) -> String {
             serde_json::Value::Object(map) => {
                 let mut entries: Vec<_> = map.into_iter().collect();
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
             }
-            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
             other => other,
         }
     }

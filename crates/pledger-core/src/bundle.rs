@@ -12,7 +12,12 @@ use crate::ids::VersionId;
 pub const MAX_BUNDLE_BYTES: usize = 512 * 1024;
 
 /// The hard-negative categories every bundle must cover.
-pub const HARD_NEGATIVE_CATEGORIES: [&str; 4] = ["ambiguous", "adversarial", "long_context", "partial_tool_failure"];
+pub const HARD_NEGATIVE_CATEGORIES: [&str; 4] = [
+    "ambiguous",
+    "adversarial",
+    "long_context",
+    "partial_tool_failure",
+];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +90,10 @@ pub struct CandidateBaseline {
 impl EvalBundle {
     pub fn from_text(text: &str, format: FileFormat) -> Result<EvalBundle, FileError> {
         let bundle: EvalBundle = parse_file("eval bundle", text, format, MAX_BUNDLE_BYTES)?;
-        bundle.validate().map_err(|source| FileError::Invalid { kind: "eval bundle", source })?;
+        bundle.validate().map_err(|source| FileError::Invalid {
+            kind: "eval bundle",
+            source,
+        })?;
         Ok(bundle)
     }
 
@@ -94,22 +102,43 @@ impl EvalBundle {
             return Err(FieldError::new("suite", "must not be empty"));
         }
         if self.segments.is_empty() {
-            return Err(FieldError::new("segments", "must list at least one segment"));
+            return Err(FieldError::new(
+                "segments",
+                "must list at least one segment",
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, s) in self.segments.iter().enumerate() {
             if s.name.trim().is_empty() {
-                return Err(FieldError::new(format!("segments[{i}].name"), "must not be empty"));
+                return Err(FieldError::new(
+                    format!("segments[{i}].name"),
+                    "must not be empty",
+                ));
             }
             if !names.insert(s.name.as_str()) {
-                return Err(FieldError::new(format!("segments[{i}].name"), format!("segment `{}` appears twice", s.name)));
+                return Err(FieldError::new(
+                    format!("segments[{i}].name"),
+                    format!("segment `{}` appears twice", s.name),
+                ));
             }
-            rate(&format!("segments[{i}].candidate_pass_rate"), s.candidate_pass_rate)?;
-            rate(&format!("segments[{i}].baseline_pass_rate"), s.baseline_pass_rate)?;
+            rate(
+                &format!("segments[{i}].candidate_pass_rate"),
+                s.candidate_pass_rate,
+            )?;
+            rate(
+                &format!("segments[{i}].baseline_pass_rate"),
+                s.baseline_pass_rate,
+            )?;
         }
         for (name, r) in &self.hard_negatives {
-            rate(&format!("hard_negatives.{name}.candidate_pass_rate"), r.candidate_pass_rate)?;
-            rate(&format!("hard_negatives.{name}.baseline_pass_rate"), r.baseline_pass_rate)?;
+            rate(
+                &format!("hard_negatives.{name}.candidate_pass_rate"),
+                r.candidate_pass_rate,
+            )?;
+            rate(
+                &format!("hard_negatives.{name}.baseline_pass_rate"),
+                r.baseline_pass_rate,
+            )?;
         }
         let l = &self.latency_ms;
         for (field, v) in [
@@ -126,7 +155,10 @@ impl EvalBundle {
                 "a bundle needs tokens_per_request and/or cost_per_request_usd",
             ));
         }
-        for (field, pair) in [("tokens_per_request", &self.tokens_per_request), ("cost_per_request_usd", &self.cost_per_request_usd)] {
+        for (field, pair) in [
+            ("tokens_per_request", &self.tokens_per_request),
+            ("cost_per_request_usd", &self.cost_per_request_usd),
+        ] {
             if let Some(p) = pair {
                 non_negative(&format!("{field}.candidate"), p.candidate)?;
                 non_negative(&format!("{field}.baseline"), p.baseline)?;
@@ -140,7 +172,10 @@ fn rate(field: &str, v: f64) -> Result<(), FieldError> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
-        Err(FieldError::new(field, format!("{v} is not a rate between 0 and 1")))
+        Err(FieldError::new(
+            field,
+            format!("{v} is not a rate between 0 and 1"),
+        ))
     }
 }
 
@@ -148,6 +183,9 @@ fn non_negative(field: &str, v: f64) -> Result<(), FieldError> {
     if v >= 0.0 && v.is_finite() {
         Ok(())
     } else {
-        Err(FieldError::new(field, format!("{v} must be a finite number >= 0")))
+        Err(FieldError::new(
+            field,
+            format!("{v} must be a finite number >= 0"),
+        ))
     }
 }

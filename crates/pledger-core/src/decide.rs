@@ -24,27 +24,81 @@ pub struct Context {
 /// prefixes with [`PromptState::find_version`].
 #[derive(Clone, Debug)]
 pub enum Command {
-    RegisterPrompt { owner: String },
-    PublishVersion { artifact: Artifact },
-    AdoptVersion { version: VersionId, reason: String },
-    SetGatePolicy { policy: GatePolicy },
-    ProposeChange { candidate: VersionId, rationale: String, expected_changes: Vec<String> },
-    ReviseCandidate { release: ReleaseId, candidate: VersionId },
-    SubmitReview { release: ReleaseId, layer: ReviewLayer, verdict: ReviewVerdict, note: Option<String> },
-    AttachEvalBundle { release: ReleaseId, bundle: EvalBundle },
-    AcceptTradeoff { release: ReleaseId, reason: String },
-    DecideGate { release: ReleaseId },
-    PlanRollout { release: ReleaseId, plan: RolloutPlan },
-    StartRollout { release: ReleaseId, bucketing_salt: String },
+    RegisterPrompt {
+        owner: String,
+    },
+    PublishVersion {
+        artifact: Artifact,
+    },
+    AdoptVersion {
+        version: VersionId,
+        reason: String,
+    },
+    SetGatePolicy {
+        policy: GatePolicy,
+    },
+    ProposeChange {
+        candidate: VersionId,
+        rationale: String,
+        expected_changes: Vec<String>,
+    },
+    ReviseCandidate {
+        release: ReleaseId,
+        candidate: VersionId,
+    },
+    SubmitReview {
+        release: ReleaseId,
+        layer: ReviewLayer,
+        verdict: ReviewVerdict,
+        note: Option<String>,
+    },
+    AttachEvalBundle {
+        release: ReleaseId,
+        bundle: EvalBundle,
+    },
+    AcceptTradeoff {
+        release: ReleaseId,
+        reason: String,
+    },
+    DecideGate {
+        release: ReleaseId,
+    },
+    PlanRollout {
+        release: ReleaseId,
+        plan: RolloutPlan,
+    },
+    StartRollout {
+        release: ReleaseId,
+        bucketing_salt: String,
+    },
     /// Advance from `from_stage` (the stage the caller saw) to the next one.
-    AdvanceStage { release: ReleaseId, from_stage: String, force_reason: Option<String> },
-    PauseRollout { release: ReleaseId, reason: String },
-    ResumeRollout { release: ReleaseId },
-    FreezeRollout { release: ReleaseId, reason: String },
-    CompleteRelease { release: ReleaseId },
+    AdvanceStage {
+        release: ReleaseId,
+        from_stage: String,
+        force_reason: Option<String>,
+    },
+    PauseRollout {
+        release: ReleaseId,
+        reason: String,
+    },
+    ResumeRollout {
+        release: ReleaseId,
+    },
+    FreezeRollout {
+        release: ReleaseId,
+        reason: String,
+    },
+    CompleteRelease {
+        release: ReleaseId,
+    },
     /// Roll back the prompt's active rollout, or its last completed release.
-    Rollback { reason: String },
-    WithdrawProposal { release: ReleaseId, reason: String },
+    Rollback {
+        reason: String,
+    },
+    WithdrawProposal {
+        release: ReleaseId,
+        reason: String,
+    },
 }
 
 /// Every rule a command can break. `code()` is the name users see and docs list.
@@ -141,19 +195,32 @@ pub struct Rejection {
 }
 
 fn reject<T>(rule: Rule, message: impl Into<String>) -> Result<T, Rejection> {
-    Err(Rejection { rule, message: message.into() })
+    Err(Rejection {
+        rule,
+        message: message.into(),
+    })
 }
 
 /// Decides a command against the state. `Ok(vec![])` means the command's effect is already
 /// recorded (an idempotent repeat).
-pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+pub fn decide(
+    state: &PromptState,
+    command: &Command,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
     let prompt = &state.name;
     if !state.is_registered() {
         if let Command::RegisterPrompt { owner } = command {
             if owner.trim().is_empty() {
-                return reject(Rule::ReasonRequired, "a prompt needs an owning team (--owner)");
+                return reject(
+                    Rule::ReasonRequired,
+                    "a prompt needs an owning team (--owner)",
+                );
             }
-            return Ok(vec![Event::PromptRegistered(PromptRegistered { prompt: prompt.clone(), owner: owner.trim().to_string() })]);
+            return Ok(vec![Event::PromptRegistered(PromptRegistered {
+                prompt: prompt.clone(),
+                owner: owner.trim().to_string(),
+            })]);
         }
         return reject(Rule::UnknownPrompt, format!("prompt `{prompt}` is not registered (run `pledger prompt register {prompt} --owner <TEAM>`)"));
     }
@@ -163,7 +230,10 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             if owner.trim() == current {
                 Ok(vec![])
             } else {
-                reject(Rule::PromptAlreadyRegistered, format!("prompt `{prompt}` is already registered, owned by `{current}`"))
+                reject(
+                    Rule::PromptAlreadyRegistered,
+                    format!("prompt `{prompt}` is already registered, owned by `{current}`"),
+                )
             }
         }
         Command::PublishVersion { artifact } => {
@@ -171,7 +241,11 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             if state.versions.contains_key(&version) {
                 return Ok(vec![]);
             }
-            Ok(vec![Event::VersionPublished(VersionPublished { prompt: prompt.clone(), version, artifact: artifact.clone() })])
+            Ok(vec![Event::VersionPublished(VersionPublished {
+                prompt: prompt.clone(),
+                version,
+                artifact: artifact.clone(),
+            })])
         }
         Command::AdoptVersion { version, reason } => {
             require_reason(reason, "adopting a version")?;
@@ -196,9 +270,16 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             if &state.policy == policy {
                 return Ok(vec![]);
             }
-            Ok(vec![Event::GatePolicySet(GatePolicySet { prompt: prompt.clone(), policy: policy.clone() })])
+            Ok(vec![Event::GatePolicySet(GatePolicySet {
+                prompt: prompt.clone(),
+                policy: policy.clone(),
+            })])
         }
-        Command::ProposeChange { candidate, rationale, expected_changes } => {
+        Command::ProposeChange {
+            candidate,
+            rationale,
+            expected_changes,
+        } => {
             require_reason(rationale, "a proposal's rationale")?;
             known_version(state, candidate)?;
             let number = state.releases.keys().next_back().copied().unwrap_or(0) + 1;
@@ -215,7 +296,10 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             let r = open_release(state, release)?;
             known_version(state, candidate)?;
             if &r.candidate == candidate {
-                return reject(Rule::CandidateUnchanged, format!("{candidate} is already the candidate of {release}"));
+                return reject(
+                    Rule::CandidateUnchanged,
+                    format!("{candidate} is already the candidate of {release}"),
+                );
             }
             Ok(vec![Event::CandidateRevised(CandidateRevised {
                 release: release.clone(),
@@ -223,10 +307,18 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
                 previous_candidate: r.candidate.clone(),
             })])
         }
-        Command::SubmitReview { release, layer, verdict, note } => {
+        Command::SubmitReview {
+            release,
+            layer,
+            verdict,
+            note,
+        } => {
             let r = open_release(state, release)?;
             if r.author == ctx.actor {
-                return reject(Rule::AuthorCannotReview, format!("{} authored {release} and cannot review it", ctx.actor));
+                return reject(
+                    Rule::AuthorCannotReview,
+                    format!("{} authored {release} and cannot review it", ctx.actor),
+                );
             }
             let other = match layer {
                 ReviewLayer::Product => ReviewLayer::Technical,
@@ -259,7 +351,10 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             if bundle.candidate != r.candidate {
                 return reject(
                     Rule::BundleVersionsMismatch,
-                    format!("the bundle evaluates candidate {} but {release}'s candidate is {}", bundle.candidate, r.candidate),
+                    format!(
+                        "the bundle evaluates candidate {} but {release}'s candidate is {}",
+                        bundle.candidate, r.candidate
+                    ),
                 );
             }
             if let Some(baseline) = &r.baseline {
@@ -274,21 +369,34 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             if r.bundle.as_ref().is_some_and(|b| b.digest == digest) {
                 return Ok(vec![]);
             }
-            Ok(vec![Event::EvalBundleAttached(EvalBundleAttached { release: release.clone(), bundle_digest: digest, bundle: bundle.clone() })])
+            Ok(vec![Event::EvalBundleAttached(EvalBundleAttached {
+                release: release.clone(),
+                bundle_digest: digest,
+                bundle: bundle.clone(),
+            })])
         }
         Command::AcceptTradeoff { release, reason } => {
             let r = open_release(state, release)?;
             require_reason(reason, "accepting a trade-off")?;
             let Some(bundle) = &r.bundle else {
-                return reject(Rule::TradeoffNeedsEvalBundle, format!("{release} has no eval bundle whose trade-off could be accepted"));
+                return reject(
+                    Rule::TradeoffNeedsEvalBundle,
+                    format!("{release} has no eval bundle whose trade-off could be accepted"),
+                );
             };
             if r.author == ctx.actor {
                 return reject(
                     Rule::AuthorCannotAcceptTradeoff,
-                    format!("{} authored {release}; a trade-off must be accepted by someone else", ctx.actor),
+                    format!(
+                        "{} authored {release}; a trade-off must be accepted by someone else",
+                        ctx.actor
+                    ),
                 );
             }
-            if r.tradeoff.as_ref().is_some_and(|t| t.bundle_digest == bundle.digest) {
+            if r.tradeoff
+                .as_ref()
+                .is_some_and(|t| t.bundle_digest == bundle.digest)
+            {
                 return Ok(vec![]);
             }
             Ok(vec![Event::TradeoffAccepted(TradeoffAccepted {
@@ -314,7 +422,8 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
                     Some(_) => {}
                 }
             }
-            let (Some(bundle), Some(evidence)) = (&r.bundle, r.current_evidence(&state.policy)) else {
+            let (Some(bundle), Some(evidence)) = (&r.bundle, r.current_evidence(&state.policy))
+            else {
                 return reject(Rule::GateNeedsEvalBundle, format!("{release} has no eval bundle (run `pledger release attach-eval {release} <BUNDLE_FILE>`)"));
             };
             if let Some(previous) = &r.gate {
@@ -339,7 +448,13 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
         Command::PlanRollout { release, plan } => {
             let r = known_release(state, release)?;
             if r.status != ReleaseStatus::Proposed {
-                return reject(Rule::PlanLocked, format!("{release} is {}; its plan can no longer change", r.status.name()));
+                return reject(
+                    Rule::PlanLocked,
+                    format!(
+                        "{release} is {}; its plan can no longer change",
+                        r.status.name()
+                    ),
+                );
             }
             if plan.rollback_criteria().is_none() {
                 return reject(
@@ -350,26 +465,44 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             if r.plan.as_ref() == Some(plan) {
                 return Ok(vec![]);
             }
-            Ok(vec![Event::RolloutPlanned(RolloutPlanned { release: release.clone(), plan: plan.clone() })])
+            Ok(vec![Event::RolloutPlanned(RolloutPlanned {
+                release: release.clone(),
+                plan: plan.clone(),
+            })])
         }
-        Command::StartRollout { release, bucketing_salt } => {
+        Command::StartRollout {
+            release,
+            bucketing_salt,
+        } => {
             let r = known_release(state, release)?;
             if let Some(active) = state.active_rollout() {
                 if &active.id == release {
-                    return reject(Rule::OneActiveRollout, format!("{release} is already {}", active.status.name()));
+                    return reject(
+                        Rule::OneActiveRollout,
+                        format!("{release} is already {}", active.status.name()),
+                    );
                 }
-                return reject(Rule::OneActiveRollout, format!("{} is already rolling out for prompt `{prompt}`", active.id));
+                return reject(
+                    Rule::OneActiveRollout,
+                    format!("{} is already rolling out for prompt `{prompt}`", active.id),
+                );
             }
             open_release(state, release)?;
             let Some(plan) = &r.plan else {
                 return reject(Rule::RolloutNeedsPlan, format!("{release} has no rollout plan (run `pledger rollout plan {release} <PLAN_FILE>`)"));
             };
             if r.current_gate(&state.policy).map(|g| g.passed) != Some(true) {
-                return reject(Rule::RolloutNeedsPassedGate, format!("{release} has no passed gate on its current evidence"));
+                return reject(
+                    Rule::RolloutNeedsPassedGate,
+                    format!("{release} has no passed gate on its current evidence"),
+                );
             }
             for layer in [ReviewLayer::Product, ReviewLayer::Technical] {
                 if r.reviews.get(&layer).map(|x| x.verdict) != Some(ReviewVerdict::Approve) {
-                    return reject(Rule::ChangesRequested, format!("{release} lacks a current {layer} approval"));
+                    return reject(
+                        Rule::ChangesRequested,
+                        format!("{release} lacks a current {layer} approval"),
+                    );
                 }
             }
             let Some(stable) = &state.stable else {
@@ -396,18 +529,27 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
                 bucketing_salt: bucketing_salt.clone(),
             })])
         }
-        Command::AdvanceStage { release, from_stage, force_reason } => {
+        Command::AdvanceStage {
+            release,
+            from_stage,
+            force_reason,
+        } => {
             let r = known_release(state, release)?;
             let (stage, paused) = rolling(r)?;
             if paused {
-                return reject(Rule::RolloutPaused, format!("{release} is paused; resume it before advancing"));
+                return reject(
+                    Rule::RolloutPaused,
+                    format!("{release} is paused; resume it before advancing"),
+                );
             }
             let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
             let current = &plan.stages[stage].name;
             if current != from_stage {
                 return reject(
                     Rule::StageMoved,
-                    format!("{release} moved meanwhile: it is at stage `{current}`, not `{from_stage}`"),
+                    format!(
+                        "{release} moved meanwhile: it is at stage `{current}`, not `{from_stage}`"
+                    ),
                 );
             }
             let Some(next) = plan.stages.get(stage + 1) else {
@@ -443,16 +585,25 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
         Command::ResumeRollout { release } => {
             let r = known_release(state, release)?;
             match r.status {
-                ReleaseStatus::RollingOut { paused: true, stage, .. } | ReleaseStatus::Frozen { stage, .. } => {
+                ReleaseStatus::RollingOut {
+                    paused: true,
+                    stage,
+                    ..
+                }
+                | ReleaseStatus::Frozen { stage, .. } => {
                     Ok(vec![Event::RolloutResumed(RolloutResumed {
                         release: release.clone(),
                         stage: r.stage_name(stage).unwrap_or_default().to_string(),
                     })])
                 }
-                ReleaseStatus::RollingOut { paused: false, .. } => {
-                    reject(Rule::NotPaused, format!("{release} is rolling out, neither paused nor frozen"))
-                }
-                _ => reject(Rule::NotRollingOut, format!("{release} is {}, not rolling out", r.status.name())),
+                ReleaseStatus::RollingOut { paused: false, .. } => reject(
+                    Rule::NotPaused,
+                    format!("{release} is rolling out, neither paused nor frozen"),
+                ),
+                _ => reject(
+                    Rule::NotRollingOut,
+                    format!("{release} is {}, not rolling out", r.status.name()),
+                ),
             }
         }
         Command::FreezeRollout { release, reason } => {
@@ -472,24 +623,36 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
             let r = known_release(state, release)?;
             let (stage, paused) = rolling(r)?;
             if paused {
-                return reject(Rule::RolloutPaused, format!("{release} is paused; resume it before completing"));
+                return reject(
+                    Rule::RolloutPaused,
+                    format!("{release} is paused; resume it before completing"),
+                );
             }
             let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
             if stage + 1 != plan.stages.len() {
                 return reject(
                     Rule::NotAtLastStage,
-                    format!("{release} is at stage `{}`; it completes from its last stage `{}`", plan.stages[stage].name, plan.stages[plan.stages.len() - 1].name),
+                    format!(
+                        "{release} is at stage `{}`; it completes from its last stage `{}`",
+                        plan.stages[stage].name,
+                        plan.stages[plan.stages.len() - 1].name
+                    ),
                 );
             }
             Ok(vec![Event::ReleaseCompleted(ReleaseCompleted {
                 release: release.clone(),
                 version: r.candidate.clone(),
-                previous_stable: r.baseline.clone().expect("a started release has a baseline"),
+                previous_stable: r
+                    .baseline
+                    .clone()
+                    .expect("a started release has a baseline"),
             })])
         }
         Command::Rollback { reason } => {
             require_reason(reason, "a rollback")?;
-            let target = state.active_rollout().or_else(|| state.last_completed_serving());
+            let target = state
+                .active_rollout()
+                .or_else(|| state.last_completed_serving());
             let Some(r) = target else {
                 return reject(
                     Rule::NothingToRollBack,
@@ -497,7 +660,10 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
                 );
             };
             let Some(baseline) = r.baseline.clone() else {
-                return reject(Rule::NothingToRollBack, format!("{} has no previous stable version", r.id));
+                return reject(
+                    Rule::NothingToRollBack,
+                    format!("{} has no previous stable version", r.id),
+                );
             };
             Ok(vec![Event::RolledBack(RolledBack {
                 release: r.id.clone(),
@@ -513,14 +679,20 @@ pub fn decide(state: &PromptState, command: &Command, ctx: &Context) -> Result<V
                 return Ok(vec![]);
             }
             open_release(state, release)?;
-            Ok(vec![Event::ProposalWithdrawn(ProposalWithdrawn { release: release.clone(), reason: reason.trim().to_string() })])
+            Ok(vec![Event::ProposalWithdrawn(ProposalWithdrawn {
+                release: release.clone(),
+                reason: reason.trim().to_string(),
+            })])
         }
     }
 }
 
 fn require_reason(reason: &str, what: &str) -> Result<(), Rejection> {
     if reason.trim().is_empty() {
-        reject(Rule::ReasonRequired, format!("{what} needs a non-empty reason"))
+        reject(
+            Rule::ReasonRequired,
+            format!("{what} needs a non-empty reason"),
+        )
     } else {
         Ok(())
     }
@@ -530,22 +702,37 @@ fn known_version(state: &PromptState, version: &VersionId) -> Result<(), Rejecti
     if state.versions.contains_key(version) {
         Ok(())
     } else {
-        reject(Rule::UnknownVersion, format!("prompt `{}` has no version {version}", state.name))
+        reject(
+            Rule::UnknownVersion,
+            format!("prompt `{}` has no version {version}", state.name),
+        )
     }
 }
 
-fn known_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a ReleaseState, Rejection> {
+fn known_release<'a>(
+    state: &'a PromptState,
+    release: &ReleaseId,
+) -> Result<&'a ReleaseState, Rejection> {
     match state.release(release) {
         Some(r) => Ok(r),
-        None => reject(Rule::UnknownRelease, format!("there is no release {release}")),
+        None => reject(
+            Rule::UnknownRelease,
+            format!("there is no release {release}"),
+        ),
     }
 }
 
 /// A release still open for reviews, evidence and revisions (proposed, not yet rolling out).
-fn open_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a ReleaseState, Rejection> {
+fn open_release<'a>(
+    state: &'a PromptState,
+    release: &ReleaseId,
+) -> Result<&'a ReleaseState, Rejection> {
     let r = known_release(state, release)?;
     if r.status != ReleaseStatus::Proposed {
-        return reject(Rule::ReleaseNotOpen, format!("{release} is {}, no longer open for this", r.status.name()));
+        return reject(
+            Rule::ReleaseNotOpen,
+            format!("{release} is {}, no longer open for this", r.status.name()),
+        );
     }
     Ok(r)
 }
@@ -554,7 +741,10 @@ fn open_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a R
 fn rolling(r: &ReleaseState) -> Result<(usize, bool), Rejection> {
     match r.status {
         ReleaseStatus::RollingOut { stage, paused, .. } => Ok((stage, paused)),
-        _ => reject(Rule::NotRollingOut, format!("{} is {}, not rolling out", r.id, r.status.name())),
+        _ => reject(
+            Rule::NotRollingOut,
+            format!("{} is {}, not rolling out", r.id, r.status.name()),
+        ),
     }
 }
 
@@ -562,9 +752,16 @@ fn rolling(r: &ReleaseState) -> Result<(usize, bool), Rejection> {
 pub fn resolve_version(state: &PromptState, reference: &str) -> Result<VersionId, Rejection> {
     match state.find_version(reference) {
         Ok(v) => Ok(v.clone()),
-        Err(VersionLookupError::Unknown) => reject(Rule::UnknownVersion, format!("prompt `{}` has no version `{reference}`", state.name)),
-        Err(VersionLookupError::Ambiguous(n)) => {
-            reject(Rule::UnknownVersion, format!("`{reference}` matches {n} versions of `{}`; give more digits", state.name))
-        }
+        Err(VersionLookupError::Unknown) => reject(
+            Rule::UnknownVersion,
+            format!("prompt `{}` has no version `{reference}`", state.name),
+        ),
+        Err(VersionLookupError::Ambiguous(n)) => reject(
+            Rule::UnknownVersion,
+            format!(
+                "`{reference}` matches {n} versions of `{}`; give more digits",
+                state.name
+            ),
+        ),
     }
 }

@@ -41,8 +41,16 @@ impl ArtifactDiff {
 pub fn diff_artifacts(from: &Artifact, to: &Artifact) -> ArtifactDiff {
     let mut left = BTreeMap::new();
     let mut right = BTreeMap::new();
-    flatten("", &serde_json::to_value(from).expect("serializes"), &mut left);
-    flatten("", &serde_json::to_value(to).expect("serializes"), &mut right);
+    flatten(
+        "",
+        &serde_json::to_value(from).expect("serializes"),
+        &mut left,
+    );
+    flatten(
+        "",
+        &serde_json::to_value(to).expect("serializes"),
+        &mut right,
+    );
     left.remove("instructions");
     right.remove("instructions");
     let mut keys: Vec<&String> = left.keys().chain(right.keys()).collect();
@@ -51,7 +59,11 @@ pub fn diff_artifacts(from: &Artifact, to: &Artifact) -> ArtifactDiff {
     let fields = keys
         .into_iter()
         .filter(|k| left.get(*k) != right.get(*k))
-        .map(|k| FieldChange { field: k.clone(), from: left.get(k).cloned(), to: right.get(k).cloned() })
+        .map(|k| FieldChange {
+            field: k.clone(),
+            from: left.get(k).cloned(),
+            to: right.get(k).cloned(),
+        })
         .collect();
 
     let instructions_changed = from.instructions != to.instructions;
@@ -66,12 +78,19 @@ pub fn diff_artifacts(from: &Artifact, to: &Artifact) -> ArtifactDiff {
                         similar::ChangeTag::Delete => "-",
                         similar::ChangeTag::Insert => "+",
                     };
-                    instructions.push(DiffLine { tag, text: change.value().trim_end_matches('\n').to_string() });
+                    instructions.push(DiffLine {
+                        tag,
+                        text: change.value().trim_end_matches('\n').to_string(),
+                    });
                 }
             }
         }
     }
-    ArtifactDiff { fields, instructions_changed, instructions }
+    ArtifactDiff {
+        fields,
+        instructions_changed,
+        instructions,
+    }
 }
 
 /// Flattens objects into dotted paths; arrays and scalars are leaves (compact JSON).
@@ -79,7 +98,11 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, S
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&path, v, out);
             }
         }

@@ -12,7 +12,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -49,13 +52,24 @@ pub enum FileError {
     /// The text is not valid TOML/JSON for the shape (unknown or missing field, wrong type).
     /// `message` comes from the parser and names the field, line and column.
     #[error("{kind} file is not valid {format}: {message}")]
-    Syntax { kind: &'static str, format: FileFormat, message: String },
+    Syntax {
+        kind: &'static str,
+        format: FileFormat,
+        message: String,
+    },
     /// The shape parsed but a value breaks a rule.
     #[error("{kind} file: {source}")]
-    Invalid { kind: &'static str, source: FieldError },
+    Invalid {
+        kind: &'static str,
+        source: FieldError,
+    },
     /// The file is larger than pledger accepts for its kind.
     #[error("{kind} file is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { kind: &'static str, size: usize, limit: usize },
+    TooLarge {
+        kind: &'static str,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// Parses `text` as `T` in `format`, mapping parser errors to [`FileError::Syntax`].
@@ -66,11 +80,18 @@ pub fn parse_file<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, FileError> {
     if text.len() > limit {
-        return Err(FileError::TooLarge { kind, size: text.len(), limit });
+        return Err(FileError::TooLarge {
+            kind,
+            size: text.len(),
+            limit,
+        });
     }
     match format {
-        FileFormat::Json => serde_json::from_str(text)
-            .map_err(|e| FileError::Syntax { kind, format, message: e.to_string() }),
+        FileFormat::Json => serde_json::from_str(text).map_err(|e| FileError::Syntax {
+            kind,
+            format,
+            message: e.to_string(),
+        }),
         FileFormat::Toml => toml::from_str(text).map_err(|e| FileError::Syntax {
             kind,
             format,

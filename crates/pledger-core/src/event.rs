@@ -36,7 +36,9 @@ impl Aggregate {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewLayer {
     /// Tone, policy alignment, user value.
@@ -389,8 +391,13 @@ pub struct WireEnvelope<P = serde_json::Value> {
 impl From<Envelope> for WireEnvelope {
     fn from(e: Envelope) -> WireEnvelope {
         let tagged = serde_json::to_value(&e.event).expect("event serializes");
-        let serde_json::Value::Object(mut map) = tagged else { unreachable!("adjacently tagged enum is an object") };
-        let kind = map.remove("kind").and_then(|k| k.as_str().map(str::to_string)).expect("kind tag");
+        let serde_json::Value::Object(mut map) = tagged else {
+            unreachable!("adjacently tagged enum is an object")
+        };
+        let kind = map
+            .remove("kind")
+            .and_then(|k| k.as_str().map(str::to_string))
+            .expect("kind tag");
         let payload = map.remove("payload").expect("payload");
         WireEnvelope {
             event_id: e.event_id,
@@ -421,10 +428,14 @@ impl TryFrom<WireEnvelope> for Envelope {
             ));
         }
         let tagged = serde_json::json!({ "kind": w.kind, "payload": w.payload });
-        let event: Event = serde_json::from_value(tagged).map_err(|e| format!("payload of `{}`: {e}", w.kind))?;
+        let event: Event =
+            serde_json::from_value(tagged).map_err(|e| format!("payload of `{}`: {e}", w.kind))?;
         let expected = event.aggregate().id();
         if expected != w.aggregate_id {
-            return Err(format!("aggregate_id `{}` does not match the payload's `{expected}`", w.aggregate_id));
+            return Err(format!(
+                "aggregate_id `{}` does not match the payload's `{expected}`",
+                w.aggregate_id
+            ));
         }
         Ok(Envelope {
             event_id: w.event_id,

@@ -51,15 +51,24 @@ pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 impl GatePolicy {
     pub fn from_text(text: &str, format: FileFormat) -> Result<GatePolicy, FileError> {
         let policy: GatePolicy = parse_file("gate policy", text, format, MAX_POLICY_BYTES)?;
-        policy.validate().map_err(|source| FileError::Invalid { kind: "gate policy", source })?;
+        policy.validate().map_err(|source| FileError::Invalid {
+            kind: "gate policy",
+            source,
+        })?;
         Ok(policy)
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
         let mut fields = vec![
             ("max_pass_rate_drop".to_string(), self.max_pass_rate_drop),
-            ("max_hard_negative_drop".to_string(), self.max_hard_negative_drop),
-            ("max_latency_p95_increase".to_string(), self.max_latency_p95_increase),
+            (
+                "max_hard_negative_drop".to_string(),
+                self.max_hard_negative_drop,
+            ),
+            (
+                "max_latency_p95_increase".to_string(),
+                self.max_latency_p95_increase,
+            ),
             ("max_tokens_increase".to_string(), self.max_tokens_increase),
             ("max_cost_increase".to_string(), self.max_cost_increase),
         ];
@@ -68,7 +77,10 @@ impl GatePolicy {
         }
         for (field, v) in fields {
             if !(v >= 0.0 && v.is_finite()) {
-                return Err(FieldError::new(field, format!("{v} must be a finite number >= 0")));
+                return Err(FieldError::new(
+                    field,
+                    format!("{v} must be a finite number >= 0"),
+                ));
             }
         }
         Ok(())
@@ -96,7 +108,10 @@ pub enum CheckKind {
 impl CheckKind {
     /// Checks that an accepted trade-off may waive.
     pub fn waivable(self) -> bool {
-        matches!(self, CheckKind::LatencyP95 | CheckKind::TokensPerRequest | CheckKind::CostPerRequest)
+        matches!(
+            self,
+            CheckKind::LatencyP95 | CheckKind::TokensPerRequest | CheckKind::CostPerRequest
+        )
     }
 }
 
@@ -130,10 +145,18 @@ impl GateOutcome {
 
 /// Runs every check of `policy` on `bundle`. `tradeoff_accepted` waives the latency, token
 /// and cost checks (never quality checks).
-pub fn evaluate_gate(bundle: &EvalBundle, policy: &GatePolicy, tradeoff_accepted: bool) -> GateOutcome {
+pub fn evaluate_gate(
+    bundle: &EvalBundle,
+    policy: &GatePolicy,
+    tradeoff_accepted: bool,
+) -> GateOutcome {
     let mut checks = Vec::new();
     for s in &bundle.segments {
-        let limit = policy.segment_max_pass_rate_drop.get(&s.name).copied().unwrap_or(policy.max_pass_rate_drop);
+        let limit = policy
+            .segment_max_pass_rate_drop
+            .get(&s.name)
+            .copied()
+            .unwrap_or(policy.max_pass_rate_drop);
         let drop = s.baseline_pass_rate - s.candidate_pass_rate;
         checks.push(check(
             format!("segment.{}", s.name),
@@ -168,7 +191,10 @@ pub fn evaluate_gate(bundle: &EvalBundle, policy: &GatePolicy, tradeoff_accepted
                     limit: min,
                     passed: covered,
                     waived_by_tradeoff: false,
-                    detail: format!("{} cases (at least {} required)", r.cases, policy.min_hard_negative_cases),
+                    detail: format!(
+                        "{} cases (at least {} required)",
+                        r.cases, policy.min_hard_negative_cases
+                    ),
                 });
                 let drop = r.baseline_pass_rate - r.candidate_pass_rate;
                 checks.push(check(
@@ -179,7 +205,10 @@ pub fn evaluate_gate(bundle: &EvalBundle, policy: &GatePolicy, tradeoff_accepted
                     false,
                     format!(
                         "pass rate {:.4} vs baseline {:.4} (drop {:.4}, allowed {:.4})",
-                        r.candidate_pass_rate, r.baseline_pass_rate, drop, policy.max_hard_negative_drop
+                        r.candidate_pass_rate,
+                        r.baseline_pass_rate,
+                        drop,
+                        policy.max_hard_negative_drop
                     ),
                 ));
             }
@@ -221,13 +250,36 @@ pub fn evaluate_gate(bundle: &EvalBundle, policy: &GatePolicy, tradeoff_accepted
     GateOutcome { passed, checks }
 }
 
-fn check(name: String, kind: CheckKind, observed: f64, limit: f64, waive: bool, detail: String) -> GateCheck {
+fn check(
+    name: String,
+    kind: CheckKind,
+    observed: f64,
+    limit: f64,
+    waive: bool,
+    detail: String,
+) -> GateCheck {
     let within = observed <= limit + EPSILON;
     let waived = !within && waive && kind.waivable();
-    GateCheck { name, kind, observed, limit, passed: within || waived, waived_by_tradeoff: waived, detail }
+    GateCheck {
+        name,
+        kind,
+        observed,
+        limit,
+        passed: within || waived,
+        waived_by_tradeoff: waived,
+        detail,
+    }
 }
 
-fn relative(name: &str, kind: CheckKind, candidate: f64, baseline: f64, limit: f64, waive: bool, unit: &str) -> GateCheck {
+fn relative(
+    name: &str,
+    kind: CheckKind,
+    candidate: f64,
+    baseline: f64,
+    limit: f64,
+    waive: bool,
+    unit: &str,
+) -> GateCheck {
     let increase = if baseline > 0.0 {
         candidate / baseline - 1.0
     } else if candidate > 0.0 {
@@ -240,9 +292,24 @@ fn relative(name: &str, kind: CheckKind, candidate: f64, baseline: f64, limit: f
         increase * 100.0,
         limit * 100.0
     );
-    let c = check(name.to_string(), kind, increase, limit, waive, String::new());
+    let c = check(
+        name.to_string(),
+        kind,
+        increase,
+        limit,
+        waive,
+        String::new(),
+    );
     if c.waived_by_tradeoff {
         detail.push_str("; over the limit, waived by the accepted trade-off");
     }
-    GateCheck { detail, observed: if increase.is_finite() { increase } else { f64::MAX }, ..c }
+    GateCheck {
+        detail,
+        observed: if increase.is_finite() {
+            increase
+        } else {
+            f64::MAX
+        },
+        ..c
+    }
 }

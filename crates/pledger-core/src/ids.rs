@@ -14,13 +14,18 @@ pub const MAX_PROMPT_NAME_LEN: usize = 64;
 /// A prompt's name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter or
 /// digit. It is a subject token (`pledger.ledger.<prompt>.prompt`) and a KV key, so dots,
 /// wildcards and spaces are refused.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct PromptName(String);
 
 impl PromptName {
     pub fn parse(raw: &str) -> Result<PromptName, FieldError> {
-        let ok_first = raw.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok_first = raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let ok_rest = raw
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -57,7 +62,9 @@ impl fmt::Display for PromptName {
 }
 
 /// A prompt version id: `sha256:` and the hex SHA-256 of the artifact's canonical JSON.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct VersionId(String);
 
@@ -69,10 +76,16 @@ impl VersionId {
     }
     pub fn parse(raw: &str) -> Result<VersionId, FieldError> {
         let hex = raw.strip_prefix(VERSION_ID_PREFIX).unwrap_or("");
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
             return Err(FieldError::new(
                 "version",
-                format!("`{raw}` is not a version id (expected `sha256:` and 64 lowercase hex digits)"),
+                format!(
+                    "`{raw}` is not a version id (expected `sha256:` and 64 lowercase hex digits)"
+                ),
             ));
         }
         Ok(VersionId(raw.to_string()))
@@ -87,7 +100,9 @@ impl VersionId {
     }
     /// Does a user-typed reference (`sha256:ab12…`, `ab12…`) name this version?
     pub fn matches_prefix(&self, reference: &str) -> bool {
-        let hex = reference.strip_prefix(VERSION_ID_PREFIX).unwrap_or(reference);
+        let hex = reference
+            .strip_prefix(VERSION_ID_PREFIX)
+            .unwrap_or(reference);
         !hex.is_empty() && self.0[VERSION_ID_PREFIX.len()..].starts_with(hex)
     }
 }
@@ -112,7 +127,9 @@ impl fmt::Display for VersionId {
 /// A release id: `<prompt>-r<n>`, where `n` counts the prompt's proposals from 1. The prompt
 /// aggregate assigns it, so it is unique without coordination beyond the ledger's own
 /// expected-sequence check.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ReleaseId {
     prompt: PromptName,
@@ -131,7 +148,10 @@ impl ReleaseId {
             )
         };
         let (prompt, number) = raw.rsplit_once("-r").ok_or_else(bad)?;
-        if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) || number.starts_with('0') {
+        if number.is_empty()
+            || !number.chars().all(|c| c.is_ascii_digit())
+            || number.starts_with('0')
+        {
             return Err(bad());
         }
         let number: u32 = number.parse().map_err(|_| bad())?;
@@ -168,7 +188,9 @@ impl fmt::Display for ReleaseId {
 }
 
 /// Who did something: a person's or a worker's name, as given by `--as` / `PLEDGER_ACTOR`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Actor(String);
 
@@ -206,7 +228,9 @@ impl fmt::Display for Actor {
 
 /// A point in time: milliseconds since the Unix epoch, UTC. On the wire it is an RFC 3339
 /// string with millisecond precision (`2026-11-24T09:30:00.000Z`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String")]
 pub struct Timestamp(i64);
@@ -239,9 +263,21 @@ impl Timestamp {
     }
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only, as pledger writes it).
     pub fn parse_rfc3339(raw: &str) -> Result<Timestamp, FieldError> {
-        let bad = || FieldError::new("timestamp", format!("`{raw}` is not an RFC 3339 UTC time like 2026-11-24T09:30:00.000Z"));
+        let bad = || {
+            FieldError::new(
+                "timestamp",
+                format!("`{raw}` is not an RFC 3339 UTC time like 2026-11-24T09:30:00.000Z"),
+            )
+        };
         let b = raw.as_bytes();
-        if b.len() < 20 || !raw.ends_with('Z') || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || !raw.ends_with('Z')
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return Err(bad());
         }
         let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
@@ -262,7 +298,9 @@ impl Timestamp {
             return Err(bad());
         }
         let days = days_from_civil(y, mo, d);
-        Ok(Timestamp(((days * 86_400) + h * 3600 + mi * 60 + s) * 1000 + millis))
+        Ok(Timestamp(
+            ((days * 86_400) + h * 3600 + mi * 60 + s) * 1000 + millis,
+        ))
     }
 }
 
@@ -303,11 +341,21 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// A duration written the way people write them in plans: `90s`, `30m`, `1h30m`, `2d`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String")]
 pub struct DurationSpec(u64);
@@ -321,7 +369,12 @@ impl DurationSpec {
         self.0
     }
     pub fn parse(raw: &str) -> Result<DurationSpec, FieldError> {
-        let bad = || FieldError::new("duration", format!("`{raw}` is not a duration (use e.g. `45s`, `30m`, `1h30m`, `2d`)"));
+        let bad = || {
+            FieldError::new(
+                "duration",
+                format!("`{raw}` is not a duration (use e.g. `45s`, `30m`, `1h30m`, `2d`)"),
+            )
+        };
         let mut total: u64 = 0;
         let mut digits = String::new();
         if raw.is_empty() {
@@ -343,7 +396,10 @@ impl DurationSpec {
                 _ => return Err(bad()),
             };
             let n: u64 = digits.parse().map_err(|_| bad())?;
-            total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(bad)?;
             digits.clear();
         }
         if !digits.is_empty() {

@@ -121,32 +121,53 @@ pub struct AdvancePolicy {
 impl RolloutPlan {
     pub fn from_text(text: &str, format: FileFormat) -> Result<RolloutPlan, FileError> {
         let plan: RolloutPlan = parse_file("rollout plan", text, format, MAX_PLAN_BYTES)?;
-        plan.validate().map_err(|source| FileError::Invalid { kind: "rollout plan", source })?;
+        plan.validate().map_err(|source| FileError::Invalid {
+            kind: "rollout plan",
+            source,
+        })?;
         Ok(plan)
     }
 
     /// Shape rules. Whether rollback criteria are declared is the decider's rule, not a shape rule.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.stages.is_empty() {
-            return Err(FieldError::new("stages", "a plan needs at least one [[stages]] entry"));
+            return Err(FieldError::new(
+                "stages",
+                "a plan needs at least one [[stages]] entry",
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, s) in self.stages.iter().enumerate() {
             if s.name.trim().is_empty() {
-                return Err(FieldError::new(format!("stages[{i}].name"), "must not be empty"));
+                return Err(FieldError::new(
+                    format!("stages[{i}].name"),
+                    "must not be empty",
+                ));
             }
             if !names.insert(s.name.as_str()) {
-                return Err(FieldError::new(format!("stages[{i}].name"), format!("stage `{}` appears twice", s.name)));
+                return Err(FieldError::new(
+                    format!("stages[{i}].name"),
+                    format!("stage `{}` appears twice", s.name),
+                ));
             }
             if !(s.percent > 0.0 && s.percent <= 100.0) {
-                return Err(FieldError::new(format!("stages[{i}].percent"), format!("{} is outside (0, 100]", s.percent)));
+                return Err(FieldError::new(
+                    format!("stages[{i}].percent"),
+                    format!("{} is outside (0, 100]", s.percent),
+                ));
             }
             for (key, value) in &s.matches {
                 if key.trim().is_empty() {
-                    return Err(FieldError::new(format!("stages[{i}].match"), "attribute names must not be empty"));
+                    return Err(FieldError::new(
+                        format!("stages[{i}].match"),
+                        "attribute names must not be empty",
+                    ));
                 }
                 if matches!(value, MatchValue::Any(v) if v.is_empty()) {
-                    return Err(FieldError::new(format!("stages[{i}].match.{key}"), "a list of values must not be empty"));
+                    return Err(FieldError::new(
+                        format!("stages[{i}].match.{key}"),
+                        "a list of values must not be empty",
+                    ));
                 }
             }
         }
@@ -159,12 +180,18 @@ impl RolloutPlan {
         }
         for (name, g) in named {
             if g.max_rate.is_none() && g.max_increase.is_none() {
-                return Err(FieldError::new(format!("guardrails.{name}"), "needs max_rate and/or max_increase"));
+                return Err(FieldError::new(
+                    format!("guardrails.{name}"),
+                    "needs max_rate and/or max_increase",
+                ));
             }
             for (field, v) in [("max_rate", g.max_rate), ("max_increase", g.max_increase)] {
                 if let Some(v) = v {
                     if !(0.0..=1.0).contains(&v) {
-                        return Err(FieldError::new(format!("guardrails.{name}.{field}"), format!("{v} is not a rate between 0 and 1")));
+                        return Err(FieldError::new(
+                            format!("guardrails.{name}.{field}"),
+                            format!("{v} is not a rate between 0 and 1"),
+                        ));
                     }
                 }
             }
@@ -174,7 +201,10 @@ impl RolloutPlan {
 
     /// The declared rollback criteria, if any (non-blank).
     pub fn rollback_criteria(&self) -> Option<&str> {
-        self.rollback.as_ref().map(|r| r.criteria.trim()).filter(|c| !c.is_empty())
+        self.rollback
+            .as_ref()
+            .map(|r| r.criteria.trim())
+            .filter(|c| !c.is_empty())
     }
 
     pub fn stage_index(&self, name: &str) -> Option<usize> {

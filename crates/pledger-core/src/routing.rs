@@ -78,11 +78,20 @@ pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTa
             bucketing_salt: salt,
             stages: plan.stages[..=stage]
                 .iter()
-                .map(|s| RoutedStage { name: s.name.clone(), matches: s.matches.clone(), percent: s.percent })
+                .map(|s| RoutedStage {
+                    name: s.name.clone(),
+                    matches: s.matches.clone(),
+                    percent: s.percent,
+                })
                 .collect(),
         })
     });
-    RoutingTable { prompt: state.name.clone(), stable: state.stable.clone(), rollout, ledger_sequence }
+    RoutingTable {
+        prompt: state.name.clone(),
+        stable: state.stable.clone(),
+        rollout,
+        ledger_sequence,
+    }
 }
 
 /// The sticky bucket of a unit key under a salt: SHA-256 of `salt:unit`, first 8 bytes
@@ -95,17 +104,35 @@ pub fn bucket(salt: &str, unit: &str) -> u32 {
 }
 
 /// Does a request with `attributes` match a stage's `match` (all keys, any listed value)?
-pub fn stage_matches(matches: &BTreeMap<String, MatchValue>, attributes: &BTreeMap<String, String>) -> bool {
-    matches.iter().all(|(k, want)| attributes.get(k).is_some_and(|v| want.accepts(v)))
+pub fn stage_matches(
+    matches: &BTreeMap<String, MatchValue>,
+    attributes: &BTreeMap<String, String>,
+) -> bool {
+    matches
+        .iter()
+        .all(|(k, want)| attributes.get(k).is_some_and(|v| want.accepts(v)))
 }
 
 /// Resolves a request. Without a unit key, only stages at 100% can send it to the
 /// candidate (there is nothing to stick a partial share to).
-pub fn resolve(table: &RoutingTable, unit: Option<&str>, attributes: &BTreeMap<String, String>) -> Resolution {
-    let stable = Resolution { version: table.stable.clone(), release: None, arm: table.stable.as_ref().map(|_| Arm::Stable) };
-    let Some(rollout) = &table.rollout else { return stable };
+pub fn resolve(
+    table: &RoutingTable,
+    unit: Option<&str>,
+    attributes: &BTreeMap<String, String>,
+) -> Resolution {
+    let stable = Resolution {
+        version: table.stable.clone(),
+        release: None,
+        arm: table.stable.as_ref().map(|_| Arm::Stable),
+    };
+    let Some(rollout) = &table.rollout else {
+        return stable;
+    };
     if rollout.state == "frozen" {
-        return Resolution { release: Some(rollout.release.clone()), ..stable };
+        return Resolution {
+            release: Some(rollout.release.clone()),
+            ..stable
+        };
     }
     let share = rollout
         .stages
@@ -120,8 +147,15 @@ pub fn resolve(table: &RoutingTable, unit: Option<&str>, attributes: &BTreeMap<S
         None => false,
     };
     if candidate {
-        Resolution { version: Some(rollout.candidate.clone()), release: Some(rollout.release.clone()), arm: Some(Arm::Candidate) }
+        Resolution {
+            version: Some(rollout.candidate.clone()),
+            release: Some(rollout.release.clone()),
+            arm: Some(Arm::Candidate),
+        }
     } else {
-        Resolution { release: Some(rollout.release.clone()), ..stable }
+        Resolution {
+            release: Some(rollout.release.clone()),
+            ..stable
+        }
     }
 }

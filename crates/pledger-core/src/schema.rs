@@ -13,15 +13,36 @@ use crate::routing::RoutingTable;
 /// Every schema file, as `(relative path under schemas/, pretty JSON text)`.
 pub fn all_schema_files() -> Vec<(String, String)> {
     let mut files = vec![
-        ("artifact.schema.json".to_string(), render(schemars::schema_for!(Artifact))),
-        ("eval-bundle.schema.json".to_string(), render(schemars::schema_for!(EvalBundle))),
-        ("rollout-plan.schema.json".to_string(), render(schemars::schema_for!(RolloutPlan))),
-        ("gate-policy.schema.json".to_string(), render(schemars::schema_for!(GatePolicy))),
-        ("routing-table.schema.json".to_string(), render(schemars::schema_for!(RoutingTable))),
-        ("envelope.schema.json".to_string(), render(schemars::schema_for!(WireEnvelope))),
+        (
+            "artifact.schema.json".to_string(),
+            render(schemars::schema_for!(Artifact)),
+        ),
+        (
+            "eval-bundle.schema.json".to_string(),
+            render(schemars::schema_for!(EvalBundle)),
+        ),
+        (
+            "rollout-plan.schema.json".to_string(),
+            render(schemars::schema_for!(RolloutPlan)),
+        ),
+        (
+            "gate-policy.schema.json".to_string(),
+            render(schemars::schema_for!(GatePolicy)),
+        ),
+        (
+            "routing-table.schema.json".to_string(),
+            render(schemars::schema_for!(RoutingTable)),
+        ),
+        (
+            "envelope.schema.json".to_string(),
+            render(schemars::schema_for!(WireEnvelope)),
+        ),
     ];
     for (kind, payload) in payload_schemas() {
-        files.push((format!("events/{kind}.schema.json"), render(event_schema(kind, payload))));
+        files.push((
+            format!("events/{kind}.schema.json"),
+            render(event_schema(kind, payload)),
+        ));
     }
     files
 }
@@ -44,7 +65,10 @@ fn event_schema(kind: &str, payload: Schema) -> Schema {
         p.remove("$schema");
     }
     obj.insert("title".into(), serde_json::json!(kind));
-    let props = obj.get_mut("properties").and_then(|p| p.as_object_mut()).expect("properties");
+    let props = obj
+        .get_mut("properties")
+        .and_then(|p| p.as_object_mut())
+        .expect("properties");
     props.insert("kind".into(), serde_json::json!({ "const": kind }));
     props.insert("payload".into(), payload);
     envelope

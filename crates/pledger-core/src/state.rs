@@ -84,13 +84,28 @@ pub enum ReleaseStatus {
     /// Open for reviews, evals, gate and plan.
     Proposed,
     /// Serving its current stage; `paused` stops advancing without moving traffic.
-    RollingOut { stage: usize, stage_entered_at: Timestamp, paused: bool },
+    RollingOut {
+        stage: usize,
+        stage_entered_at: Timestamp,
+        paused: bool,
+    },
     /// Traffic routed back to the baseline; waiting for a person (resume or roll back).
-    Frozen { stage: usize, stage_entered_at: Timestamp, reason: String },
+    Frozen {
+        stage: usize,
+        stage_entered_at: Timestamp,
+        reason: String,
+    },
     /// The candidate became the stable version.
-    Completed { at: Timestamp },
-    RolledBack { at: Timestamp, reason: String },
-    Withdrawn { reason: String },
+    Completed {
+        at: Timestamp,
+    },
+    RolledBack {
+        at: Timestamp,
+        reason: String,
+    },
+    Withdrawn {
+        reason: String,
+    },
 }
 
 impl ReleaseStatus {
@@ -107,11 +122,16 @@ impl ReleaseStatus {
     }
     /// Rolling out, paused or frozen: the release holds the prompt's one rollout slot.
     pub fn is_active_rollout(&self) -> bool {
-        matches!(self, ReleaseStatus::RollingOut { .. } | ReleaseStatus::Frozen { .. })
+        matches!(
+            self,
+            ReleaseStatus::RollingOut { .. } | ReleaseStatus::Frozen { .. }
+        )
     }
     pub fn stage(&self) -> Option<usize> {
         match self {
-            ReleaseStatus::RollingOut { stage, .. } | ReleaseStatus::Frozen { stage, .. } => Some(*stage),
+            ReleaseStatus::RollingOut { stage, .. } | ReleaseStatus::Frozen { stage, .. } => {
+                Some(*stage)
+            }
             _ => None,
         }
     }
@@ -124,7 +144,10 @@ impl ReleaseState {
         Some(GateEvidence {
             candidate: self.candidate.clone(),
             bundle_digest: bundle.digest.clone(),
-            tradeoff_accepted: self.tradeoff.as_ref().is_some_and(|t| t.bundle_digest == bundle.digest),
+            tradeoff_accepted: self
+                .tradeoff
+                .as_ref()
+                .is_some_and(|t| t.bundle_digest == bundle.digest),
             policy_digest: json_digest(policy),
         })
     }
@@ -136,7 +159,10 @@ impl ReleaseState {
     }
 
     pub fn stage_name(&self, index: usize) -> Option<&str> {
-        self.plan.as_ref().and_then(|p| p.stages.get(index)).map(|s| s.name.as_str())
+        self.plan
+            .as_ref()
+            .and_then(|p| p.stages.get(index))
+            .map(|s| s.name.as_str())
     }
 }
 
@@ -167,20 +193,26 @@ impl PromptState {
 
     /// The release holding the rollout slot (rolling out, paused or frozen), if any.
     pub fn active_rollout(&self) -> Option<&ReleaseState> {
-        self.releases.values().find(|r| r.status.is_active_rollout())
+        self.releases
+            .values()
+            .find(|r| r.status.is_active_rollout())
     }
 
     /// The most recently completed release whose candidate is still the stable version.
     pub fn last_completed_serving(&self) -> Option<&ReleaseState> {
-        self.releases
-            .values()
-            .rev()
-            .find(|r| matches!(r.status, ReleaseStatus::Completed { .. }) && Some(&r.candidate) == self.stable.as_ref())
+        self.releases.values().rev().find(|r| {
+            matches!(r.status, ReleaseStatus::Completed { .. })
+                && Some(&r.candidate) == self.stable.as_ref()
+        })
     }
 
     /// Finds a version by full id or unique prefix (`sha256:ab12…` or `ab12…`).
     pub fn find_version(&self, reference: &str) -> Result<&VersionId, VersionLookupError> {
-        let found: Vec<&VersionId> = self.version_order.iter().filter(|v| v.matches_prefix(reference)).collect();
+        let found: Vec<&VersionId> = self
+            .version_order
+            .iter()
+            .filter(|v| v.matches_prefix(reference))
+            .collect();
         match found.as_slice() {
             [one] => Ok(one),
             [] => Err(VersionLookupError::Unknown),
@@ -208,7 +240,11 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
                 state.version_order.push(e.version.clone());
                 state.versions.insert(
                     e.version.clone(),
-                    PublishedVersion { artifact: e.artifact.clone(), published_at: at, published_by: envelope.actor.clone() },
+                    PublishedVersion {
+                        artifact: e.artifact.clone(),
+                        published_at: at,
+                        published_by: envelope.actor.clone(),
+                    },
                 );
             }
         }
@@ -242,11 +278,19 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
         Event::ReviewSubmitted(e) => with_release(state, &e.release, |r| {
             r.reviews.insert(
                 e.layer,
-                Review { reviewer: e.reviewer.clone(), verdict: e.verdict, note: e.note.clone(), at },
+                Review {
+                    reviewer: e.reviewer.clone(),
+                    verdict: e.verdict,
+                    note: e.note.clone(),
+                    at,
+                },
             );
         }),
         Event::EvalBundleAttached(e) => with_release(state, &e.release, |r| {
-            r.bundle = Some(AttachedBundle { digest: e.bundle_digest.clone(), bundle: e.bundle.clone() });
+            r.bundle = Some(AttachedBundle {
+                digest: e.bundle_digest.clone(),
+                bundle: e.bundle.clone(),
+            });
         }),
         Event::TradeoffAccepted(e) => with_release(state, &e.release, |r| {
             r.tradeoff = Some(Tradeoff {
@@ -256,49 +300,98 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
             });
         }),
         Event::GateDecided(e) => with_release(state, &e.release, |r| r.gate = Some(e.clone())),
-        Event::RolloutPlanned(e) => with_release(state, &e.release, |r| r.plan = Some(e.plan.clone())),
+        Event::RolloutPlanned(e) => {
+            with_release(state, &e.release, |r| r.plan = Some(e.plan.clone()))
+        }
         Event::RolloutStarted(e) => with_release(state, &e.release, |r| {
             r.bucketing_salt = Some(e.bucketing_salt.clone());
-            r.status = ReleaseStatus::RollingOut { stage: 0, stage_entered_at: at, paused: false };
+            r.status = ReleaseStatus::RollingOut {
+                stage: 0,
+                stage_entered_at: at,
+                paused: false,
+            };
         }),
         Event::StageAdvanced(e) => with_release(state, &e.release, |r| {
-            let Some(next) = r.plan.as_ref().and_then(|p| p.stage_index(&e.to_stage)) else { return };
+            let Some(next) = r.plan.as_ref().and_then(|p| p.stage_index(&e.to_stage)) else {
+                return;
+            };
             if let ReleaseStatus::RollingOut { paused, .. } = r.status {
-                r.status = ReleaseStatus::RollingOut { stage: next, stage_entered_at: at, paused };
+                r.status = ReleaseStatus::RollingOut {
+                    stage: next,
+                    stage_entered_at: at,
+                    paused,
+                };
             }
         }),
         Event::RolloutPaused(e) => with_release(state, &e.release, |r| {
-            if let ReleaseStatus::RollingOut { stage, stage_entered_at, .. } = r.status {
-                r.status = ReleaseStatus::RollingOut { stage, stage_entered_at, paused: true };
+            if let ReleaseStatus::RollingOut {
+                stage,
+                stage_entered_at,
+                ..
+            } = r.status
+            {
+                r.status = ReleaseStatus::RollingOut {
+                    stage,
+                    stage_entered_at,
+                    paused: true,
+                };
             }
         }),
         Event::RolloutResumed(e) => with_release(state, &e.release, |r| match r.status {
-            ReleaseStatus::RollingOut { stage, stage_entered_at, .. } => {
-                r.status = ReleaseStatus::RollingOut { stage, stage_entered_at, paused: false };
+            ReleaseStatus::RollingOut {
+                stage,
+                stage_entered_at,
+                ..
+            } => {
+                r.status = ReleaseStatus::RollingOut {
+                    stage,
+                    stage_entered_at,
+                    paused: false,
+                };
             }
             // Resuming a frozen rollout starts its stage's bake time again.
             ReleaseStatus::Frozen { stage, .. } => {
-                r.status = ReleaseStatus::RollingOut { stage, stage_entered_at: at, paused: false };
+                r.status = ReleaseStatus::RollingOut {
+                    stage,
+                    stage_entered_at: at,
+                    paused: false,
+                };
             }
             _ => {}
         }),
         Event::RolloutFrozen(e) => with_release(state, &e.release, |r| {
-            if let ReleaseStatus::RollingOut { stage, stage_entered_at, .. } = r.status {
-                r.status = ReleaseStatus::Frozen { stage, stage_entered_at, reason: e.reason.clone() };
+            if let ReleaseStatus::RollingOut {
+                stage,
+                stage_entered_at,
+                ..
+            } = r.status
+            {
+                r.status = ReleaseStatus::Frozen {
+                    stage,
+                    stage_entered_at,
+                    reason: e.reason.clone(),
+                };
             }
         }),
         Event::RolledBack(e) => {
             with_release(state, &e.release, |r| {
-                r.status = ReleaseStatus::RolledBack { at, reason: e.reason.clone() };
+                r.status = ReleaseStatus::RolledBack {
+                    at,
+                    reason: e.reason.clone(),
+                };
             });
             state.stable = Some(e.to_version.clone());
         }
         Event::ReleaseCompleted(e) => {
-            with_release(state, &e.release, |r| r.status = ReleaseStatus::Completed { at });
+            with_release(state, &e.release, |r| {
+                r.status = ReleaseStatus::Completed { at }
+            });
             state.stable = Some(e.version.clone());
         }
         Event::ProposalWithdrawn(e) => with_release(state, &e.release, |r| {
-            r.status = ReleaseStatus::Withdrawn { reason: e.reason.clone() };
+            r.status = ReleaseStatus::Withdrawn {
+                reason: e.reason.clone(),
+            };
         }),
     }
 }

@@ -1,0 +1,71 @@
+//! Infrastructure errors, with the kinds callers match on.
+
+use std::fmt::Display;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    /// The server cannot be reached at all.
+    #[error("cannot reach the NATS server at {url} ({reason}); start one with `pledger up`, or point --nats / PLEDGER_NATS_URL at yours")]
+    Unreachable { url: String, reason: String },
+    #[error("the ledger stream {LEDGER} is missing ({0}); run `pledger init`", LEDGER = crate::ledger::LEDGER_STREAM)]
+    StreamMissing(String),
+    #[error("setting up streams and buckets failed: {0}")]
+    StreamSetup(String),
+    #[error("stream {stream} exists with the wrong configuration: {detail}")]
+    StreamMisconfigured {
+        stream: &'static str,
+        detail: String,
+    },
+    #[error("reading the ledger failed: {0}")]
+    Read(String),
+    #[error("the ledger event at sequence {sequence} ({subject}) does not decode: {reason}")]
+    CorruptEvent {
+        sequence: u64,
+        subject: String,
+        reason: String,
+    },
+    #[error("appending to the ledger failed: {0}")]
+    Publish(String),
+    #[error("the {kind} event is {size} bytes, over the ledger's limit of {limit} bytes")]
+    TooLarge {
+        kind: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("routing bucket: {0}")]
+    Routing(String),
+    #[error("routing table for `{prompt}` in the bucket does not decode: {reason}")]
+    CorruptRouting { prompt: String, reason: String },
+}
+
+impl InfraError {
+    pub(crate) fn stream_setup(e: impl Display) -> InfraError {
+        InfraError::StreamSetup(e.to_string())
+    }
+    pub(crate) fn stream_missing(e: impl Display) -> InfraError {
+        InfraError::StreamMissing(e.to_string())
+    }
+    pub(crate) fn read(e: impl Display) -> InfraError {
+        InfraError::Read(e.to_string())
+    }
+    pub(crate) fn publish(e: impl Display) -> InfraError {
+        InfraError::Publish(e.to_string())
+    }
+    pub(crate) fn routing(e: impl Display) -> InfraError {
+        InfraError::Routing(e.to_string())
+    }
+}
+
+/// Connects to NATS, failing fast (2 s) when nothing listens, with an error that says how to
+/// start a server.
+pub async fn connect(url: &str) -> Result<async_nats::Client, InfraError> {
+    async_nats::ConnectOptions::new()
+        .name("pledger")
+        .connection_timeout(std::time::Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|e| InfraError::Unreachable {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+}

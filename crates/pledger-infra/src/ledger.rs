@@ -1,0 +1,370 @@
+//! The ledger on JetStream: streams and bucket set-up, reading a prompt's family of events,
+//! conditional appends, and the read-decide-append loop every command goes through.
+//!
+//! Subjects: `pledger.ledger.<prompt>.prompt` for the prompt aggregate and
+//! `pledger.ledger.<prompt>.release.r<n>` for each release. The prompt's family
+//! (`pledger.ledger.<prompt>.>`) is the consistency boundary: every append states the family's
+//! last sequence (`Nats-Expected-Last-Subject-Sequence` with
+//! `Nats-Expected-Last-Subject-Sequence-Subject` set to the family filter), so exactly one of
+//! two racing writers wins and the other re-reads.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use pledger_core::event::{Aggregate, Envelope, Event, EventMeta};
+use pledger_core::{Actor, Command, Context, PromptName, PromptState, Rejection, Timestamp};
+use tracing::{debug, info_span, Instrument};
+
+use crate::error::InfraError;
+
+pub const LEDGER_STREAM: &str = "PLEDGER_LEDGER";
+pub const LEDGER_SUBJECTS: &str = "pledger.ledger.>";
+pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
+pub const OUTCOMES_SUBJECTS: &str = "pledger.outcomes.>";
+pub const ROUTING_BUCKET: &str = "pledger_routing";
+/// Largest encoded event accepted (the server's max_payload is 1 MiB).
+pub const MAX_EVENT_BYTES: usize = 900 * 1024;
+/// How many times a command re-reads and re-decides after losing a race.
+pub const MAX_ATTEMPTS: usize = 10;
+
+pub fn prompt_subject(prompt: &PromptName) -> String {
+    format!("pledger.ledger.{prompt}.prompt")
+}
+
+pub fn family_filter(prompt: &PromptName) -> String {
+    format!("pledger.ledger.{prompt}.>")
+}
+
+pub fn subject_for(aggregate: &Aggregate) -> String {
+    match aggregate {
+        Aggregate::Prompt(p) => prompt_subject(p),
+        Aggregate::Release(r) => format!("pledger.ledger.{}.release.{}", r.prompt(), r.token()),
+    }
+}
+
+/// An event as read back from the stream.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub sequence: u64,
+    pub subject: String,
+    pub envelope: Envelope,
+}
+
+/// A prompt's family as read from the ledger.
+#[derive(Clone, Debug)]
+pub struct Family {
+    pub state: PromptState,
+    /// Stream sequence of the family's last event (0 if it has none).
+    pub last_sequence: u64,
+    pub events: Vec<Recorded>,
+}
+
+/// What a command did.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// The events recorded, with their sequences (empty: the effect was already recorded).
+    pub recorded: Vec<Recorded>,
+    /// The state after the command.
+    pub state: PromptState,
+    pub last_sequence: u64,
+    /// How many times the command lost a race and re-decided.
+    pub retries: usize,
+}
+
+/// A command's failure at the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(
+        "{prompt}: the ledger kept changing under this command ({attempts} attempts); try again"
+    )]
+    Conflict { prompt: PromptName, attempts: usize },
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+}
+
+/// The JetStream ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    js: jetstream::Context,
+}
+
+impl Ledger {
+    pub fn new(client: async_nats::Client) -> Ledger {
+        Ledger {
+            js: jetstream::new(client),
+        }
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Creates the ledger and outcome streams and the routing bucket, or checks that the
+    /// existing ones have the properties the ledger relies on. Safe to run any number of times.
+    pub async fn ensure(&self) -> Result<(), InfraError> {
+        let ledger = stream::Config {
+            name: LEDGER_STREAM.to_string(),
+            description: Some(
+                "Prompt Ledger: immutable release events, one subject per aggregate".into(),
+            ),
+            subjects: vec![LEDGER_SUBJECTS.to_string()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            max_message_size: 1024 * 1024,
+            ..Default::default()
+        };
+        let mut s = self
+            .js
+            .get_or_create_stream(ledger)
+            .await
+            .map_err(InfraError::stream_setup)?;
+        let info = s.info().await.map_err(InfraError::stream_setup)?;
+        let c = &info.config;
+        if !c.deny_delete
+            || !c.deny_purge
+            || c.storage != stream::StorageType::File
+            || !c.subjects.iter().any(|x| x == LEDGER_SUBJECTS)
+        {
+            return Err(InfraError::StreamMisconfigured {
+                stream: LEDGER_STREAM,
+                detail: "it must use file storage, deny_delete, deny_purge and subjects pledger.ledger.>".into(),
+            });
+        }
+        let outcomes = stream::Config {
+            name: OUTCOMES_STREAM.to_string(),
+            description: Some(
+                "Prompt Ledger: outcome telemetry from services (limits-based)".into(),
+            ),
+            subjects: vec![OUTCOMES_SUBJECTS.to_string()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: Duration::from_secs(14 * 24 * 3600),
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(outcomes)
+            .await
+            .map_err(InfraError::stream_setup)?;
+        crate::routing::ensure_bucket(&self.js).await?;
+        Ok(())
+    }
+
+    /// Reads every event of a prompt's family and folds it into its state.
+    pub async fn load(&self, prompt: &PromptName) -> Result<Family, InfraError> {
+        let stream = self
+            .js
+            .get_stream_no_info(LEDGER_STREAM)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        let filter = family_filter(prompt);
+        let mut consumer: consumer::Consumer<consumer::pull::OrderedConfig> = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(InfraError::read)?;
+        let pending = consumer.info().await.map_err(InfraError::read)?.num_pending;
+        let mut family = Family {
+            state: PromptState::new(prompt.clone()),
+            last_sequence: 0,
+            events: Vec::new(),
+        };
+        if pending == 0 {
+            return Ok(family);
+        }
+        let mut messages = consumer.messages().await.map_err(InfraError::read)?;
+        while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| InfraError::Read(format!("timed out reading {filter}")))?
+        {
+            let message = message.map_err(InfraError::read)?;
+            let info = message
+                .info()
+                .map_err(|e| InfraError::Read(e.to_string()))?;
+            let (sequence, remaining) = (info.stream_sequence, info.pending);
+            let envelope: Envelope =
+                serde_json::from_slice(&message.payload).map_err(|e| InfraError::CorruptEvent {
+                    sequence,
+                    subject: message.subject.to_string(),
+                    reason: e.to_string(),
+                })?;
+            pledger_core::evolve(&mut family.state, &envelope);
+            family.last_sequence = sequence;
+            family.events.push(Recorded {
+                sequence,
+                subject: message.subject.to_string(),
+                envelope,
+            });
+            if remaining == 0 {
+                break;
+            }
+        }
+        Ok(family)
+    }
+
+    /// Appends one envelope if the family's last sequence is still `expected_last_sequence`.
+    /// Returns the new sequence, or `Ok(None)` if the family moved (the caller re-reads).
+    pub async fn append(
+        &self,
+        prompt: &PromptName,
+        expected_last_sequence: u64,
+        envelope: &Envelope,
+    ) -> Result<Option<u64>, InfraError> {
+        let payload = serde_json::to_vec(envelope).expect("envelope serializes");
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(InfraError::TooLarge {
+                kind: envelope.kind(),
+                size: payload.len(),
+                limit: MAX_EVENT_BYTES,
+            });
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.event_id.as_str());
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expected_last_sequence.to_string().as_str(),
+        );
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence-Subject",
+            family_filter(prompt).as_str(),
+        );
+        let subject = subject_for(&envelope.event.aggregate());
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, payload.into())
+            .await
+            .map_err(InfraError::publish)?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(InfraError::publish(e)),
+        }
+    }
+
+    /// Runs a command: read the family, decide, append conditionally; on a lost race re-read
+    /// and re-decide (up to [`MAX_ATTEMPTS`]). `make` turns the fresh state into the command,
+    /// so callers that must not act on a state they did not see can pin it (`from_stage`).
+    pub async fn execute<F>(
+        &self,
+        prompt: &PromptName,
+        actor: &Actor,
+        correlation_id: &str,
+        make: F,
+    ) -> Result<Executed, ExecuteError>
+    where
+        F: Fn(&PromptState) -> Result<Command, Rejection>,
+    {
+        let span = info_span!("execute", prompt = %prompt, actor = %actor, correlation_id);
+        async move {
+            for attempt in 0..MAX_ATTEMPTS {
+                let family = self.load(prompt).await?;
+                let command = make(&family.state)?;
+                let now = now();
+                let ctx = Context {
+                    actor: actor.clone(),
+                    now,
+                };
+                let events = pledger_core::decide(&family.state, &command, &ctx)?;
+                if events.is_empty() {
+                    debug!(attempt, "already recorded; nothing to append");
+                    return Ok(Executed {
+                        recorded: vec![],
+                        state: family.state,
+                        last_sequence: family.last_sequence,
+                        retries: attempt,
+                    });
+                }
+                let mut state = family.state.clone();
+                let mut expected = family.last_sequence;
+                let mut recorded = Vec::new();
+                let mut lost = false;
+                for event in events {
+                    let envelope = envelope_for(
+                        event,
+                        actor,
+                        now,
+                        correlation_id,
+                        recorded
+                            .last()
+                            .map(|r: &Recorded| r.envelope.event_id.clone()),
+                    );
+                    match self.append(prompt, expected, &envelope).await? {
+                        Some(sequence) => {
+                            pledger_core::evolve(&mut state, &envelope);
+                            expected = sequence;
+                            recorded.push(Recorded {
+                                sequence,
+                                subject: subject_for(&envelope.event.aggregate()),
+                                envelope,
+                            });
+                        }
+                        None => {
+                            lost = true;
+                            break;
+                        }
+                    }
+                }
+                if !lost || !recorded.is_empty() {
+                    return Ok(Executed {
+                        recorded,
+                        state,
+                        last_sequence: expected,
+                        retries: attempt,
+                    });
+                }
+                debug!(attempt, "lost a race on the family; re-reading");
+            }
+            Err(ExecuteError::Conflict {
+                prompt: prompt.clone(),
+                attempts: MAX_ATTEMPTS,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Wraps an event for the ledger with a fresh UUIDv7 event id.
+pub fn envelope_for(
+    event: Event,
+    actor: &Actor,
+    now: Timestamp,
+    correlation_id: &str,
+    causation_id: Option<String>,
+) -> Envelope {
+    Envelope::new(
+        event,
+        EventMeta {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: now,
+            actor: actor.clone(),
+            causation_id,
+            correlation_id: correlation_id.to_string(),
+        },
+    )
+}
+
+/// The wall clock, at the edge (the core never reads it).
+pub fn now() -> Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp::from_unix_millis(millis)
+}
+
+/// A new correlation id for a user action.
+pub fn new_correlation_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,128 @@
+//! Worker projections in sled. A worker applies an event's effect and records the stream
+//! sequence it came from in one sled transaction, then acks; on restart it skips every
+//! sequence at or below the recorded one. One process per directory (sled's own lock).
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use crate::codec::{self, CodecError};
+
+const APPLIED_KEY: &[u8] = b"applied_sequence";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection store at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("projection store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("projection store: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// A projection store: a `state` tree of encoded values and a `meta` tree holding the last
+/// applied stream sequence.
+pub struct ProjectionStore {
+    db: sled::Db,
+    state: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// What [`ProjectionStore::apply`] did with a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// At or below the recorded sequence: applied before (a redelivery).
+    AlreadyApplied,
+}
+
+/// Writes inside one apply transaction.
+pub struct ProjectionTx<'a> {
+    state: &'a TransactionalTree,
+}
+
+impl ProjectionTx<'_> {
+    pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CodecError> {
+        let bytes = codec::encode(value)?;
+        self.state
+            .insert(key.as_bytes(), bytes)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(())
+    }
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CodecError> {
+        match self
+            .state
+            .get(key.as_bytes())
+            .map_err(|e| CodecError::Decode(e.to_string()))?
+        {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+    pub fn remove(&self, key: &str) -> Result<(), CodecError> {
+        self.state
+            .remove(key.as_bytes())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl ProjectionStore {
+    pub fn open(path: &Path) -> Result<ProjectionStore, ProjectionError> {
+        let db = sled::open(path).map_err(|source| ProjectionError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let state = db.open_tree("state")?;
+        let meta = db.open_tree("meta")?;
+        Ok(ProjectionStore { db, state, meta })
+    }
+
+    /// The last stream sequence applied (0 if none).
+    pub fn applied_sequence(&self) -> Result<u64, ProjectionError> {
+        match self.meta.get(APPLIED_KEY)? {
+            Some(bytes) => Ok(codec::decode(&bytes)?),
+            None => Ok(0),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ProjectionError> {
+        match self.state.get(key.as_bytes())? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `effect` for stream sequence `sequence` exactly once: the effect's writes and
+    /// the new applied sequence commit together, and a sequence at or below the recorded one
+    /// is skipped. The store is flushed before returning, so the caller may ack.
+    pub fn apply<F>(&self, sequence: u64, effect: F) -> Result<Applied, ProjectionError>
+    where
+        F: Fn(&ProjectionTx<'_>) -> Result<(), CodecError>,
+    {
+        let result = (&self.state, &self.meta).transaction(|(state, meta)| {
+            let applied = match meta.get(APPLIED_KEY)? {
+                Some(bytes) => {
+                    codec::decode::<u64>(&bytes).map_err(ConflictableTransactionError::Abort)?
+                }
+                None => 0,
+            };
+            if sequence <= applied {
+                return Ok(Applied::AlreadyApplied);
+            }
+            effect(&ProjectionTx { state }).map_err(ConflictableTransactionError::Abort)?;
+            let encoded = codec::encode(&sequence).map_err(ConflictableTransactionError::Abort)?;
+            meta.insert(APPLIED_KEY, encoded)?;
+            Ok(Applied::Applied)
+        });
+        let applied = match result {
+            Ok(a) => a,
+            Err(TransactionError::Abort(e)) => return Err(ProjectionError::Codec(e)),
+            Err(TransactionError::Storage(e)) => return Err(ProjectionError::Sled(e)),
+        };
+        self.db.flush()?;
+        Ok(applied)
+    }
+}

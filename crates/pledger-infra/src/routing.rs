@@ -1,0 +1,116 @@
+//! The runtime config layer: one key per prompt in the `pledger_routing` KV bucket, holding
+//! the prompt's [`RoutingTable`]. Writes are compare-and-set on the key's revision and never
+//! replace a table derived from a later ledger sequence.
+
+use async_nats::jetstream::{self, kv};
+use pledger_core::routing::RoutingTable;
+use pledger_core::PromptName;
+
+use crate::error::InfraError;
+use crate::ledger::ROUTING_BUCKET;
+
+const MAX_CAS_ATTEMPTS: usize = 10;
+
+pub(crate) async fn ensure_bucket(js: &jetstream::Context) -> Result<kv::Store, InfraError> {
+    match js.get_key_value(ROUTING_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: ROUTING_BUCKET.to_string(),
+                description: "Prompt Ledger runtime config: routing table per prompt".into(),
+                history: 16,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(InfraError::stream_setup),
+    }
+}
+
+/// What a routing write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoutingWrite {
+    /// Written at this KV revision.
+    Written(u64),
+    /// The bucket already holds a table from the same or a later ledger sequence.
+    AlreadyCurrent,
+}
+
+#[derive(Clone)]
+pub struct RoutingStore {
+    kv: kv::Store,
+}
+
+impl RoutingStore {
+    pub async fn open(js: &jetstream::Context) -> Result<RoutingStore, InfraError> {
+        Ok(RoutingStore {
+            kv: ensure_bucket(js).await?,
+        })
+    }
+
+    pub fn store(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// The prompt's table and its KV revision, if one was written.
+    pub async fn get(
+        &self,
+        prompt: &PromptName,
+    ) -> Result<Option<(RoutingTable, u64)>, InfraError> {
+        let Some(entry) = self
+            .kv
+            .entry(prompt.as_str())
+            .await
+            .map_err(InfraError::routing)?
+        else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let table =
+            serde_json::from_slice(&entry.value).map_err(|e| InfraError::CorruptRouting {
+                prompt: prompt.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some((table, entry.revision)))
+    }
+
+    /// Writes `table` with compare-and-set on the revision read just before, retrying when
+    /// another writer got in between, unless the stored table is as recent or more.
+    pub async fn publish(&self, table: &RoutingTable) -> Result<RoutingWrite, InfraError> {
+        let value: bytes::Bytes = serde_json::to_vec(table).expect("table serializes").into();
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = self.get(&table.prompt).await?;
+            let result = match &current {
+                Some((stored, _)) if stored.ledger_sequence >= table.ledger_sequence => {
+                    return Ok(RoutingWrite::AlreadyCurrent)
+                }
+                Some((_, revision)) => self
+                    .kv
+                    .update(table.prompt.as_str(), value.clone(), *revision)
+                    .await
+                    .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
+                None => self
+                    .kv
+                    .create(table.prompt.as_str(), value.clone())
+                    .await
+                    .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            };
+            match result {
+                Ok(revision) => return Ok(RoutingWrite::Written(revision)),
+                Err(true) => continue,
+                Err(false) => {
+                    return Err(InfraError::Routing(format!(
+                        "writing the routing table of `{}` failed",
+                        table.prompt
+                    )))
+                }
+            }
+        }
+        Err(InfraError::Routing(format!(
+            "the routing table of `{}` kept changing; the router will reconcile it",
+            table.prompt
+        )))
+    }
+}

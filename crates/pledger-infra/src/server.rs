@@ -1,0 +1,280 @@
+//! The nats-server process: finding the binary, writing its config, starting it on loopback
+//! and stopping it cleanly. `pledger up`, `pledger demo` and the test harness all use this.
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The address the CLI uses when neither `--nats` nor `PLEDGER_NATS_URL` is given, and where
+/// `pledger up` listens.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4222";
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "no nats-server >= 2.10 found: set PLEDGER_NATS_SERVER, put nats-server on PATH, or run ops/install-nats-server.sh"
+    )]
+    BinaryNotFound,
+    #[error("could not start nats-server {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nats-server exited during start-up ({status}); its log says: {log_tail}")]
+    ExitedEarly { status: String, log_tail: String },
+    #[error(
+        "nats-server did not accept connections on {addr} within {secs}s; its log says: {log_tail}"
+    )]
+    NotReady {
+        addr: SocketAddr,
+        secs: u64,
+        log_tail: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Finds nats-server: `$PLEDGER_NATS_SERVER`, then `.tools/bin/nats-server` in the current
+/// directory or any parent (where `ops/install-nats-server.sh` puts it), then `PATH`.
+pub fn find_nats_server() -> Result<PathBuf, ServerError> {
+    if let Some(p) = std::env::var_os("PLEDGER_NATS_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let mut starts = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            starts.push(dir.to_path_buf());
+        }
+    }
+    for start in starts {
+        for dir in start.ancestors() {
+            let candidate = dir.join(".tools/bin/nats-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(ServerError::BinaryNotFound)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The single-node server config: loopback, JetStream on file storage with an fsync per
+/// write (`sync_interval: always`; see docs/ARCHITECTURE.md for the trade-off).
+pub fn render_config(listen: SocketAddr, store_dir: &Path) -> String {
+    format!(
+        "# Written by pledger. Single-node JetStream for the ledger.\n\
+         server_name: pledger_local\n\
+         listen: {listen}\n\
+         max_payload: 1MB\n\
+         jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
+        store = store_dir.display().to_string()
+    )
+}
+
+/// A running nats-server child. Dropping it stops the server (SIGTERM, then SIGKILL).
+pub struct NatsServerProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+    log_path: PathBuf,
+}
+
+impl NatsServerProcess {
+    /// Writes the config under `data_dir` and starts the server, returning once it accepts
+    /// TCP connections.
+    pub fn start(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+    ) -> Result<NatsServerProcess, ServerError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ServerError::Io { path, source }
+        };
+        let store = data_dir.join("jetstream");
+        fs::create_dir_all(&store).map_err(io(&store))?;
+        let config_path = data_dir.join("nats-server.conf");
+        fs::write(&config_path, render_config(listen, &store)).map_err(io(&config_path))?;
+        let log_path = data_dir.join("nats-server.log");
+        let log = fs::File::create(&log_path).map_err(io(&log_path))?;
+        let log_err = log.try_clone().map_err(io(&log_path))?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|source| ServerError::Spawn {
+                binary: binary.to_path_buf(),
+                source,
+            })?;
+        let mut server = NatsServerProcess {
+            child: Some(child),
+            addr: listen,
+            log_path,
+        };
+        server.wait_ready(Duration::from_secs(15))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(ServerError::ExitedEarly {
+                        status: status.to_string(),
+                        log_tail: self.log_tail(),
+                    });
+                }
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && self.log_says_ready()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(ServerError::NotReady {
+                    addr: self.addr,
+                    secs: limit.as_secs(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_says_ready(&self) -> bool {
+        fs::read_to_string(&self.log_path)
+            .map(|s| s.contains("Server is ready"))
+            .unwrap_or(false)
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Has the server exited on its own? Returns its status if so.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// Asks the server to shut down (SIGTERM: it flushes and closes its store), waits up to
+    /// ten seconds, then kills it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for NatsServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A throwaway server for tests and the demo: a free loopback port and a temporary store,
+/// both removed on drop.
+pub struct EphemeralServer {
+    // Field order matters: the process stops before its directory is removed.
+    process: NatsServerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl EphemeralServer {
+    pub fn start() -> Result<EphemeralServer, ServerError> {
+        let binary = find_nats_server()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pledger-nats-")
+            .tempdir()
+            .map_err(|source| ServerError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        // A port picked by free_port can be taken by someone else before the server binds
+        // it; a server that exits during start-up gets another port.
+        let mut attempt = 0;
+        loop {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            match NatsServerProcess::start(&binary, dir.path(), addr) {
+                Ok(process) => return Ok(EphemeralServer { process, dir }),
+                Err(ServerError::ExitedEarly { .. }) if attempt < 3 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    pub fn url(&self) -> String {
+        self.process.url()
+    }
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Stops the server (the store stays until drop): for "server is down" tests.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}

@@ -1,0 +1,56 @@
+use pledger_core::routing::RoutingTable;
+use pledger_infra::{RoutingStore, RoutingWrite};
+
+use crate::support::*;
+
+fn table(seq: u64) -> RoutingTable {
+    RoutingTable {
+        prompt: prompt("triage"),
+        stable: Some(artifact("a").version_id()),
+        rollout: None,
+        ledger_sequence: seq,
+    }
+}
+
+#[tokio::test]
+async fn routing_writes_are_monotonic_in_ledger_sequence() {
+    let h = harness().await;
+    let store = RoutingStore::open(h.ledger.jetstream()).await.unwrap();
+    assert!(store.get(&prompt("triage")).await.unwrap().is_none());
+    assert!(matches!(
+        store.publish(&table(5)).await.unwrap(),
+        RoutingWrite::Written(_)
+    ));
+    assert_eq!(
+        store.publish(&table(3)).await.unwrap(),
+        RoutingWrite::AlreadyCurrent
+    );
+    assert_eq!(
+        store.publish(&table(5)).await.unwrap(),
+        RoutingWrite::AlreadyCurrent
+    );
+    assert!(matches!(
+        store.publish(&table(9)).await.unwrap(),
+        RoutingWrite::Written(_)
+    ));
+    let (stored, _) = store.get(&prompt("triage")).await.unwrap().unwrap();
+    assert_eq!(stored.ledger_sequence, 9);
+}
+
+#[tokio::test]
+async fn concurrent_routing_writers_end_with_the_latest_table() {
+    let h = harness().await;
+    let store = RoutingStore::open(h.ledger.jetstream()).await.unwrap();
+    let mut tasks = Vec::new();
+    for seq in 1..=8u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(
+            async move { store.publish(&table(seq)).await },
+        ));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (stored, _) = store.get(&prompt("triage")).await.unwrap().unwrap();
+    assert_eq!(stored.ledger_sequence, 8);
+}
