@@ -212,6 +212,22 @@ impl Ledger {
         Ok(family)
     }
 
+    /// Every prompt with a registration or any other prompt-level event, sorted by name.
+    pub async fn prompts(&self) -> Result<Vec<PromptName>, InfraError> {
+        let stream = self.js.get_stream(LEDGER_STREAM).await.map_err(InfraError::stream_missing)?;
+        let mut subjects = stream.info_with_subjects("pledger.ledger.*.prompt").await.map_err(InfraError::read)?;
+        let mut prompts = Vec::new();
+        while let Some(item) = subjects.next().await {
+            let (subject, _count) = item.map_err(InfraError::read)?;
+            let name = subject.trim_start_matches("pledger.ledger.").trim_end_matches(".prompt");
+            if let Ok(p) = PromptName::parse(name) {
+                prompts.push(p);
+            }
+        }
+        prompts.sort();
+        Ok(prompts)
+    }
+
     /// Appends one envelope if the family's last sequence is still `expected_last_sequence`.
     /// Returns the new sequence, or `Ok(None)` if the family moved (the caller re-reads).
     pub async fn append(

@@ -32,7 +32,7 @@ pub(crate) async fn ensure_bucket(js: &jetstream::Context) -> Result<kv::Store, 
 pub enum RoutingWrite {
     /// Written at this KV revision.
     Written(u64),
-    /// The bucket already holds a table from the same or a later ledger sequence.
+    /// The bucket already holds this routing, or a table from a later ledger sequence.
     AlreadyCurrent,
 }
 

@@ -1,1 +1,68 @@
-fn main() {}
+//! `pledger`: prompt changes under release discipline.
+
+mod app;
+mod cli;
+mod demo;
+mod failure;
+mod render;
+mod up;
+
+use std::io::Write;
+
+use clap::Parser;
+
+use crate::cli::{Cli, TopCommand};
+use crate::failure::{Exit, Failure};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage as i32 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLEDGER_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let json = cli.json;
+    let exit = runtime.block_on(async move {
+        match cli.command {
+            TopCommand::Up(ref args) => up::run(args).await.map(|()| Exit::Success).unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Demo => demo::run().await.map(|()| Exit::Success).unwrap_or_else(|f| report_failure(&f, json)),
+            _ => {
+                let app = app::App::from_cli(&cli);
+                match app.run(cli.command).await {
+                    Ok(report) => {
+                        let mut out = std::io::stdout().lock();
+                        if json {
+                            let _ = writeln!(out, "{}", report.json);
+                        } else if !report.text.is_empty() {
+                            let _ = writeln!(out, "{}", report.text.trim_end());
+                        }
+                        report.exit
+                    }
+                    Err(f) => report_failure(&f, json),
+                }
+            }
+        }
+    });
+    std::process::exit(exit as i32);
+}
+
+/// Prints a failure: one sentence on stderr, and with --json an error object on stdout.
+fn report_failure(failure: &Failure, json: bool) -> Exit {
+    eprintln!("error: {}", failure.message);
+    if json {
+        let object = serde_json::json!({ "error": { "exit_code": failure.exit as i32, "rule": failure.rule, "message": failure.message } });
+        println!("{object}");
+    }
+    failure.exit
+}

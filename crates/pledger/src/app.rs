@@ -1,0 +1,569 @@
+//! Command implementations: each reads the ledger, runs the pure decider through the
+//! ledger's read-decide-append loop, updates the routing table where routing changed, and
+//! returns a report (text for people, one JSON object for scripts).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pledger_core::decide::{resolve_version, Rule};
+use pledger_core::diff::diff_artifacts;
+use pledger_core::event::{Event, ReviewLayer, ReviewVerdict};
+use pledger_core::routing::{resolve, routing_table_for};
+use pledger_core::state::{PromptState, ReleaseState};
+use pledger_core::{
+    Actor, Artifact, Command, EvalBundle, FileFormat, GatePolicy, PromptName, Rejection, ReleaseId, RolloutPlan,
+};
+use pledger_infra::ledger::{new_correlation_id, LEDGER_STREAM};
+use pledger_infra::{Executed, Family, Ledger, Recorded, RoutingStore, RoutingWrite};
+use serde_json::{json, Value};
+
+use crate::cli::*;
+use crate::failure::{file_failure, Exit, Failure};
+use crate::render;
+
+/// What a command prints: text for people, JSON for scripts, and its exit code.
+pub struct Report {
+    pub text: String,
+    pub json: Value,
+    pub exit: Exit,
+}
+
+impl Report {
+    fn ok(text: impl Into<String>, json: Value) -> Report {
+        Report { text: text.into(), json, exit: Exit::Success }
+    }
+}
+
+/// Largest input file read at all (each kind has its own, smaller limit too).
+const MAX_INPUT_FILE: u64 = 4 * 1024 * 1024;
+
+pub struct App {
+    pub url: String,
+    pub actor: Option<String>,
+    pub correlation_id: String,
+}
+
+struct Conn {
+    ledger: Ledger,
+    routing: RoutingStore,
+}
+
+impl App {
+    pub fn from_cli(cli: &Cli) -> App {
+        App {
+            url: cli.nats.clone(),
+            actor: cli.actor.clone(),
+            correlation_id: std::env::var("PLEDGER_CORRELATION_ID").unwrap_or_else(|_| new_correlation_id()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, Failure> {
+        let client = pledger_infra::connect(&self.url).await?;
+        let ledger = Ledger::new(client);
+        ledger.ensure().await?;
+        let routing = RoutingStore::open(ledger.jetstream()).await?;
+        Ok(Conn { ledger, routing })
+    }
+
+    fn actor(&self) -> Result<Actor, Failure> {
+        let raw = self.actor.clone().or_else(|| std::env::var("USER").ok()).ok_or_else(|| {
+            Failure::usage("who is acting? pass --as <ACTOR> or set PLEDGER_ACTOR")
+        })?;
+        Ok(Actor::parse(&raw)?)
+    }
+
+    pub async fn run(&self, command: TopCommand) -> Result<Report, Failure> {
+        match command {
+            TopCommand::Init => {
+                self.connect().await?;
+                Ok(Report::ok(
+                    format!("ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {}", self.url),
+                    json!({ "url": self.url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"] }),
+                ))
+            }
+            TopCommand::Up(_) | TopCommand::Demo => unreachable!("handled in main"),
+            TopCommand::Prompt(c) => self.prompt(c).await,
+            TopCommand::Release(c) => self.release(c).await,
+            TopCommand::Rollout(c) => self.rollout(c).await,
+            TopCommand::Rollback { prompt, reason } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let done = self.exec(&conn, &prompt, |_| Ok(Command::Rollback { reason: reason.clone() })).await?;
+                let routing = self.publish_routing(&conn, &done).await?;
+                let Some(Event::RolledBack(e)) = done.recorded.first().map(|r| &r.envelope.event) else {
+                    return Err(Failure::other("rollback recorded no event"));
+                };
+                Ok(Report::ok(
+                    format!(
+                        "rolled back {}: {} now serves all traffic (was {}){}",
+                        e.release,
+                        e.to_version.short(),
+                        e.from_version.short(),
+                        routing_note(routing)
+                    ),
+                    json!({ "prompt": prompt, "release": e.release, "stable": e.to_version, "rolled_back": e.from_version, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            TopCommand::Resolve { prompt, unit, attrs } => self.resolve(&prompt, unit.as_deref(), &attrs).await,
+            TopCommand::Audit(AuditCommand::Log { prompt }) => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let family = registered(conn.ledger.load(&prompt).await?)?;
+                Ok(history_report(&format!("audit log of `{prompt}`"), &family.events, json!({ "prompt": prompt })))
+            }
+        }
+    }
+
+    async fn exec<F>(&self, conn: &Conn, prompt: &PromptName, make: F) -> Result<Executed, Failure>
+    where
+        F: Fn(&PromptState) -> Result<Command, Rejection>,
+    {
+        let actor = self.actor()?;
+        Ok(conn.ledger.execute(prompt, &actor, &self.correlation_id, make).await?)
+    }
+
+    /// Writes the routing table derived from the state the command left.
+    async fn publish_routing(&self, conn: &Conn, done: &Executed) -> Result<RoutingWrite, Failure> {
+        let table = routing_table_for(&done.state, done.last_sequence);
+        Ok(conn.routing.publish(&table).await?)
+    }
+
+    async fn prompt(&self, command: PromptCommand) -> Result<Report, Failure> {
+        match command {
+            PromptCommand::Register { prompt, owner } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let done = self.exec(&conn, &prompt, |_| Ok(Command::RegisterPrompt { owner: owner.clone() })).await?;
+                let new = !done.recorded.is_empty();
+                Ok(Report::ok(
+                    format!("{} prompt `{prompt}`, owned by {}", if new { "registered" } else { "already registered:" }, owner.trim()),
+                    json!({ "prompt": prompt, "owner": owner.trim(), "new": new, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            PromptCommand::Publish { prompt, artifact_file } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let text = read_input(&artifact_file)?;
+                let artifact = Artifact::from_text(&text, format_of(&artifact_file))
+                    .map_err(|e| file_failure(&artifact_file, e))?;
+                let version = artifact.version_id();
+                let conn = self.connect().await?;
+                let done = self.exec(&conn, &prompt, |_| Ok(Command::PublishVersion { artifact: artifact.clone() })).await?;
+                let new = !done.recorded.is_empty();
+                Ok(Report::ok(
+                    version.to_string(),
+                    json!({ "version": version, "prompt": prompt, "new": new, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            PromptCommand::Adopt { prompt, version, reason } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, &prompt, |s| Ok(Command::AdoptVersion { version: resolve_version(s, &version)?, reason: reason.clone() }))
+                    .await?;
+                let routing = self.publish_routing(&conn, &done).await?;
+                let stable = done.state.stable.clone().expect("adopted");
+                Ok(Report::ok(
+                    format!("`{prompt}` stable version is {stable}{}", routing_note(routing)),
+                    json!({ "prompt": prompt, "stable": stable, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            PromptCommand::Policy { prompt, policy_file } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let text = read_input(&policy_file)?;
+                let policy = GatePolicy::from_text(&text, format_of(&policy_file)).map_err(|e| file_failure(&policy_file, e))?;
+                let conn = self.connect().await?;
+                let done = self.exec(&conn, &prompt, |_| Ok(Command::SetGatePolicy { policy: policy.clone() })).await?;
+                Ok(Report::ok(
+                    format!("gate policy of `{prompt}` set{}", if done.recorded.is_empty() { " (unchanged)" } else { "" }),
+                    json!({ "prompt": prompt, "policy": policy, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            PromptCommand::Show { prompt, version } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let state = &family.state;
+                if let Some(reference) = version {
+                    let id = resolve_version(state, &reference)?;
+                    let published = &state.versions[&id];
+                    let text = format!(
+                        "version {id}\npublished {} by {}\n\n{}",
+                        published.published_at,
+                        published.published_by,
+                        serde_json::to_string_pretty(&published.artifact).expect("serializes")
+                    );
+                    return Ok(Report::ok(text, json!({ "prompt": prompt, "version": id, "artifact": published.artifact, "published_at": published.published_at, "published_by": published.published_by })));
+                }
+                let mut text = format!(
+                    "prompt `{prompt}`  owner {}\n  stable  {}\n  versions\n",
+                    state.owner.as_deref().unwrap_or_default(),
+                    state.stable.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none (adopt one with `pledger prompt adopt`)".into())
+                );
+                for v in &state.version_order {
+                    let p = &state.versions[v];
+                    let mark = if Some(v) == state.stable.as_ref() { " (stable)" } else { "" };
+                    text.push_str(&format!("    {}  {}  {}{mark}\n", v.short(), p.published_at, p.published_by));
+                }
+                text.push_str("  releases\n");
+                for r in state.releases.values() {
+                    text.push_str(&format!("    {:<24} {:<12} {}\n", r.id.to_string(), r.status.name(), r.candidate.short()));
+                }
+                Ok(Report::ok(text, json!({ "state": state, "last_sequence": family.last_sequence })))
+            }
+            PromptCommand::Diff { prompt, from, to } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let (from, to) = (resolve_version(&family.state, &from)?, resolve_version(&family.state, &to)?);
+                let diff = diff_artifacts(&family.state.versions[&from].artifact, &family.state.versions[&to].artifact);
+                let mut text = format!("--- {from}\n+++ {to}\n");
+                if diff.is_empty() {
+                    text.push_str("(identical)\n");
+                }
+                for f in &diff.fields {
+                    text.push_str(&format!(
+                        "~ {}: {} -> {}\n",
+                        f.field,
+                        f.from.as_deref().unwrap_or("(absent)"),
+                        f.to.as_deref().unwrap_or("(absent)")
+                    ));
+                }
+                if diff.instructions_changed {
+                    text.push_str("~ instructions:\n");
+                    for line in &diff.instructions {
+                        text.push_str(&format!("  {}{}\n", line.tag, line.text));
+                    }
+                }
+                Ok(Report::ok(text, json!({ "prompt": prompt, "from": from, "to": to, "diff": diff })))
+            }
+            PromptCommand::History { prompt } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let family = registered(conn.ledger.load(&prompt).await?)?;
+                Ok(history_report(&format!("history of `{prompt}`"), &family.events, json!({ "prompt": prompt })))
+            }
+            PromptCommand::List => {
+                let conn = self.connect().await?;
+                let prompts = conn.ledger.prompts().await?;
+                let mut text = String::new();
+                for p in &prompts {
+                    text.push_str(&format!("{p}\n"));
+                }
+                Ok(Report::ok(text, json!({ "prompts": prompts })))
+            }
+        }
+    }
+
+    async fn release(&self, command: ReleaseCommand) -> Result<Report, Failure> {
+        match command {
+            ReleaseCommand::Propose { prompt, version, rationale, expected_changes } => {
+                let prompt = PromptName::parse(&prompt)?;
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, &prompt, |s| {
+                        Ok(Command::ProposeChange {
+                            candidate: resolve_version(s, &version)?,
+                            rationale: rationale.clone(),
+                            expected_changes: expected_changes.clone(),
+                        })
+                    })
+                    .await?;
+                let Some(Event::ChangeProposed(e)) = done.recorded.first().map(|r| &r.envelope.event) else {
+                    return Err(Failure::other("proposal recorded no event"));
+                };
+                Ok(Report::ok(
+                    e.release.to_string(),
+                    json!({ "release": e.release, "candidate": e.candidate, "baseline": e.baseline, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            ReleaseCommand::Review { release, layer, approve, request_changes: _, note } => {
+                let release = ReleaseId::parse(&release)?;
+                let layer = match layer {
+                    LayerArg::Product => ReviewLayer::Product,
+                    LayerArg::Technical => ReviewLayer::Technical,
+                };
+                let verdict = if approve { ReviewVerdict::Approve } else { ReviewVerdict::RequestChanges };
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, release.prompt(), |_| {
+                        Ok(Command::SubmitReview { release: release.clone(), layer, verdict, note: note.clone() })
+                    })
+                    .await?;
+                let new = !done.recorded.is_empty();
+                let verb = if approve { "approved" } else { "requested changes on" };
+                Ok(Report::ok(
+                    format!("{} {verb} {release} ({layer} review){}", self.actor()?, if new { "" } else { "; already recorded" }),
+                    json!({ "release": release, "layer": layer, "verdict": verdict, "new": new, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            ReleaseCommand::AttachEval { release, bundle_file } => {
+                let release = ReleaseId::parse(&release)?;
+                let text = read_input(&bundle_file)?;
+                let bundle = EvalBundle::from_text(&text, format_of(&bundle_file)).map_err(|e| file_failure(&bundle_file, e))?;
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, release.prompt(), |_| Ok(Command::AttachEvalBundle { release: release.clone(), bundle: bundle.clone() }))
+                    .await?;
+                let digest = pledger_core::artifact::json_digest(&bundle);
+                Ok(Report::ok(
+                    format!(
+                        "eval bundle `{}` attached to {release} ({} segments, {} regressions){}",
+                        bundle.suite,
+                        bundle.segments.len(),
+                        bundle.regressions.len(),
+                        if done.recorded.is_empty() { "; already attached" } else { "" }
+                    ),
+                    json!({ "release": release, "bundle_digest": digest, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            ReleaseCommand::AcceptTradeoff { release, reason } => {
+                let release = ReleaseId::parse(&release)?;
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, release.prompt(), |_| Ok(Command::AcceptTradeoff { release: release.clone(), reason: reason.clone() }))
+                    .await?;
+                Ok(Report::ok(
+                    format!("{} accepted the trade-off of {release}: {}", self.actor()?, reason.trim()),
+                    json!({ "release": release, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            ReleaseCommand::Revise { release, version } => {
+                let release = ReleaseId::parse(&release)?;
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, release.prompt(), |s| {
+                        Ok(Command::ReviseCandidate { release: release.clone(), candidate: resolve_version(s, &version)? })
+                    })
+                    .await?;
+                let r = done.state.release(&release).expect("revised release exists");
+                Ok(Report::ok(
+                    format!("{release} candidate is now {}; both reviews must be given again", r.candidate),
+                    json!({ "release": release, "candidate": r.candidate, "recorded": recorded_json(&done.recorded) }),
+                ))
+            }
+            ReleaseCommand::Withdraw { release, reason } => {
+                let release = ReleaseId::parse(&release)?;
+                let conn = self.connect().await?;
+                let done = self
+                    .exec(&conn, release.prompt(), |_| Ok(Command::WithdrawProposal { release: release.clone(), reason: reason.clone() }))
+                    .await?;
+                Ok(Report::ok(format!("{release} withdrawn"), json!({ "release": release, "recorded": recorded_json(&done.recorded) })))
+            }
+            ReleaseCommand::Gate { release } => {
+                let release = ReleaseId::parse(&release)?;
+                let conn = self.connect().await?;
+                let done = self.exec(&conn, release.prompt(), |_| Ok(Command::DecideGate { release: release.clone() })).await?;
+                let Some(Event::GateDecided(g)) = done.recorded.first().map(|r| &r.envelope.event) else {
+                    return Err(Failure::other("gate recorded no decision"));
+                };
+                let verdict = if g.passed { "PASSED" } else { "FAILED" };
+                let mut text = format!("gate of {release}: {verdict}\n{}", render::gate_table(&g.checks));
+                if !g.regressions.is_empty() {
+                    text.push_str("  top regressions:\n");
+                    for r in &g.regressions {
+                        text.push_str(&format!("    {} [{}] {}\n", r.case, r.segment, r.detail));
+                    }
+                }
+                Ok(Report {
+                    text,
+                    json: json!({ "release": release, "passed": g.passed, "checks": g.checks, "evidence": g.evidence, "recorded": recorded_json(&done.recorded) }),
+                    exit: if g.passed { Exit::Success } else { Exit::GateFailed },
+                })
+            }
+            ReleaseCommand::Show { release } => {
+                let release = ReleaseId::parse(&release)?;
+                let conn = self.connect().await?;
+                let family = registered(conn.ledger.load(release.prompt()).await?)?;
+                let r = known_release(&family.state, &release)?;
+                let subject = pledger_infra::ledger::subject_for(&pledger_core::event::Aggregate::Release(release.clone()));
+                let history: Vec<Recorded> = family.events.iter().filter(|e| e.subject == subject).cloned().collect();
+                let text = format!("{}\n{}", render::release_summary(&family.state, r), render::history_lines(&history));
+                let gate_current = r.current_gate(&family.state.policy).map(|g| g.passed);
+                Ok(Report::ok(
+                    text,
+                    json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "history": history.iter().map(recorded_entry).collect::<Vec<_>>() }),
+                ))
+            }
+            ReleaseCommand::List { prompt } => {
+                let conn = self.connect().await?;
+                let prompts = match prompt {
+                    Some(p) => vec![PromptName::parse(&p)?],
+                    None => conn.ledger.prompts().await?,
+                };
+                let mut text = String::new();
+                let mut rows = Vec::new();
+                for p in prompts {
+                    let family = conn.ledger.load(&p).await?;
+                    if !family.state.is_registered() {
+                        return Err(unknown_prompt(&p));
+                    }
+                    for r in family.state.releases.values() {
+                        text.push_str(&format!("{:<28} {:<12} {}  {}\n", r.id.to_string(), r.status.name(), r.candidate.short(), r.rationale));
+                        rows.push(json!({ "release": r.id, "prompt": p, "state": r.status.name(), "candidate": r.candidate, "author": r.author }));
+                    }
+                }
+                Ok(Report::ok(text, json!({ "releases": rows })))
+            }
+        }
+    }
+
+    async fn rollout(&self, command: RolloutCommand) -> Result<Report, Failure> {
+        let conn = self.connect().await?;
+        let (release, make): (ReleaseId, Box<dyn Fn(&PromptState) -> Result<Command, Rejection> + Send + Sync>) = match command {
+            RolloutCommand::Plan { release, plan_file } => {
+                let release = ReleaseId::parse(&release)?;
+                let text = read_input(&plan_file)?;
+                let plan = RolloutPlan::from_text(&text, format_of(&plan_file)).map_err(|e| file_failure(&plan_file, e))?;
+                let r = release.clone();
+                (release, Box::new(move |_| Ok(Command::PlanRollout { release: r.clone(), plan: plan.clone() })))
+            }
+            RolloutCommand::Start { release } => {
+                let release = ReleaseId::parse(&release)?;
+                let salt = uuid::Uuid::new_v4().simple().to_string();
+                let r = release.clone();
+                (release, Box::new(move |_| Ok(Command::StartRollout { release: r.clone(), bucketing_salt: salt.clone() })))
+            }
+            RolloutCommand::Advance { release, from, force, reason } => {
+                let release = ReleaseId::parse(&release)?;
+                // Pin the stage this command moves from now, so a re-decision after a lost race
+                // never advances a stage its caller did not see.
+                let from_stage = match from {
+                    Some(stage) => stage,
+                    None => {
+                        let family = registered(conn.ledger.load(release.prompt()).await?)?;
+                        let r = known_release(&family.state, &release)?;
+                        r.status.stage().and_then(|i| r.stage_name(i)).unwrap_or_default().to_string()
+                    }
+                };
+                let force_reason = if force { reason } else { None };
+                let r = release.clone();
+                (
+                    release,
+                    Box::new(move |_| {
+                        Ok(Command::AdvanceStage { release: r.clone(), from_stage: from_stage.clone(), force_reason: force_reason.clone() })
+                    }),
+                )
+            }
+            RolloutCommand::Pause { release, reason } => {
+                let release = ReleaseId::parse(&release)?;
+                let r = release.clone();
+                (release, Box::new(move |_| Ok(Command::PauseRollout { release: r.clone(), reason: reason.clone() })))
+            }
+            RolloutCommand::Resume { release } => {
+                let release = ReleaseId::parse(&release)?;
+                let r = release.clone();
+                (release, Box::new(move |_| Ok(Command::ResumeRollout { release: r.clone() })))
+            }
+            RolloutCommand::Freeze { release, reason } => {
+                let release = ReleaseId::parse(&release)?;
+                let r = release.clone();
+                (release, Box::new(move |_| Ok(Command::FreezeRollout { release: r.clone(), reason: reason.clone() })))
+            }
+            RolloutCommand::Complete { release } => {
+                let release = ReleaseId::parse(&release)?;
+                let r = release.clone();
+                (release, Box::new(move |_| Ok(Command::CompleteRelease { release: r.clone() })))
+            }
+        };
+        let done = self.exec(&conn, release.prompt(), make).await?;
+        let routing = self.publish_routing(&conn, &done).await?;
+        let r = done.state.release(&release).expect("the release exists after a command on it");
+        let summary = match done.recorded.first().map(|x| &x.envelope.event) {
+            Some(event) => render::summarize(event),
+            None => format!("{release}: already recorded, nothing changed"),
+        };
+        let stage = r.status.stage().and_then(|i| r.stage_name(i)).map(str::to_string);
+        Ok(Report::ok(
+            format!("{summary}{}", routing_note(routing)),
+            json!({ "release": release, "state": r.status.name(), "stage": stage, "recorded": recorded_json(&done.recorded) }),
+        ))
+    }
+
+    async fn resolve(&self, prompt: &str, unit: Option<&str>, attrs: &[String]) -> Result<Report, Failure> {
+        let prompt = PromptName::parse(prompt)?;
+        let mut attributes = BTreeMap::new();
+        for a in attrs {
+            let (k, v) = a
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| Failure::usage(format!("--attr `{a}` is not of the form KEY=VALUE")))?;
+            attributes.insert(k.trim().to_string(), v.to_string());
+        }
+        let conn = self.connect().await?;
+        let table = match conn.routing.get(&prompt).await? {
+            Some((table, _)) => table,
+            None => {
+                let family = registered(conn.ledger.load(&prompt).await?)?;
+                routing_table_for(&family.state, family.last_sequence)
+            }
+        };
+        let resolution = resolve(&table, unit, &attributes);
+        let text = match (&resolution.version, resolution.arm) {
+            (Some(v), Some(arm)) => format!(
+                "{v} ({}{})",
+                match arm {
+                    pledger_core::routing::Arm::Stable => "stable",
+                    pledger_core::routing::Arm::Candidate => "candidate",
+                },
+                resolution.release.as_ref().map(|r| format!(", release {r}")).unwrap_or_default()
+            ),
+            _ => format!("`{prompt}` has no stable version yet: nothing to serve"),
+        };
+        Ok(Report::ok(text, json!({ "version": resolution.version, "release": resolution.release, "arm": resolution.arm })))
+    }
+}
+
+fn routing_note(w: RoutingWrite) -> String {
+    match w {
+        RoutingWrite::Written(rev) => format!("\nrouting table updated (revision {rev})"),
+        RoutingWrite::AlreadyCurrent => String::new(),
+    }
+}
+
+fn history_report(title: &str, events: &[Recorded], mut json: Value) -> Report {
+    json["events"] = Value::Array(events.iter().map(recorded_entry).collect());
+    Report::ok(format!("{title}: {} events\n{}", events.len(), render::history_lines(events)), json)
+}
+
+fn recorded_entry(r: &Recorded) -> Value {
+    json!({ "sequence": r.sequence, "subject": r.subject, "event": r.envelope })
+}
+
+fn recorded_json(recorded: &[Recorded]) -> Value {
+    Value::Array(recorded.iter().map(|r| json!({ "sequence": r.sequence, "kind": r.envelope.kind(), "event_id": r.envelope.event_id })).collect())
+}
+
+fn unknown_prompt(prompt: &PromptName) -> Failure {
+    Rejection {
+        rule: Rule::UnknownPrompt,
+        message: format!("prompt `{prompt}` is not registered (run `pledger prompt register {prompt} --owner <TEAM>`)"),
+    }
+    .into()
+}
+
+fn registered(family: Family) -> Result<Family, Failure> {
+    if family.state.is_registered() {
+        Ok(family)
+    } else {
+        Err(unknown_prompt(&family.state.name))
+    }
+}
+
+fn known_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a ReleaseState, Failure> {
+    state
+        .release(release)
+        .ok_or_else(|| Rejection { rule: Rule::UnknownRelease, message: format!("there is no release {release}") }.into())
+}
+
+fn format_of(path: &Path) -> FileFormat {
+    FileFormat::from_path(&path.to_string_lossy())
+}
+
+/// Reads an input file, refusing huge ones before reading them.
+fn read_input(path: &Path) -> Result<String, Failure> {
+    let meta = std::fs::metadata(path).map_err(|e| Failure::usage(format!("{}: cannot read: {e}", path.display())))?;
+    if meta.len() > MAX_INPUT_FILE {
+        return Err(Failure::usage(format!("{}: {} bytes is over the input limit of {MAX_INPUT_FILE} bytes", path.display(), meta.len())));
+    }
+    std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: cannot read as UTF-8 text: {e}", path.display())))
+}

@@ -1,0 +1,199 @@
+//! The command line: names here are a contract (scripts and CI call them).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pledger",
+    version,
+    about = "Prompt Ledger: prompt changes under release discipline",
+    after_help = "Exit codes: 0 success, 1 other error, 2 usage or invalid input, 3 rejected by a rule, \
+                  4 conflict after retries, 5 cannot reach the server, 6 the gate was decided and failed."
+)]
+pub struct Cli {
+    /// NATS server URL.
+    #[arg(long, global = true, env = "PLEDGER_NATS_URL", default_value = pledger_infra::server::DEFAULT_URL)]
+    pub nats: String,
+    /// Who is acting (recorded on every event). Defaults to $USER.
+    #[arg(long = "as", global = true, env = "PLEDGER_ACTOR", value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// Create (or check) the ledger streams and the routing bucket.
+    Init,
+    /// Run a local nats-server for the ledger in the foreground (Ctrl-C stops it).
+    Up(UpArgs),
+    /// Run the whole release story, narrated, on a private throwaway server.
+    Demo,
+    /// Prompts and their versions.
+    #[command(subcommand)]
+    Prompt(PromptCommand),
+    /// Releases: proposals, reviews, evals and the gate.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Canary rollouts by traffic segment.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Roll a prompt back to its previous stable version, now.
+    Rollback {
+        prompt: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Which version a request gets, from the runtime config layer.
+    Resolve {
+        prompt: String,
+        /// Sticky unit key (user, session or tenant id) for percentage bucketing.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Request attribute, repeatable: --attr user_kind=internal --attr geo=eu.
+        #[arg(long = "attr", value_name = "K=V")]
+        attrs: Vec<String>,
+    },
+    /// The ledger's history.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the server keeps its store (default: $PLEDGER_DATA_DIR, else ~/.local/share/pledger).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = pledger_infra::server::DEFAULT_LISTEN)]
+    pub listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PromptCommand {
+    /// Register a prompt under an owning team.
+    Register {
+        prompt: String,
+        #[arg(long)]
+        owner: String,
+    },
+    /// Publish an artifact file (TOML or JSON) as a version; prints the version id.
+    Publish { prompt: String, artifact_file: PathBuf },
+    /// Declare the version already serving production as the stable version.
+    Adopt {
+        prompt: String,
+        version: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Set the prompt's gate policy from a TOML or JSON file (fields not given keep defaults).
+    Policy { prompt: String, policy_file: PathBuf },
+    /// Show a prompt, or one of its versions.
+    Show { prompt: String, version: Option<String> },
+    /// Field-level changes and a line diff of the instructions between two versions.
+    Diff { prompt: String, from: String, to: String },
+    /// Every event of the prompt and its releases.
+    History { prompt: String },
+    /// Every registered prompt.
+    List,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LayerArg {
+    Product,
+    Technical,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Propose a version as a release; prints the release id.
+    Propose {
+        prompt: String,
+        version: String,
+        #[arg(long)]
+        rationale: String,
+        #[arg(long = "expected-change", value_name = "TEXT")]
+        expected_changes: Vec<String>,
+    },
+    /// Submit a product or technical review.
+    Review {
+        release: String,
+        #[arg(long, value_enum)]
+        layer: LayerArg,
+        #[arg(long, conflicts_with = "request_changes", required_unless_present = "request_changes")]
+        approve: bool,
+        #[arg(long)]
+        request_changes: bool,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Attach an eval bundle (JSON) to a release.
+    AttachEval { release: String, bundle_file: PathBuf },
+    /// Accept the latency or cost trade-off of the current bundle.
+    AcceptTradeoff {
+        release: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Replace the release's candidate version (resets both reviews).
+    Revise { release: String, version: String },
+    /// Withdraw a proposal.
+    Withdraw {
+        release: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Decide the gate on the current evidence (exit 6 if it fails).
+    Gate { release: String },
+    /// Show a release's state and history.
+    Show { release: String },
+    /// List releases of one prompt, or of every prompt.
+    List { prompt: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Attach a rollout plan (TOML) to a release.
+    Plan { release: String, plan_file: PathBuf },
+    /// Start the rollout at its first stage.
+    Start { release: String },
+    /// Move to the next stage.
+    Advance {
+        release: String,
+        /// The stage to advance from (default: the current stage when the command starts).
+        #[arg(long, value_name = "STAGE")]
+        from: Option<String>,
+        /// Advance over a readiness or guardrail objection (needs --reason).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stop advancing; traffic stays where it is.
+    Pause {
+        release: String,
+        #[arg(long, default_value = "paused by hand")]
+        reason: String,
+    },
+    /// Resume a paused or frozen rollout.
+    Resume { release: String },
+    /// Freeze: route all traffic back to the stable version and wait for a person.
+    Freeze {
+        release: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make the candidate the stable version (from the last stage).
+    Complete { release: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Every event of a prompt and its releases, in ledger order.
+    Log { prompt: String },
+}

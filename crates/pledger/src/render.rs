@@ -1,0 +1,142 @@
+//! Text rendering for people: one line per event, release summaries, gate tables.
+
+use pledger_core::event::{Event, ReviewVerdict};
+use pledger_core::gate::GateCheck;
+use pledger_core::state::{PromptState, ReleaseState};
+use pledger_infra::Recorded;
+
+fn short(v: &pledger_core::VersionId) -> &str {
+    v.short()
+}
+
+/// A one-line summary of an event's payload.
+pub fn summarize(event: &Event) -> String {
+    match event {
+        Event::PromptRegistered(e) => format!("registered, owned by {}", e.owner),
+        Event::VersionPublished(e) => format!("published version {}", short(&e.version)),
+        Event::VersionAdopted(e) => format!("adopted {} as stable: {}", short(&e.version), e.reason),
+        Event::GatePolicySet(_) => "gate policy set".to_string(),
+        Event::ChangeProposed(e) => format!(
+            "{} proposed {} against baseline {}: {}",
+            e.release,
+            short(&e.candidate),
+            e.baseline.as_ref().map(|b| b.short().to_string()).unwrap_or_else(|| "none".into()),
+            e.rationale
+        ),
+        Event::CandidateRevised(e) => format!("{} candidate revised {} -> {}", e.release, short(&e.previous_candidate), short(&e.candidate)),
+        Event::ReviewSubmitted(e) => format!(
+            "{} {} review by {}: {}{}",
+            e.release,
+            e.layer,
+            e.reviewer,
+            match e.verdict {
+                ReviewVerdict::Approve => "approve",
+                ReviewVerdict::RequestChanges => "request changes",
+            },
+            e.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        ),
+        Event::EvalBundleAttached(e) => format!("{} eval bundle `{}` attached ({})", e.release, e.bundle.suite, &e.bundle_digest[..12]),
+        Event::TradeoffAccepted(e) => format!("{} trade-off accepted by {}: {}", e.release, e.accepted_by, e.reason),
+        Event::GateDecided(e) => format!(
+            "{} gate {} ({} of {} checks passed)",
+            e.release,
+            if e.passed { "PASSED" } else { "FAILED" },
+            e.checks.iter().filter(|c| c.passed).count(),
+            e.checks.len()
+        ),
+        Event::RolloutPlanned(e) => format!(
+            "{} plan: {}",
+            e.release,
+            e.plan.stages.iter().map(|s| format!("{} {}%", s.name, s.percent)).collect::<Vec<_>>().join(" -> ")
+        ),
+        Event::RolloutStarted(e) => format!("{} rollout started at stage `{}`", e.release, e.stage),
+        Event::StageAdvanced(e) => format!(
+            "{} advanced `{}` -> `{}`{}",
+            e.release,
+            e.from_stage,
+            e.to_stage,
+            if e.forced { format!(" (FORCED: {})", e.reason.as_deref().unwrap_or_default()) } else { String::new() }
+        ),
+        Event::RolloutPaused(e) => format!("{} paused at `{}`: {}", e.release, e.stage, e.reason),
+        Event::RolloutResumed(e) => format!("{} resumed at `{}`", e.release, e.stage),
+        Event::RolloutFrozen(e) => format!("{} FROZEN at `{}`: {}", e.release, e.stage, e.reason),
+        Event::RolledBack(e) => format!("{} ROLLED BACK {} -> {}: {}", e.release, short(&e.from_version), short(&e.to_version), e.reason),
+        Event::ReleaseCompleted(e) => format!("{} completed: {} is stable", e.release, short(&e.version)),
+        Event::ProposalWithdrawn(e) => format!("{} withdrawn: {}", e.release, e.reason),
+    }
+}
+
+pub fn history_lines(events: &[Recorded]) -> String {
+    let mut out = String::new();
+    for r in events {
+        out.push_str(&format!(
+            "{:>5}  {}  {:<12} {:<30} {}\n",
+            r.sequence,
+            r.envelope.occurred_at,
+            r.envelope.actor.as_str(),
+            r.envelope.kind(),
+            summarize(&r.envelope.event)
+        ));
+    }
+    out
+}
+
+pub fn gate_table(checks: &[GateCheck]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let mark = if c.waived_by_tradeoff {
+            "WAIVED"
+        } else if c.passed {
+            "pass"
+        } else {
+            "FAIL"
+        };
+        out.push_str(&format!("  {mark:<6} {:<46} {}\n", c.name, c.detail));
+    }
+    out
+}
+
+pub fn release_summary(state: &PromptState, r: &ReleaseState) -> String {
+    let mut out = format!(
+        "release {}  [{}]\n  author     {}\n  candidate  {}\n  baseline   {}\n  rationale  {}\n",
+        r.id,
+        r.status.name(),
+        r.author,
+        r.candidate,
+        r.baseline.as_ref().map(|b| b.to_string()).unwrap_or_else(|| "none".into()),
+        r.rationale
+    );
+    for change in &r.expected_changes {
+        out.push_str(&format!("  expects    {change}\n"));
+    }
+    for (layer, review) in &r.reviews {
+        let verdict = match review.verdict {
+            ReviewVerdict::Approve => "approved",
+            ReviewVerdict::RequestChanges => "changes requested",
+        };
+        out.push_str(&format!("  {:<10} {verdict} by {}\n", layer.to_string(), review.reviewer));
+    }
+    match &r.bundle {
+        Some(b) => out.push_str(&format!("  eval       `{}` ({} segments, {} regressions)\n", b.bundle.suite, b.bundle.segments.len(), b.bundle.regressions.len())),
+        None => out.push_str("  eval       none attached\n"),
+    }
+    if let Some(t) = &r.tradeoff {
+        out.push_str(&format!("  trade-off  accepted by {}: {}\n", t.accepted_by, t.reason));
+    }
+    match (&r.gate, r.current_gate(&state.policy)) {
+        (_, Some(g)) => out.push_str(&format!("  gate       {}\n", if g.passed { "passed" } else { "failed" })),
+        (Some(_), None) => out.push_str("  gate       stale (evidence changed since the last decision)\n"),
+        (None, None) => out.push_str("  gate       not decided\n"),
+    }
+    if let Some(plan) = &r.plan {
+        let current = r.status.stage();
+        let stages: Vec<String> = plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| if Some(i) == current { format!("[{} {}%]", s.name, s.percent) } else { format!("{} {}%", s.name, s.percent) })
+            .collect();
+        out.push_str(&format!("  stages     {}\n", stages.join(" -> ")));
+    }
+    out
+}
