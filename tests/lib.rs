@@ -1,1 +1,176 @@
+//! Support for the end-to-end tests: the built `pledger` binary driven against a real
+//! nats-server started per test (free port, temporary store, removed on drop).
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub use pledger_infra::server::EphemeralServer;
+use serde_json::Value;
+
+/// The `pledger` binary of this workspace, built once per test process (a no-op when
+/// `cargo test --workspace` already built it).
+pub fn pledger_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/it-<hash> -> target/<profile>/pledger
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "pledger", "--bin", "pledger", "--manifest-path"]).arg(&manifest);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the pledger binary failed");
+        let bin = profile_dir.join("pledger");
+        assert!(bin.is_file(), "no pledger binary at {}", bin.display());
+        bin
+    })
+}
+
+/// The result of one `pledger` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    /// The JSON object printed with `--json`.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:?}"))
+    }
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success: {self:?}");
+        self
+    }
+    /// Asserts a rejection by `rule` with exit code 3.
+    #[track_caller]
+    pub fn rejected(self, rule: &str) -> Run {
+        assert_eq!(self.code, 3, "expected exit 3 for rule {rule}: {self:?}");
+        assert!(self.stderr.contains(&format!("rule `{rule}`")), "expected rule `{rule}` in: {}", self.stderr);
+        self
+    }
+}
+
+/// A test world: a server and a way to run pledger against it.
+pub struct World {
+    pub server: EphemeralServer,
+    pub files: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let server = EphemeralServer::start().expect("nats-server starts (run ops/install-nats-server.sh)");
+        World { server, files: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn command(&self, actor: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(pledger_bin());
+        c.arg("--nats").arg(self.server.url()).arg("--as").arg(actor).args(args);
+        c.env_remove("PLEDGER_ACTOR").env_remove("PLEDGER_NATS_URL").stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, actor: &str, args: &[&str]) -> Run {
+        Run::from_output(self.command(actor, args).output().expect("pledger runs"))
+    }
+
+    /// Runs with `--json` and returns the parsed object of a successful run.
+    #[track_caller]
+    pub fn json(&self, actor: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.run(actor, &all).ok().json()
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let path = self.files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    /// How many events the prompt's family holds (the ledger's view, via `audit log`).
+    pub fn event_count(&self, prompt: &str) -> usize {
+        self.json("auditor", &["audit", "log", prompt])["events"].as_array().unwrap().len()
+    }
+
+    /// Every event kind of the prompt's family, in order.
+    pub fn kinds(&self, prompt: &str) -> Vec<String> {
+        self.json("auditor", &["audit", "log", prompt])["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"]["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+pub fn artifact_toml(instructions: &str, temperature: f64) -> String {
+    format!(
+        "instructions = {instructions:?}\nknown_limitations = [\"none known\"]\n\n[model]\nfamily = \"gpt-4o\"\ntemperature = {temperature:?}\n\n[tools]\nschema_version = \"none\"\n"
+    )
+}
+
+pub fn bundle_json(candidate: &str, baseline: &str, cost_increase: f64) -> String {
+    serde_json::json!({
+        "candidate": candidate,
+        "baseline": baseline,
+        "suite": "e2e",
+        "segments": [
+            { "name": "billing", "cases": 100, "candidate_pass_rate": 0.95, "baseline_pass_rate": 0.94 }
+        ],
+        "hard_negatives": {
+            "ambiguous": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 },
+            "adversarial": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 },
+            "long_context": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 },
+            "partial_tool_failure": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 }
+        },
+        "regressions": [],
+        "latency_ms": { "candidate_p50": 100, "baseline_p50": 100, "candidate_p95": 200, "baseline_p95": 200 },
+        "cost_per_request_usd": { "candidate": 0.001 * (1.0 + cost_increase), "baseline": 0.001 },
+        "expected_changes": []
+    })
+    .to_string()
+}
+
+pub const PLAN: &str = r#"
+[[stages]]
+name = "internal"
+match = { user_kind = "internal" }
+percent = 100
+
+[[stages]]
+name = "eu"
+match = { geo = "eu" }
+percent = 50
+
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+fallback_rate = { max_rate = 0.05 }
+
+[rollback]
+criteria = "fallback rate over 5%"
+automatic = true
+"#;

@@ -1,1 +1,8 @@
+//! End-to-end tests: the built `pledger` binary against a real nats-server.
 
+mod fixture;
+mod input;
+mod lifecycle;
+mod races;
+mod rules;
+mod server;

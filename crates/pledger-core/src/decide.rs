@@ -426,6 +426,16 @@ pub fn decide(
             else {
                 return reject(Rule::GateNeedsEvalBundle, format!("{release} has no eval bundle (run `pledger release attach-eval {release} <BUNDLE_FILE>`)"));
             };
+            if bundle.bundle.candidate != r.candidate {
+                return reject(
+                    Rule::GateNeedsEvalBundle,
+                    format!(
+                        "{release}'s eval bundle evaluates {}, not its current candidate {}; attach a bundle of the current candidate",
+                        bundle.bundle.candidate.short(),
+                        r.candidate.short()
+                    ),
+                );
+            }
             if let Some(previous) = &r.gate {
                 if previous.evidence == evidence {
                     let verdict = if previous.passed { "passed" } else { "failed" };
