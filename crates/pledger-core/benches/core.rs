@@ -1,0 +1,198 @@
+//! Benchmarks of the pure core: resolving a request against a routing table, and replaying a
+//! prompt's history. Prints its figures; run with `cargo bench -p pledger-core`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+use pledger_core::event::{Envelope, EventMeta, ReviewLayer, ReviewVerdict};
+use pledger_core::routing::{resolve, RoutedRollout, RoutedStage, RoutingTable};
+use pledger_core::{
+    decide, evolve, Actor, Artifact, Command, Context, FileFormat, PromptName, PromptState,
+    Timestamp,
+};
+
+fn time<F: FnMut()>(label: &str, iterations: u64, mut f: F) {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    let per = start.elapsed().as_nanos() as f64 / iterations as f64;
+    println!("{label:<52} {per:>10.0} ns/op   ({:.0} ops/s)", 1e9 / per);
+}
+
+fn artifact(i: usize) -> Artifact {
+    Artifact::from_text(
+        &format!("instructions = \"version {i}\"\nknown_limitations = []\n[model]\nfamily = \"gpt-4o\"\ntemperature = 0.2\n[tools]\nschema_version = \"none\"\n"),
+        FileFormat::Toml,
+    )
+    .unwrap()
+}
+
+fn main() {
+    let prompt = PromptName::parse("bench").unwrap();
+    let table = RoutingTable {
+        prompt: prompt.clone(),
+        stable: Some(artifact(0).version_id()),
+        rollout: Some(RoutedRollout {
+            release: pledger_core::ReleaseId::new(prompt.clone(), 1),
+            candidate: artifact(1).version_id(),
+            state: "rolling_out".into(),
+            current_stage: "everyone".into(),
+            bucketing_salt: "5f0c0a7e".into(),
+            stages: vec![
+                RoutedStage {
+                    name: "internal".into(),
+                    matches: [(
+                        "user_kind".to_string(),
+                        pledger_core::plan::MatchValue::One("internal".into()),
+                    )]
+                    .into(),
+                    percent: 100.0,
+                },
+                RoutedStage {
+                    name: "eu".into(),
+                    matches: [(
+                        "geo".to_string(),
+                        pledger_core::plan::MatchValue::One("eu".into()),
+                    )]
+                    .into(),
+                    percent: 25.0,
+                },
+                RoutedStage {
+                    name: "everyone".into(),
+                    matches: BTreeMap::new(),
+                    percent: 10.0,
+                },
+            ],
+        }),
+        ledger_sequence: 42,
+    };
+    let attrs: BTreeMap<String, String> = [
+        ("geo".to_string(), "eu".to_string()),
+        ("intent".to_string(), "billing".to_string()),
+    ]
+    .into();
+    let mut n = 0u64;
+    time("resolve (3 stages, sticky bucket)", 1_000_000, || {
+        n += 1;
+        let unit = format!("user-{n}");
+        black_box(resolve(black_box(&table), Some(&unit), black_box(&attrs)));
+    });
+
+    // A history of 1,000 published versions and 1,000 reviews, replayed by evolve.
+    let mut state = PromptState::new(prompt.clone());
+    let mut history = Vec::new();
+    let mut seq = 0i64;
+    let mut apply =
+        |state: &mut PromptState, actor: &str, command: Command, history: &mut Vec<Envelope>| {
+            let ctx = Context {
+                actor: Actor::parse(actor).unwrap(),
+                now: Timestamp::from_unix_millis(seq),
+            };
+            for event in decide(state, &command, &ctx).unwrap() {
+                seq += 1;
+                let env = Envelope::new(
+                    event,
+                    EventMeta {
+                        event_id: format!("e{seq}"),
+                        occurred_at: ctx.now,
+                        actor: ctx.actor.clone(),
+                        causation_id: None,
+                        correlation_id: "bench".into(),
+                    },
+                );
+                evolve(state, &env);
+                history.push(env);
+            }
+        };
+    apply(
+        &mut state,
+        "maria",
+        Command::RegisterPrompt {
+            owner: "perf".into(),
+        },
+        &mut history,
+    );
+    for i in 0..1000 {
+        apply(
+            &mut state,
+            "maria",
+            Command::PublishVersion {
+                artifact: artifact(i),
+            },
+            &mut history,
+        );
+    }
+    let candidate = artifact(1).version_id();
+    apply(
+        &mut state,
+        "maria",
+        Command::ProposeChange {
+            candidate,
+            rationale: "bench".into(),
+            expected_changes: vec![],
+        },
+        &mut history,
+    );
+    let release = pledger_core::ReleaseId::new(prompt.clone(), 1);
+    for i in 0..1000 {
+        let verdict = if i % 2 == 0 {
+            ReviewVerdict::Approve
+        } else {
+            ReviewVerdict::RequestChanges
+        };
+        let command = Command::SubmitReview {
+            release: release.clone(),
+            layer: ReviewLayer::Product,
+            verdict,
+            note: None,
+        };
+        apply(&mut state, "priya", command, &mut history);
+    }
+    let events = history.len() as u64;
+    time(
+        &format!("replay a {events}-event history (evolve)"),
+        200,
+        || {
+            let mut s = PromptState::new(prompt.clone());
+            for e in &history {
+                evolve(&mut s, e);
+            }
+            black_box(s);
+        },
+    );
+    let wire: Vec<String> = history
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    time(
+        &format!("decode {events} wire events (JSON) + replay"),
+        50,
+        || {
+            let mut s = PromptState::new(prompt.clone());
+            for w in &wire {
+                let e: Envelope = serde_json::from_str(w).unwrap();
+                evolve(&mut s, &e);
+            }
+            black_box(s);
+        },
+    );
+    let ctx = Context {
+        actor: Actor::parse("tomas").unwrap(),
+        now: Timestamp::from_unix_millis(0),
+    };
+    let review = Command::SubmitReview {
+        release,
+        layer: ReviewLayer::Technical,
+        verdict: ReviewVerdict::Approve,
+        note: None,
+    };
+    time("decide a review on that state", 100_000, || {
+        black_box(decide(black_box(&state), &review, &ctx).unwrap());
+    });
+    println!("reproduce: cargo bench -p pledger-core");
+}
