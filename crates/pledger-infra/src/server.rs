@@ -16,7 +16,7 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(
-        "no nats-server >= 2.10 found: set PLEDGER_NATS_SERVER, put nats-server on PATH, or run ops/install-nats-server.sh"
+        "no nats-server >= 2.11 found: set PLEDGER_NATS_SERVER, put nats-server on PATH, or run ops/install-nats-server.sh"
     )]
     BinaryNotFound,
     #[error("could not start nats-server {binary}: {source}")]
