@@ -86,6 +86,11 @@ impl RoutingStore {
                 Some((stored, _)) if stored.ledger_sequence >= table.ledger_sequence => {
                     return Ok(RoutingWrite::AlreadyCurrent)
                 }
+                // Same routing from a later sequence (an event that does not move traffic):
+                // nothing for services to see, so no write.
+                Some((stored, _)) if RoutingTable { ledger_sequence: table.ledger_sequence, ..stored.clone() } == *table => {
+                    return Ok(RoutingWrite::AlreadyCurrent)
+                }
                 Some((_, revision)) => self
                     .kv
                     .update(table.prompt.as_str(), value.clone(), *revision)
