@@ -501,6 +501,12 @@ pub fn decide(
             let Some(plan) = &r.plan else {
                 return reject(Rule::RolloutNeedsPlan, format!("{release} has no rollout plan (run `pledger rollout plan {release} <PLAN_FILE>`)"));
             };
+            let Some(first_stage) = plan.stages.first() else {
+                return reject(
+                    Rule::RolloutNeedsPlan,
+                    format!("the rollout plan of {release} has no stages"),
+                );
+            };
             if r.current_gate(&state.policy).map(|g| g.passed) != Some(true) {
                 return reject(
                     Rule::RolloutNeedsPassedGate,
@@ -535,7 +541,7 @@ pub fn decide(
                 release: release.clone(),
                 candidate: r.candidate.clone(),
                 baseline: stable.clone(),
-                stage: plan.stages[0].name.clone(),
+                stage: first_stage.name.clone(),
                 bucketing_salt: bucketing_salt.clone(),
             })])
         }

@@ -93,10 +93,12 @@ pub fn diff_artifacts(from: &Artifact, to: &Artifact) -> ArtifactDiff {
     }
 }
 
-/// Flattens objects into dotted paths; arrays and scalars are leaves (compact JSON).
+/// Flattens objects into dotted paths; arrays, scalars and empty objects are leaves (compact
+/// JSON). An empty object is kept so that `{}` and an absent field, which are different
+/// versions, still differ.
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match value {
-        serde_json::Value::Object(map) => {
+        serde_json::Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
                 let path = if prefix.is_empty() {
                     k.clone()

@@ -271,6 +271,7 @@ impl Timestamp {
         };
         let b = raw.as_bytes();
         if b.len() < 20
+            || !raw.is_ascii()
             || !raw.ends_with('Z')
             || b[4] != b'-'
             || b[7] != b'-'
@@ -280,7 +281,12 @@ impl Timestamp {
         {
             return Err(bad());
         }
-        let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+        let num = |s: &str| {
+            if !s.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse::<i64>().map_err(|_| bad())
+        };
         let (y, mo, d) = (num(&raw[0..4])?, num(&raw[5..7])?, num(&raw[8..10])?);
         let (h, mi, s) = (num(&raw[11..13])?, num(&raw[14..16])?, num(&raw[17..19])?);
         let frac = &raw[19..raw.len() - 1];
@@ -298,6 +304,10 @@ impl Timestamp {
             return Err(bad());
         }
         let days = days_from_civil(y, mo, d);
+        // Refuse days the month does not have (2026-02-30) rather than roll them over.
+        if civil_from_days(days) != (y, mo, d) {
+            return Err(bad());
+        }
         Ok(Timestamp(
             ((days * 86_400) + h * 3600 + mi * 60 + s) * 1000 + millis,
         ))

@@ -150,6 +150,7 @@ fn ready_without_stable() -> World {
         .with(OPS, plan_rollout(1, standard_plan()))
 }
 
+#[rustfmt::skip]
 fn rejection_cases() -> Vec<Case> {
     let (s1, s3) = (short(1), short(3));
     let (v1, v2, v3, v9) = (full(1), full(2), full(3), full(9));
@@ -238,7 +239,14 @@ fn every_rule_has_a_rejection() {
     let cases = rejection_cases();
     for c in &cases {
         let mentions: Vec<&str> = c.mentions.iter().map(String::as_str).collect();
-        assert_rejected(&c.world, c.who, c.command.clone(), c.rule, c.code, &mentions);
+        assert_rejected(
+            &c.world,
+            c.who,
+            c.command.clone(),
+            c.rule,
+            c.code,
+            &mentions,
+        );
     }
     let covered: Vec<Rule> = cases.iter().map(|c| c.rule).collect();
     let missing: Vec<&str> = ALL_RULES
@@ -246,7 +254,10 @@ fn every_rule_has_a_rejection() {
         .filter(|r| !covered.contains(r))
         .map(|r| r.code())
         .collect();
-    assert!(missing.is_empty(), "rules without a rejection case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "rules without a rejection case: {missing:?}"
+    );
 }
 
 #[test]
@@ -313,23 +324,47 @@ fn author_cannot_review_either_layer() {
 #[test]
 fn the_two_layers_need_two_different_reviewers() {
     let w = proposed().with(PRODUCT, approve(1, Product));
-    assert_rejected(&w, PRODUCT, approve(1, Technical), Rule::ReviewersMustDiffer, "reviewers-must-differ", &[PRODUCT]);
+    assert_rejected(
+        &w,
+        PRODUCT,
+        approve(1, Technical),
+        Rule::ReviewersMustDiffer,
+        "reviewers-must-differ",
+        &[PRODUCT],
+    );
     let w = w.with(TECH, approve(1, Technical));
     let r = w.release(1);
     assert_eq!(r.reviews[&Product].reviewer.as_str(), PRODUCT);
     assert_eq!(r.reviews[&Technical].reviewer.as_str(), TECH);
     // The product reviewer may change the product verdict (same layer), not take the other.
     let w = w.with(PRODUCT, request_changes(1, Product));
-    assert_eq!(w.release(1).reviews[&Product].verdict, ReviewVerdict::RequestChanges);
+    assert_eq!(
+        w.release(1).reviews[&Product].verdict,
+        ReviewVerdict::RequestChanges
+    );
 }
 
 #[test]
 fn request_changes_blocks_the_gate_until_a_new_approval_of_that_layer() {
     let blocked = evaluated().with(TECH, request_changes(1, Technical));
-    assert_rejected(&blocked, CI, gate(1), Rule::ChangesRequested, "changes-requested", &[TECH, "technical"]);
+    assert_rejected(
+        &blocked,
+        CI,
+        gate(1),
+        Rule::ChangesRequested,
+        "changes-requested",
+        &[TECH, "technical"],
+    );
     // A product approval does not lift a technical objection.
     let w = blocked.clone().with(LEAD, approve(1, Product));
-    assert_rejected(&w, CI, gate(1), Rule::ChangesRequested, "changes-requested", &["technical"]);
+    assert_rejected(
+        &w,
+        CI,
+        gate(1),
+        Rule::ChangesRequested,
+        "changes-requested",
+        &["technical"],
+    );
     // The same reviewer approving again lifts it…
     let mut w = blocked.clone().with(TECH, approve(1, Technical));
     assert_eq!(w.run(CI, gate(1)).len(), 1);
@@ -342,17 +377,28 @@ fn request_changes_blocks_the_gate_until_a_new_approval_of_that_layer() {
 #[test]
 fn review_records_the_candidate_it_reviewed() {
     let mut w = proposed();
-    let events = w.run(PRODUCT, Command::SubmitReview {
-        release: rid(1),
-        layer: Product,
-        verdict: ReviewVerdict::Approve,
-        note: Some("tone is right".into()),
-    });
-    let [Event::ReviewSubmitted(e)] = &events[..] else { panic!("{events:?}") };
+    let events = w.run(
+        PRODUCT,
+        Command::SubmitReview {
+            release: rid(1),
+            layer: Product,
+            verdict: ReviewVerdict::Approve,
+            note: Some("tone is right".into()),
+        },
+    );
+    let [Event::ReviewSubmitted(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(e.candidate, vid(2));
     assert_eq!(e.reviewer.as_str(), PRODUCT);
-    assert_eq!(w.release(1).reviews[&Product].note.as_deref(), Some("tone is right"));
-    assert_eq!(w.release(1).reviews[&Product].at, w.log.last().unwrap().occurred_at);
+    assert_eq!(
+        w.release(1).reviews[&Product].note.as_deref(),
+        Some("tone is right")
+    );
+    assert_eq!(
+        w.release(1).reviews[&Product].at,
+        w.log.last().unwrap().occurred_at
+    );
 }
 
 #[test]
@@ -360,14 +406,33 @@ fn a_new_candidate_resets_both_reviews() {
     let mut w = approved();
     assert_eq!(w.release(1).reviews.len(), 2);
     let events = w.run(AUTHOR, revise(1, 3));
-    let [Event::CandidateRevised(e)] = &events[..] else { panic!("{events:?}") };
-    assert_eq!((e.previous_candidate.clone(), e.candidate.clone()), (vid(2), vid(3)));
+    let [Event::CandidateRevised(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (e.previous_candidate.clone(), e.candidate.clone()),
+        (vid(2), vid(3))
+    );
     assert_eq!(w.release(1).candidate, vid(3));
     assert!(w.release(1).reviews.is_empty());
     w.run(CI, attach(1, bundle(&vid(3), &vid(1))));
-    assert_rejected(&w, CI, gate(1), Rule::GateNeedsApprovals, "gate-needs-approvals", &["product", &short(3)]);
+    assert_rejected(
+        &w,
+        CI,
+        gate(1),
+        Rule::GateNeedsApprovals,
+        "gate-needs-approvals",
+        &["product", &short(3)],
+    );
     // The author of the revision is still the author.
-    assert_rejected(&w, AUTHOR, approve(1, Product), Rule::AuthorCannotReview, "author-cannot-review", &[AUTHOR]);
+    assert_rejected(
+        &w,
+        AUTHOR,
+        approve(1, Product),
+        Rule::AuthorCannotReview,
+        "author-cannot-review",
+        &[AUTHOR],
+    );
 }
 
 #[test]
@@ -378,13 +443,29 @@ fn a_bundle_of_the_previous_candidate_cannot_pass_the_gate_of_a_new_one() {
         .with(AUTHOR, revise(1, 3))
         .with(PRODUCT, approve(1, Product))
         .with(TECH, approve(1, Technical));
-    assert_rejected(&w, CI, gate(1), Rule::GateNeedsEvalBundle, "gate-needs-eval-bundle", &[R1, &short(3)]);
+    assert_rejected(
+        &w,
+        CI,
+        gate(1),
+        Rule::GateNeedsEvalBundle,
+        "gate-needs-eval-bundle",
+        &[R1, &short(3)],
+    );
     let w = w.with(OPS, plan_rollout(1, standard_plan()));
-    assert_rejected(&w, OPS, start(1), Rule::RolloutNeedsPassedGate, "rollout-needs-passed-gate", &[R1]);
+    assert_rejected(
+        &w,
+        OPS,
+        start(1),
+        Rule::RolloutNeedsPassedGate,
+        "rollout-needs-passed-gate",
+        &[R1],
+    );
     // With a bundle of the new candidate the gate decides again (new evidence).
     let mut w = w.with(CI, attach(1, bundle(&vid(3), &vid(1))));
     let events = w.run(CI, gate(1));
-    let [Event::GateDecided(g)] = &events[..] else { panic!("{events:?}") };
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert!(g.passed);
     assert_eq!(g.evidence.candidate, vid(3));
     w.run(OPS, start(1));
@@ -398,6 +479,7 @@ fn a_bundle_of_the_previous_candidate_cannot_pass_the_gate_of_a_new_one() {
 #[test]
 fn gate_needs_both_approvals_and_an_eval_bundle() {
     // Table: (setup, rule). Each world lacks exactly one ingredient.
+    #[rustfmt::skip]
     let table: Vec<(World, Rule)> = vec![
         (proposed().with(CI, attach(1, bundle(&vid(2), &vid(1)))), Rule::GateNeedsApprovals),
         (proposed().with(PRODUCT, approve(1, Product)).with(CI, attach(1, bundle(&vid(2), &vid(1)))), Rule::GateNeedsApprovals),
@@ -422,11 +504,19 @@ fn gate_decision_records_evidence_policy_checks_and_regressions() {
     });
     let mut w = approved().with(CI, attach(1, b.clone()));
     let events = w.run(CI, gate(1));
-    let [Event::GateDecided(g)] = &events[..] else { panic!("{events:?}") };
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(g.evidence.candidate, vid(2));
-    assert_eq!(g.evidence.bundle_digest, pledger_core::artifact::json_digest(&b));
+    assert_eq!(
+        g.evidence.bundle_digest,
+        pledger_core::artifact::json_digest(&b)
+    );
     assert!(!g.evidence.tradeoff_accepted);
-    assert_eq!(g.evidence.policy_digest, pledger_core::artifact::json_digest(&GatePolicy::default()));
+    assert_eq!(
+        g.evidence.policy_digest,
+        pledger_core::artifact::json_digest(&GatePolicy::default())
+    );
     assert_eq!(g.policy, GatePolicy::default());
     assert_eq!(g.regressions, b.regressions);
     assert_eq!(g.checks.len(), 1 + 8 + 3);
@@ -438,19 +528,65 @@ fn failed_gate_reruns_only_on_new_evidence() {
     let failed = gate_failed_on_cost();
     let g = failed.release(1).gate.clone().unwrap();
     assert!(!g.passed);
-    let cost = g.checks.iter().find(|c| c.name == "cost_per_request_usd").unwrap();
+    let cost = g
+        .checks
+        .iter()
+        .find(|c| c.name == "cost_per_request_usd")
+        .unwrap();
     assert!(!cost.passed);
     // Unchanged evidence: refused.
-    assert_rejected(&failed, CI, gate(1), Rule::GateUnchangedEvidence, "gate-unchanged-evidence", &["failed"]);
+    assert_rejected(
+        &failed,
+        CI,
+        gate(1),
+        Rule::GateUnchangedEvidence,
+        "gate-unchanged-evidence",
+        &["failed"],
+    );
     // Re-attaching the identical bundle is a no-op and does not make new evidence.
-    let w = failed.clone().with(CI, attach(1, BundleBuilder::new(&vid(2), &vid(1)).cost(0.012, 0.010).build()));
-    assert_rejected(&w, CI, gate(1), Rule::GateUnchangedEvidence, "gate-unchanged-evidence", &[]);
+    let w = failed.clone().with(
+        CI,
+        attach(
+            1,
+            BundleBuilder::new(&vid(2), &vid(1))
+                .cost(0.012, 0.010)
+                .build(),
+        ),
+    );
+    assert_rejected(
+        &w,
+        CI,
+        gate(1),
+        Rule::GateUnchangedEvidence,
+        "gate-unchanged-evidence",
+        &[],
+    );
 
     // Each kind of new evidence allows a new decision: (what changed, expected pass).
     let table: Vec<(&str, World, bool)> = vec![
-        ("new bundle", failed.clone().with(CI, attach(1, bundle(&vid(2), &vid(1)))), true),
-        ("new bundle still over", failed.clone().with(CI, attach(1, BundleBuilder::new(&vid(2), &vid(1)).cost(0.013, 0.010).build())), false),
-        ("trade-off accepted", failed.clone().with(LEAD, accept_tradeoff(1)), true),
+        (
+            "new bundle",
+            failed.clone().with(CI, attach(1, bundle(&vid(2), &vid(1)))),
+            true,
+        ),
+        (
+            "new bundle still over",
+            failed.clone().with(
+                CI,
+                attach(
+                    1,
+                    BundleBuilder::new(&vid(2), &vid(1))
+                        .cost(0.013, 0.010)
+                        .build(),
+                ),
+            ),
+            false,
+        ),
+        (
+            "trade-off accepted",
+            failed.clone().with(LEAD, accept_tradeoff(1)),
+            true,
+        ),
         (
             "new candidate",
             failed
@@ -463,9 +599,15 @@ fn failed_gate_reruns_only_on_new_evidence() {
         ),
         (
             "new policy",
-            failed.clone().with(OWNER, Command::SetGatePolicy {
-                policy: GatePolicy { max_cost_increase: 0.25, ..GatePolicy::default() },
-            }),
+            failed.clone().with(
+                OWNER,
+                Command::SetGatePolicy {
+                    policy: GatePolicy {
+                        max_cost_increase: 0.25,
+                        ..GatePolicy::default()
+                    },
+                },
+            ),
             true,
         ),
     ];
@@ -473,23 +615,43 @@ fn failed_gate_reruns_only_on_new_evidence() {
         let events = w
             .try_run(CI, gate(1))
             .unwrap_or_else(|r| panic!("{what}: gate refused: {r}"));
-        let [Event::GateDecided(g)] = &events[..] else { panic!("{what}: {events:?}") };
+        let [Event::GateDecided(g)] = &events[..] else {
+            panic!("{what}: {events:?}")
+        };
         assert_eq!(g.passed, passes, "{what}");
         // …and once decided, that evidence is used up.
-        assert_rejected(&w, CI, gate(1), Rule::GateUnchangedEvidence, "gate-unchanged-evidence", &[]);
+        assert_rejected(
+            &w,
+            CI,
+            gate(1),
+            Rule::GateUnchangedEvidence,
+            "gate-unchanged-evidence",
+            &[],
+        );
     }
 }
 
 #[test]
 fn a_new_bundle_or_policy_invalidates_a_passed_gate() {
+    #[rustfmt::skip]
     let table: Vec<(&str, Command)> = vec![
         ("new bundle", attach(1, BundleBuilder::new(&vid(2), &vid(1)).suite("nightly").build())),
         ("new policy", Command::SetGatePolicy { policy: GatePolicy { max_pass_rate_drop: 0.01, ..GatePolicy::default() } }),
     ];
     for (what, command) in table {
         let w = planned().with(OWNER, command);
-        assert!(w.release(1).current_gate(&w.state.policy).is_none(), "{what}");
-        assert_rejected(&w, OPS, start(1), Rule::RolloutNeedsPassedGate, "rollout-needs-passed-gate", &[R1]);
+        assert!(
+            w.release(1).current_gate(&w.state.policy).is_none(),
+            "{what}"
+        );
+        assert_rejected(
+            &w,
+            OPS,
+            start(1),
+            Rule::RolloutNeedsPassedGate,
+            "rollout-needs-passed-gate",
+            &[R1],
+        );
     }
 }
 
@@ -498,13 +660,26 @@ fn tradeoff_is_tied_to_its_bundle() {
     let w = gate_failed_on_cost().with(LEAD, accept_tradeoff(1));
     let t = w.release(1).tradeoff.clone().unwrap();
     assert_eq!(t.accepted_by.as_str(), LEAD);
-    assert_eq!(t.bundle_digest, w.release(1).bundle.as_ref().unwrap().digest);
+    assert_eq!(
+        t.bundle_digest,
+        w.release(1).bundle.as_ref().unwrap().digest
+    );
     // Accepting again for the same bundle is a no-op, even by someone else.
     assert_noop(&w, PRODUCT, accept_tradeoff(1));
     // A new bundle over the limit is not covered by the old acceptance.
-    let mut w = w.with(CI, attach(1, BundleBuilder::new(&vid(2), &vid(1)).cost(0.013, 0.010).build()));
+    let mut w = w.with(
+        CI,
+        attach(
+            1,
+            BundleBuilder::new(&vid(2), &vid(1))
+                .cost(0.013, 0.010)
+                .build(),
+        ),
+    );
     let events = w.run(CI, gate(1));
-    let [Event::GateDecided(g)] = &events[..] else { panic!("{events:?}") };
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert!(!g.passed);
     assert!(!g.evidence.tradeoff_accepted);
 }
@@ -512,10 +687,21 @@ fn tradeoff_is_tied_to_its_bundle() {
 #[test]
 fn tradeoff_never_waives_quality() {
     let mut w = approved()
-        .with(CI, attach(1, BundleBuilder::new(&vid(2), &vid(1)).segment("general", 200, 0.80, 0.90).cost(0.02, 0.01).build()))
+        .with(
+            CI,
+            attach(
+                1,
+                BundleBuilder::new(&vid(2), &vid(1))
+                    .segment("general", 200, 0.80, 0.90)
+                    .cost(0.02, 0.01)
+                    .build(),
+            ),
+        )
         .with(LEAD, accept_tradeoff(1));
     let events = w.run(CI, gate(1));
-    let [Event::GateDecided(g)] = &events[..] else { panic!("{events:?}") };
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert!(!g.passed);
     let by_name = |n: &str| g.checks.iter().find(|c| c.name == n).unwrap().clone();
     assert!(!by_name("segment.general").passed);
@@ -528,21 +714,68 @@ fn tradeoff_never_waives_quality() {
 
 #[test]
 fn rollout_needs_passed_gate_and_plan_with_rollback_criteria() {
-    assert_rejected(&gate_passed(), OPS, plan_rollout(1, plan_without_rollback()), Rule::RollbackCriteriaRequired, "rollback-criteria-required", &["[rollback] criteria"]);
-    assert_rejected(&gate_passed(), OPS, start(1), Rule::RolloutNeedsPlan, "rollout-needs-plan", &[R1]);
+    assert_rejected(
+        &gate_passed(),
+        OPS,
+        plan_rollout(1, plan_without_rollback()),
+        Rule::RollbackCriteriaRequired,
+        "rollback-criteria-required",
+        &["[rollback] criteria"],
+    );
+    assert_rejected(
+        &gate_passed(),
+        OPS,
+        start(1),
+        Rule::RolloutNeedsPlan,
+        "rollout-needs-plan",
+        &[R1],
+    );
     // A plan may be attached before the gate, and changed while the release is open.
     let w = evaluated().with(OPS, plan_rollout(1, plan_with(vec![stage("all", 100.0)])));
-    assert_rejected(&w, OPS, start(1), Rule::RolloutNeedsPassedGate, "rollout-needs-passed-gate", &[R1]);
-    let mut w = w.with(OPS, plan_rollout(1, standard_plan())).with(CI, gate(1));
+    assert_rejected(
+        &w,
+        OPS,
+        start(1),
+        Rule::RolloutNeedsPassedGate,
+        "rollout-needs-passed-gate",
+        &[R1],
+    );
+    let mut w = w
+        .with(OPS, plan_rollout(1, standard_plan()))
+        .with(CI, gate(1));
     assert_eq!(w.release(1).plan.as_ref().unwrap(), &standard_plan());
     let events = w.run(OPS, start(1));
-    let [Event::RolloutStarted(e)] = &events[..] else { panic!("{events:?}") };
+    let [Event::RolloutStarted(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(e.candidate, vid(2));
     assert_eq!(e.baseline, vid(1));
     assert_eq!(e.stage, "internal");
     assert_eq!(e.bucketing_salt, SALT);
     assert_eq!(w.release(1).bucketing_salt.as_deref(), Some(SALT));
-    assert!(matches!(w.release(1).status, ReleaseStatus::RollingOut { stage: 0, paused: false, .. }));
+    assert!(matches!(
+        w.release(1).status,
+        ReleaseStatus::RollingOut {
+            stage: 0,
+            paused: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_plan_without_stages_cannot_start() {
+    // The edges validate plan files; the decider must still not panic on a plan that skipped
+    // validation.
+    let w = gate_passed().with(OPS, plan_rollout(1, plan_with(vec![])));
+    assert_rejected(
+        &w,
+        OPS,
+        start(1),
+        Rule::RolloutNeedsPlan,
+        "rollout-needs-plan",
+        &[R1, "no stages"],
+    );
 }
 
 #[test]
@@ -550,12 +783,16 @@ fn stable_version_is_set_by_adopt() {
     let mut w = published(3);
     assert_eq!(w.state.stable, None);
     let events = w.run(OWNER, adopt(1));
-    let [Event::VersionAdopted(e)] = &events[..] else { panic!("{events:?}") };
+    let [Event::VersionAdopted(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(e.previous_stable, None);
     assert_eq!(w.state.stable, Some(vid(1)));
     assert_noop(&w, OWNER, adopt(1));
     let events = w.run(OWNER, adopt(3));
-    let [Event::VersionAdopted(e)] = &events[..] else { panic!("{events:?}") };
+    let [Event::VersionAdopted(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(e.previous_stable, Some(vid(1)));
     assert_eq!(w.state.stable, Some(vid(3)));
 }
@@ -563,11 +800,20 @@ fn stable_version_is_set_by_adopt() {
 #[test]
 fn stable_version_is_set_by_completing_a_release() {
     let w = at_last_stage();
-    assert_eq!(w.state.stable, Some(vid(1)), "stable does not move while rolling out");
+    assert_eq!(
+        w.state.stable,
+        Some(vid(1)),
+        "stable does not move while rolling out"
+    );
     let mut w = w;
     let events = w.run(OPS, complete(1));
-    let [Event::ReleaseCompleted(e)] = &events[..] else { panic!("{events:?}") };
-    assert_eq!((e.version.clone(), e.previous_stable.clone()), (vid(2), vid(1)));
+    let [Event::ReleaseCompleted(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (e.version.clone(), e.previous_stable.clone()),
+        (vid(2), vid(1))
+    );
     assert_eq!(w.state.stable, Some(vid(2)));
     assert_eq!(w.status(1), "completed");
     assert!(w.state.active_rollout().is_none());
@@ -575,6 +821,7 @@ fn stable_version_is_set_by_completing_a_release() {
 
 #[test]
 fn baseline_is_the_stable_version_at_proposal() {
+    #[rustfmt::skip]
     let table: Vec<(World, Option<u32>)> = vec![
         (published(3).with(AUTHOR, propose(2)), None),
         (adopted().with(AUTHOR, propose(2)), Some(1)),
@@ -582,7 +829,9 @@ fn baseline_is_the_stable_version_at_proposal() {
     ];
     for (w, baseline) in table {
         assert_eq!(w.release(1).baseline, baseline.map(vid));
-        let Event::ChangeProposed(e) = &w.log.last().unwrap().event else { panic!() };
+        let Event::ChangeProposed(e) = &w.log.last().unwrap().event else {
+            panic!()
+        };
         assert_eq!(e.baseline, baseline.map(vid));
         assert_eq!(e.author.as_str(), AUTHOR);
     }
@@ -590,7 +839,14 @@ fn baseline_is_the_stable_version_at_proposal() {
     let w = proposed().with(OWNER, adopt(3));
     assert_eq!(w.release(1).baseline, Some(vid(1)));
     // …and the bundle must compare against the release's baseline, not the new stable.
-    assert_rejected(&w, CI, attach(1, bundle(&vid(2), &vid(3))), Rule::BundleVersionsMismatch, "bundle-versions-mismatch", &[]);
+    assert_rejected(
+        &w,
+        CI,
+        attach(1, bundle(&vid(2), &vid(3))),
+        Rule::BundleVersionsMismatch,
+        "bundle-versions-mismatch",
+        &[],
+    );
 }
 
 #[test]
@@ -598,15 +854,36 @@ fn no_stable_version_cannot_start_a_rollout() {
     let w = ready_without_stable();
     assert_eq!(w.state.stable, None);
     assert!(w.release(1).current_gate(&w.state.policy).unwrap().passed);
-    assert_rejected(&w, OPS, start(1), Rule::NoStableVersion, "no-stable-version", &[PROMPT]);
+    assert_rejected(
+        &w,
+        OPS,
+        start(1),
+        Rule::NoStableVersion,
+        "no-stable-version",
+        &[PROMPT],
+    );
     // Adopting a stable version later does not help: the release had no baseline.
     let w = w.with(OWNER, adopt(1));
-    assert_rejected(&w, OPS, start(1), Rule::BaselineMoved, "baseline-moved", &["none", &short(1)]);
+    assert_rejected(
+        &w,
+        OPS,
+        start(1),
+        Rule::BaselineMoved,
+        "baseline-moved",
+        &["none", &short(1)],
+    );
 }
 
 #[test]
 fn baseline_moved_refuses_the_start() {
-    assert_rejected(&baseline_moved(), OPS, start(1), Rule::BaselineMoved, "baseline-moved", &[R1, &short(1), &short(3)]);
+    assert_rejected(
+        &baseline_moved(),
+        OPS,
+        start(1),
+        Rule::BaselineMoved,
+        "baseline-moved",
+        &[R1, &short(1), &short(3)],
+    );
     // Moving back to the original baseline allows it again.
     let mut w = baseline_moved().with(OWNER, adopt(1));
     w.run(OPS, start(1));
@@ -630,9 +907,23 @@ fn one_active_rollout_per_prompt() {
         ("frozen", rolling().with(OPS, freeze(1))),
     ] {
         let w = ready_r2(w);
-        let r = assert_rejected(&w, OPS, start(2), Rule::OneActiveRollout, "one-active-rollout", &[R1]);
+        let r = assert_rejected(
+            &w,
+            OPS,
+            start(2),
+            Rule::OneActiveRollout,
+            "one-active-rollout",
+            &[R1],
+        );
         assert!(r.message.contains("support-triage-r1"), "{what}: {r}");
-        assert_rejected(&w, OWNER, adopt(3), Rule::OneActiveRollout, "one-active-rollout", &[R1]);
+        assert_rejected(
+            &w,
+            OWNER,
+            adopt(3),
+            Rule::OneActiveRollout,
+            "one-active-rollout",
+            &[R1],
+        );
         // Once r1 is rolled back, r2 may start.
         let mut w = w.with(OPS, rollback());
         w.run(OPS, start(2));
@@ -646,27 +937,58 @@ fn advancing_walks_the_stages_in_order() {
     for (i, pair) in STAGES.windows(2).enumerate() {
         w.tick(3_600_000);
         let events = w.run(OPS, advance(1, pair[0]));
-        let [Event::StageAdvanced(e)] = &events[..] else { panic!("{events:?}") };
-        assert_eq!((e.from_stage.as_str(), e.to_stage.as_str()), (pair[0], pair[1]));
+        let [Event::StageAdvanced(e)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (e.from_stage.as_str(), e.to_stage.as_str()),
+            (pair[0], pair[1])
+        );
         assert!(!e.forced);
-        let ReleaseStatus::RollingOut { stage, stage_entered_at, paused } = w.release(1).status.clone() else { panic!() };
+        let ReleaseStatus::RollingOut {
+            stage,
+            stage_entered_at,
+            paused,
+        } = w.release(1).status.clone()
+        else {
+            panic!()
+        };
         assert_eq!(stage, i + 1);
         assert_eq!(stage_entered_at, w.log.last().unwrap().occurred_at);
         assert!(!paused);
     }
-    assert_rejected(&w, OPS, advance(1, "all"), Rule::NoNextStage, "no-next-stage", &["all"]);
-    assert_rejected(&w, OPS, advance(1, "half"), Rule::StageMoved, "stage-moved", &["`all`", "`half`"]);
+    assert_rejected(
+        &w,
+        OPS,
+        advance(1, "all"),
+        Rule::NoNextStage,
+        "no-next-stage",
+        &["all"],
+    );
+    assert_rejected(
+        &w,
+        OPS,
+        advance(1, "half"),
+        Rule::StageMoved,
+        "stage-moved",
+        &["`all`", "`half`"],
+    );
 }
 
 #[test]
 fn forced_advance_records_its_reason() {
     let mut w = rolling();
-    let events = w.run(OPS, Command::AdvanceStage {
-        release: rid(1),
-        from_stage: "internal".into(),
-        force_reason: Some("  guardrail noise from one tenant ".into()),
-    });
-    let [Event::StageAdvanced(e)] = &events[..] else { panic!("{events:?}") };
+    let events = w.run(
+        OPS,
+        Command::AdvanceStage {
+            release: rid(1),
+            from_stage: "internal".into(),
+            force_reason: Some("  guardrail noise from one tenant ".into()),
+        },
+    );
+    let [Event::StageAdvanced(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert!(e.forced);
     assert_eq!(e.reason.as_deref(), Some("guardrail noise from one tenant"));
 }
@@ -675,22 +997,35 @@ fn forced_advance_records_its_reason() {
 fn pause_keeps_the_stage_clock_and_freeze_resume_restarts_it() {
     let mut w = rolling();
     let entered = w.release(1).status.clone();
-    let ReleaseStatus::RollingOut { stage_entered_at: t_start, .. } = entered else { panic!() };
+    let ReleaseStatus::RollingOut {
+        stage_entered_at: t_start,
+        ..
+    } = entered
+    else {
+        panic!()
+    };
     w.run(OPS, pause(1));
     assert_eq!(w.status(1), "paused");
     assert_noop(&w, OPS, pause(1));
     w.run(OPS, resume(1));
-    assert!(matches!(w.release(1).status, ReleaseStatus::RollingOut { stage_entered_at, paused: false, .. } if stage_entered_at == t_start));
+    assert!(
+        matches!(w.release(1).status, ReleaseStatus::RollingOut { stage_entered_at, paused: false, .. } if stage_entered_at == t_start)
+    );
 
     w.run(OPS, freeze(1));
     assert_eq!(w.status(1), "frozen");
     assert_noop(&w, OPS, freeze(1));
-    assert!(w.state.active_rollout().is_some(), "a frozen rollout holds the slot");
+    assert!(
+        w.state.active_rollout().is_some(),
+        "a frozen rollout holds the slot"
+    );
     w.tick(86_400_000);
     w.run(OPS, resume(1));
     let resumed_at = w.log.last().unwrap().occurred_at;
     assert!(resumed_at > t_start);
-    assert!(matches!(w.release(1).status, ReleaseStatus::RollingOut { stage: 0, stage_entered_at, paused: false } if stage_entered_at == resumed_at));
+    assert!(
+        matches!(w.release(1).status, ReleaseStatus::RollingOut { stage: 0, stage_entered_at, paused: false } if stage_entered_at == resumed_at)
+    );
 }
 
 #[test]
@@ -704,7 +1039,11 @@ fn rollback_from_rolling_out_frozen_paused_and_completed_returns_to_previous_sta
     // (state before rollback, stable before rollback)
     let table: Vec<(&str, World, u32)> = vec![
         ("rolling out", rolling(), 1),
-        ("rolling out at a later stage", rolling().with(OPS, advance(1, "internal")), 1),
+        (
+            "rolling out at a later stage",
+            rolling().with(OPS, advance(1, "internal")),
+            1,
+        ),
         ("paused", rolling().with(OPS, pause(1)), 1),
         ("frozen", rolling().with(OPS, freeze(1)), 1),
         ("completed", completed(), 2),
@@ -712,7 +1051,9 @@ fn rollback_from_rolling_out_frozen_paused_and_completed_returns_to_previous_sta
     for (what, mut w, stable_before) in table {
         assert_eq!(w.state.stable, Some(vid(stable_before)), "{what}");
         let events = w.run(OPS, rollback());
-        let [Event::RolledBack(e)] = &events[..] else { panic!("{what}: {events:?}") };
+        let [Event::RolledBack(e)] = &events[..] else {
+            panic!("{what}: {events:?}")
+        };
         assert_eq!(e.release, rid(1), "{what}");
         assert_eq!(e.from_version, vid(2), "{what}");
         assert_eq!(e.to_version, vid(1), "{what}");
@@ -720,14 +1061,28 @@ fn rollback_from_rolling_out_frozen_paused_and_completed_returns_to_previous_sta
         assert_eq!(w.state.stable, Some(vid(1)), "{what}");
         assert_eq!(w.status(1), "rolled_back", "{what}");
         assert!(w.state.active_rollout().is_none(), "{what}");
-        assert_rejected(&w, OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]);
+        assert_rejected(
+            &w,
+            OPS,
+            rollback(),
+            Rule::NothingToRollBack,
+            "nothing-to-roll-back",
+            &[PROMPT],
+        );
     }
 }
 
 #[test]
 fn rollback_of_a_completed_release_is_refused_once_stable_moved_on() {
     let w = completed().with(OWNER, adopt(3));
-    assert_rejected(&w, OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]);
+    assert_rejected(
+        &w,
+        OPS,
+        rollback(),
+        Rule::NothingToRollBack,
+        "nothing-to-roll-back",
+        &[PROMPT],
+    );
 }
 
 #[test]
@@ -744,7 +1099,9 @@ fn rollback_targets_the_active_rollout_before_the_last_completed_release() {
     assert_eq!(w.release(2).baseline, Some(vid(2)));
     let mut w = w;
     let events = w.run(OPS, rollback());
-    let [Event::RolledBack(e)] = &events[..] else { panic!("{events:?}") };
+    let [Event::RolledBack(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!((e.release.clone(), e.to_version.clone()), (rid(2), vid(2)));
     assert_eq!(w.state.stable, Some(vid(2)));
     assert_eq!(w.status(1), "completed");
@@ -756,7 +1113,9 @@ fn withdrawn_proposals_keep_their_number() {
     assert_eq!(w.status(1), "withdrawn");
     assert_noop(&w, AUTHOR, withdraw(1));
     let events = w.run(AUTHOR, propose(3));
-    let [Event::ChangeProposed(e)] = &events[..] else { panic!("{events:?}") };
+    let [Event::ChangeProposed(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(e.release.to_string(), "support-triage-r2");
 }
 
@@ -768,6 +1127,7 @@ fn withdrawn_proposals_keep_their_number() {
 fn idempotent_repeats_record_nothing() {
     let mut cosmetic = version(1);
     cosmetic.model.temperature = 0.2; // same value, rebuilt
+    #[rustfmt::skip]
     let table: Vec<(&str, World, &str, Command)> = vec![
         ("register with the same owner", registered(), OWNER, register()),
         ("register with the same owner, padded", registered(), OWNER, Command::RegisterPrompt { owner: format!("  {OWNER} ") }),
@@ -797,7 +1157,10 @@ fn a_changed_verdict_is_not_a_repeat() {
     let mut w = approved();
     let events = w.run(TECH, request_changes(1, Technical));
     assert_eq!(events.len(), 1);
-    assert_eq!(w.release(1).reviews[&Technical].verdict, ReviewVerdict::RequestChanges);
+    assert_eq!(
+        w.release(1).reviews[&Technical].verdict,
+        ReviewVerdict::RequestChanges
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -811,7 +1174,13 @@ fn publishing_keeps_order_and_first_publisher() {
     let v2 = &w.state.versions[&vid(2)];
     assert_eq!(v2.published_by.as_str(), AUTHOR);
     assert_eq!(v2.artifact, version(2));
-    assert_eq!(w.log.iter().filter(|e| e.kind() == "prompt.version_published").count(), 3);
+    assert_eq!(
+        w.log
+            .iter()
+            .filter(|e| e.kind() == "prompt.version_published")
+            .count(),
+        3
+    );
 }
 
 #[test]
@@ -821,19 +1190,36 @@ fn versions_resolve_by_full_id_or_unique_prefix() {
     let hex = &v2.as_str()["sha256:".len()..];
     let prefixed = format!("sha256:{}", &hex[..8]);
     for reference in [v2.as_str(), hex, &hex[..12], &hex[..4], prefixed.as_str()] {
-        assert_eq!(resolve_version(&w.state, reference).unwrap(), v2, "{reference}");
+        assert_eq!(
+            resolve_version(&w.state, reference).unwrap(),
+            v2,
+            "{reference}"
+        );
     }
     let r = resolve_version(&w.state, "ffffffffffff").unwrap_err();
     assert_eq!(r.rule, Rule::UnknownVersion);
     assert!(r.message.contains("ffffffffffff"));
-    assert_eq!(resolve_version(&w.state, "").unwrap_err().rule, Rule::UnknownVersion);
-    assert_eq!(resolve_version(&w.state, "sha256:").unwrap_err().rule, Rule::UnknownVersion);
+    assert_eq!(
+        resolve_version(&w.state, "").unwrap_err().rule,
+        Rule::UnknownVersion
+    );
+    assert_eq!(
+        resolve_version(&w.state, "sha256:").unwrap_err().rule,
+        Rule::UnknownVersion
+    );
     // 40 versions over 16 hex digits: some one-digit prefix is shared, hence ambiguous.
     let many = published(40);
-    let hexes: Vec<String> = (1..=40).map(|i| vid(i).as_str()["sha256:".len()..].to_string()).collect();
+    let hexes: Vec<String> = (1..=40)
+        .map(|i| vid(i).as_str()["sha256:".len()..].to_string())
+        .collect();
     let (prefix, n) = "0123456789abcdef"
         .chars()
-        .map(|c| (c.to_string(), hexes.iter().filter(|h| h.starts_with(c)).count()))
+        .map(|c| {
+            (
+                c.to_string(),
+                hexes.iter().filter(|h| h.starts_with(c)).count(),
+            )
+        })
         .max_by_key(|(_, n)| *n)
         .unwrap();
     assert!(n > 1);
@@ -891,12 +1277,34 @@ fn evolve_counts_but_ignores_events_that_do_not_fit() {
 #[test]
 fn unregistered_prompt_refuses_everything_but_registration() {
     let w = World::new();
-    let commands = vec![publish(1), adopt(1), propose(1), gate(1), start(1), rollback(), Command::SetGatePolicy { policy: GatePolicy::default() }];
+    let commands = vec![
+        publish(1),
+        adopt(1),
+        propose(1),
+        gate(1),
+        start(1),
+        rollback(),
+        Command::SetGatePolicy {
+            policy: GatePolicy::default(),
+        },
+    ];
     for command in commands {
-        assert_rejected(&w, OWNER, command, Rule::UnknownPrompt, "unknown-prompt", &[PROMPT]);
+        assert_rejected(
+            &w,
+            OWNER,
+            command,
+            Rule::UnknownPrompt,
+            "unknown-prompt",
+            &[PROMPT],
+        );
     }
     let mut w = w;
-    let events = w.run(OWNER, Command::RegisterPrompt { owner: "  support-team ".into() });
+    let events = w.run(
+        OWNER,
+        Command::RegisterPrompt {
+            owner: "  support-team ".into(),
+        },
+    );
     assert!(matches!(&events[..], [Event::PromptRegistered(e)] if e.owner == OWNER));
     assert_eq!(w.state.owner.as_deref(), Some(OWNER));
 }
@@ -922,30 +1330,66 @@ fn happy_path_lifecycle() {
     w.run(TECH, approve(1, Technical));
 
     // Cost up 15%: the gate fails on cost alone.
-    let pricier = BundleBuilder::new(&vid(2), &vid(1)).cost(0.0115, 0.0100).build();
+    let pricier = BundleBuilder::new(&vid(2), &vid(1))
+        .cost(0.0115, 0.0100)
+        .build();
     w.run(CI, attach(1, pricier));
     let events = w.run(CI, gate(1));
-    let [Event::GateDecided(g)] = &events[..] else { panic!("{events:?}") };
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert!(!g.passed);
-    let failed: Vec<&str> = g.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    let failed: Vec<&str> = g
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(failed, ["cost_per_request_usd"]);
-    assert_rejected(&w, OPS, start(1), Rule::RolloutNeedsPlan, "rollout-needs-plan", &[]);
+    assert_rejected(
+        &w,
+        OPS,
+        start(1),
+        Rule::RolloutNeedsPlan,
+        "rollout-needs-plan",
+        &[],
+    );
 
     // The author may not accept the trade-off; the lead may.
-    assert_rejected(&w, AUTHOR, accept_tradeoff(1), Rule::AuthorCannotAcceptTradeoff, "author-cannot-accept-tradeoff", &[AUTHOR]);
+    assert_rejected(
+        &w,
+        AUTHOR,
+        accept_tradeoff(1),
+        Rule::AuthorCannotAcceptTradeoff,
+        "author-cannot-accept-tradeoff",
+        &[AUTHOR],
+    );
     w.run(LEAD, accept_tradeoff(1));
     let events = w.run(CI, gate(1));
-    let [Event::GateDecided(g)] = &events[..] else { panic!("{events:?}") };
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert!(g.passed);
     assert!(g.evidence.tradeoff_accepted);
-    let cost = g.checks.iter().find(|c| c.name == "cost_per_request_usd").unwrap();
+    let cost = g
+        .checks
+        .iter()
+        .find(|c| c.name == "cost_per_request_usd")
+        .unwrap();
     assert!(cost.passed && cost.waived_by_tradeoff);
 
     w.run(OPS, plan_rollout(1, standard_plan()));
     w.run(OPS, start(1));
     assert_eq!(w.status(1), "rolling_out");
     for pair in STAGES.windows(2) {
-        assert_rejected(&w, OPS, complete(1), Rule::NotAtLastStage, "not-at-last-stage", &[pair[0]]);
+        assert_rejected(
+            &w,
+            OPS,
+            complete(1),
+            Rule::NotAtLastStage,
+            "not-at-last-stage",
+            &[pair[0]],
+        );
         w.tick(3_600_000);
         w.run(OPS, advance(1, pair[0]));
     }
@@ -986,8 +1430,14 @@ fn happy_path_lifecycle() {
     let mut ids: Vec<&str> = w.log.iter().map(|e| e.event_id.as_str()).collect();
     ids.dedup();
     assert_eq!(ids.len(), w.log.len());
-    assert!(w.log.windows(2).all(|p| p[0].occurred_at <= p[1].occurred_at));
+    assert!(w
+        .log
+        .windows(2)
+        .all(|p| p[0].occurred_at <= p[1].occurred_at));
     assert_eq!(w.log[0].aggregate_id, "prompt:support-triage");
-    assert_eq!(w.log.last().unwrap().aggregate_id, "release:support-triage-r1");
+    assert_eq!(
+        w.log.last().unwrap().aggregate_id,
+        "release:support-triage-r1"
+    );
     assert_eq!(w.state.event_count, w.log.len() as u64);
 }

@@ -177,13 +177,28 @@ fn tradeoff_never_waives_quality_checks() {
     ];
     for (what, bundle, name) in table {
         let outcome = check(what, bundle.cost(0.05, 0.01), &default(), true, name, Fail);
-        let cost = outcome.checks.iter().find(|c| c.name == "cost_per_request_usd").unwrap();
-        assert!(cost.waived_by_tradeoff, "{what}: the waivable check is still waived");
+        let cost = outcome
+            .checks
+            .iter()
+            .find(|c| c.name == "cost_per_request_usd")
+            .unwrap();
+        assert!(
+            cost.waived_by_tradeoff,
+            "{what}: the waivable check is still waived"
+        );
     }
-    for kind in [CheckKind::SegmentPassRate, CheckKind::HardNegativeCoverage, CheckKind::HardNegativePassRate] {
+    for kind in [
+        CheckKind::SegmentPassRate,
+        CheckKind::HardNegativeCoverage,
+        CheckKind::HardNegativePassRate,
+    ] {
         assert!(!kind.waivable(), "{kind:?}");
     }
-    for kind in [CheckKind::LatencyP95, CheckKind::TokensPerRequest, CheckKind::CostPerRequest] {
+    for kind in [
+        CheckKind::LatencyP95,
+        CheckKind::TokensPerRequest,
+        CheckKind::CostPerRequest,
+    ] {
         assert!(kind.waivable(), "{kind:?}");
     }
 }
@@ -231,7 +246,11 @@ fn the_decision_lists_every_check_with_numbers() {
     ];
     for (name, observed, limit, passed, words) in expected {
         let c = outcome.checks.iter().find(|c| c.name == name).unwrap();
-        assert!((c.observed - observed).abs() < 1e-9, "{name}: observed {}", c.observed);
+        assert!(
+            (c.observed - observed).abs() < 1e-9,
+            "{name}: observed {}",
+            c.observed
+        );
         assert!((c.limit - limit).abs() < 1e-12, "{name}: limit {}", c.limit);
         assert_eq!(c.passed, passed, "{name}");
         for w in words {
@@ -239,26 +258,58 @@ fn the_decision_lists_every_check_with_numbers() {
         }
     }
     let failed: Vec<&str> = outcome.failed_checks().map(|c| c.name.as_str()).collect();
-    assert_eq!(failed, ["segment.billing", "hard_negative.adversarial.pass_rate", "latency_p95", "cost_per_request_usd"]);
+    assert_eq!(
+        failed,
+        [
+            "segment.billing",
+            "hard_negative.adversarial.pass_rate",
+            "latency_p95",
+            "cost_per_request_usd"
+        ]
+    );
 
     let waived = evaluate_gate(&bundle, &GatePolicy::default(), true);
-    let latency = waived.checks.iter().find(|c| c.name == "latency_p95").unwrap();
-    assert!(latency.detail.contains("waived by the accepted trade-off"), "{}", latency.detail);
+    let latency = waived
+        .checks
+        .iter()
+        .find(|c| c.name == "latency_p95")
+        .unwrap();
+    assert!(
+        latency.detail.contains("waived by the accepted trade-off"),
+        "{}",
+        latency.detail
+    );
     assert!(!waived.passed, "quality failures remain");
 }
 
 #[test]
 fn missing_category_is_reported_with_zero_cases() {
-    let outcome = evaluate_gate(&base().without_hard_negative("ambiguous").build(), &GatePolicy::default(), false);
-    let c = outcome.checks.iter().find(|c| c.name == "hard_negative.ambiguous.coverage").unwrap();
+    let outcome = evaluate_gate(
+        &base().without_hard_negative("ambiguous").build(),
+        &GatePolicy::default(),
+        false,
+    );
+    let c = outcome
+        .checks
+        .iter()
+        .find(|c| c.name == "hard_negative.ambiguous.coverage")
+        .unwrap();
     assert_eq!((c.observed, c.limit, c.passed), (0.0, 1.0, false));
     assert!(c.detail.contains("`ambiguous` is missing"), "{}", c.detail);
 }
 
 #[test]
 fn an_infinite_rise_is_recorded_as_a_finite_number() {
-    let outcome = evaluate_gate(&base().latency_p95(5.0, 0.0).build(), &GatePolicy::default(), false);
-    let c = outcome.checks.iter().find(|c| c.name == "latency_p95").unwrap();
+    let outcome = evaluate_gate(
+        &base().latency_p95(5.0, 0.0).build(),
+        &GatePolicy::default(),
+        false,
+    );
+    let c = outcome
+        .checks
+        .iter()
+        .find(|c| c.name == "latency_p95")
+        .unwrap();
     assert!(c.observed.is_finite());
     // …so the decision serializes to JSON (which has no infinity).
     let json = serde_json::to_string(&outcome).unwrap();
@@ -295,7 +346,10 @@ billing = 0.05
     let p = GatePolicy::from_text(json, FileFormat::Json).unwrap();
     assert_eq!(p.max_latency_p95_increase, 0.3);
     assert_eq!(p.max_pass_rate_drop, 0.02);
-    assert_eq!(GatePolicy::from_text("", FileFormat::Toml).unwrap(), GatePolicy::default());
+    assert_eq!(
+        GatePolicy::from_text("", FileFormat::Toml).unwrap(),
+        GatePolicy::default()
+    );
 }
 
 #[test]

@@ -2,5 +2,13 @@
 
 mod support;
 
+mod artifact;
+mod bundle;
 mod decider;
+mod diff;
+mod envelope;
 mod gate;
+mod ids;
+mod plan;
+mod routing;
+mod schemas;

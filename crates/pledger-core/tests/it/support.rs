@@ -19,9 +19,8 @@ use pledger_core::plan::{
 };
 use pledger_core::state::ReleaseState;
 use pledger_core::{
-    decide, evolve, Actor, Artifact, Context, DurationSpec, Envelope, EvalBundle, Event,
-    EventMeta, PromptName, PromptState, Rejection, ReleaseId, RolloutPlan, Rule, Timestamp,
-    VersionId,
+    decide, evolve, Actor, Artifact, Context, DurationSpec, Envelope, EvalBundle, Event, EventMeta,
+    PromptName, PromptState, Rejection, ReleaseId, RolloutPlan, Rule, Timestamp, VersionId,
 };
 
 pub const PROMPT: &str = "support-triage";
@@ -103,7 +102,10 @@ pub fn vid(n: u32) -> VersionId {
 pub fn full_artifact() -> Artifact {
     let mut filters = BTreeMap::new();
     filters.insert("lang".to_string(), serde_json::json!("en"));
-    filters.insert("product".to_string(), serde_json::json!(["billing", "login"]));
+    filters.insert(
+        "product".to_string(),
+        serde_json::json!(["billing", "login"]),
+    );
     filters.insert(
         "window".to_string(),
         serde_json::json!({ "days": 30, "include_archived": false }),
@@ -200,7 +202,13 @@ impl BundleBuilder {
         self
     }
 
-    pub fn hard_negative(mut self, category: &str, cases: u64, candidate: f64, baseline: f64) -> Self {
+    pub fn hard_negative(
+        mut self,
+        category: &str,
+        cases: u64,
+        candidate: f64,
+        baseline: f64,
+    ) -> Self {
         self.0.hard_negatives.insert(
             category.into(),
             PassRates {
@@ -616,7 +624,10 @@ pub fn assert_noop(world: &World, who: &str, command: Command) {
     let events = w
         .try_run(who, command)
         .unwrap_or_else(|r| panic!("{shown} by {who} should be a no-op, was refused: {r}"));
-    assert!(events.is_empty(), "{shown} should record nothing: {events:?}");
+    assert!(
+        events.is_empty(),
+        "{shown} should record nothing: {events:?}"
+    );
     assert_eq!(w.state, before);
 }
 
@@ -687,4 +698,40 @@ pub fn at_last_stage() -> World {
 /// r1 completed: v2 is stable.
 pub fn completed() -> World {
     at_last_stage().with(OPS, complete(1))
+}
+
+/// A world whose ledger holds at least one event of every kind.
+pub fn every_kind() -> World {
+    use pledger_core::GatePolicy;
+    published(3)
+        .with(OWNER, adopt(1))
+        .with(
+            OWNER,
+            Command::SetGatePolicy {
+                policy: GatePolicy {
+                    max_cost_increase: 0.2,
+                    ..GatePolicy::default()
+                },
+            },
+        )
+        .with(AUTHOR, propose(3))
+        .with(AUTHOR, revise(1, 2))
+        .with(AUTHOR, withdraw(1))
+        .with(AUTHOR, propose(2))
+        .with(PRODUCT, approve(2, ReviewLayer::Product))
+        .with(TECH, approve(2, ReviewLayer::Technical))
+        .with(CI, attach(2, bundle(&vid(2), &vid(1))))
+        .with(LEAD, accept_tradeoff(2))
+        .with(CI, gate(2))
+        .with(OPS, plan_rollout(2, standard_plan()))
+        .with(OPS, start(2))
+        .with(OPS, pause(2))
+        .with(OPS, resume(2))
+        .with(OPS, freeze(2))
+        .with(OPS, resume(2))
+        .with(OPS, advance(2, "internal"))
+        .with(OPS, advance(2, "canary"))
+        .with(OPS, advance(2, "half"))
+        .with(OPS, complete(2))
+        .with(OPS, rollback())
 }
