@@ -15,11 +15,25 @@ pub fn pledger_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/it-<hash> -> target/<profile>/pledger
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "pledger", "--bin", "pledger", "--manifest-path"]).arg(&manifest);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "pledger",
+                "--bin",
+                "pledger",
+                "--manifest-path",
+            ])
+            .arg(&manifest);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -49,7 +63,8 @@ impl Run {
     }
     /// The JSON object printed with `--json`.
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:?}"))
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:?}"))
     }
     #[track_caller]
     pub fn ok(self) -> Run {
@@ -60,7 +75,11 @@ impl Run {
     #[track_caller]
     pub fn rejected(self, rule: &str) -> Run {
         assert_eq!(self.code, 3, "expected exit 3 for rule {rule}: {self:?}");
-        assert!(self.stderr.contains(&format!("rule `{rule}`")), "expected rule `{rule}` in: {}", self.stderr);
+        assert!(
+            self.stderr.contains(&format!("rule `{rule}`")),
+            "expected rule `{rule}` in: {}",
+            self.stderr
+        );
         self
     }
 }
@@ -73,14 +92,24 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let server = EphemeralServer::start().expect("nats-server starts (run ops/install-nats-server.sh)");
-        World { server, files: tempfile::tempdir().unwrap() }
+        let server =
+            EphemeralServer::start().expect("nats-server starts (run ops/install-nats-server.sh)");
+        World {
+            server,
+            files: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn command(&self, actor: &str, args: &[&str]) -> Command {
         let mut c = Command::new(pledger_bin());
-        c.arg("--nats").arg(self.server.url()).arg("--as").arg(actor).args(args);
-        c.env_remove("PLEDGER_ACTOR").env_remove("PLEDGER_NATS_URL").stdin(Stdio::null());
+        c.arg("--nats")
+            .arg(self.server.url())
+            .arg("--as")
+            .arg(actor)
+            .args(args);
+        c.env_remove("PLEDGER_ACTOR")
+            .env_remove("PLEDGER_NATS_URL")
+            .stdin(Stdio::null());
         c
     }
 
@@ -104,7 +133,10 @@ impl World {
 
     /// How many events the prompt's family holds (the ledger's view, via `audit log`).
     pub fn event_count(&self, prompt: &str) -> usize {
-        self.json("auditor", &["audit", "log", prompt])["events"].as_array().unwrap().len()
+        self.json("auditor", &["audit", "log", prompt])["events"]
+            .as_array()
+            .unwrap()
+            .len()
     }
 
     /// Every event kind of the prompt's family, in order.

@@ -5,11 +5,19 @@ use pledger_e2e::*;
 #[test]
 fn an_artifact_with_a_wrong_field_is_refused_naming_the_field() {
     let w = World::new();
-    w.run("maria", &["prompt", "register", "triage", "--owner", "support"]).ok();
+    w.run(
+        "maria",
+        &["prompt", "register", "triage", "--owner", "support"],
+    )
+    .ok();
     let bad = w.file("bad.toml", "instructions = \"x\"\nknown_limitations = []\n[model]\nfamily = \"gpt-4o\"\ntemprature = 0.2\n[tools]\nschema_version = \"none\"\n");
     let run = w.run("maria", &["prompt", "publish", "triage", &bad]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("temprature") && run.stderr.contains("bad.toml"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("temprature") && run.stderr.contains("bad.toml"),
+        "{}",
+        run.stderr
+    );
     let hot = w.file("hot.json", r#"{"instructions": "x", "known_limitations": [], "model": {"family": "f", "temperature": 2.5}, "tools": {"schema_version": "none"}}"#);
     let run = w.run("maria", &["prompt", "publish", "triage", &hot]);
     assert_eq!(run.code, 2, "{run:?}");
@@ -28,16 +36,27 @@ fn bundles_and_plans_with_wrong_fields_name_them() {
     let run = w.run("ci", &["release", "attach-eval", "triage-r1", &bundle]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("b.json"), "{}", run.stderr);
-    let plan = w.file("p.toml", "[[stages]]\nname = \"a\"\npercent = 100\nmin_bake = \"soon\"\n");
+    let plan = w.file(
+        "p.toml",
+        "[[stages]]\nname = \"a\"\npercent = 100\nmin_bake = \"soon\"\n",
+    );
     let run = w.run("maria", &["rollout", "plan", "triage-r1", &plan]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("soon") && run.stderr.contains("line"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("soon") && run.stderr.contains("line"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn an_oversized_artifact_is_refused_before_anything_is_recorded() {
     let w = World::new();
-    w.run("maria", &["prompt", "register", "triage", "--owner", "support"]).ok();
+    w.run(
+        "maria",
+        &["prompt", "register", "triage", "--owner", "support"],
+    )
+    .ok();
     let huge = w.file("huge.toml", &artifact_toml(&"x".repeat(300 * 1024), 0.1));
     let run = w.run("maria", &["prompt", "publish", "triage", &huge]);
     assert_eq!(run.code, 2, "{run:?}");
@@ -48,14 +67,29 @@ fn an_oversized_artifact_is_refused_before_anything_is_recorded() {
 #[test]
 fn unknown_prompts_and_releases_are_named() {
     let w = World::new();
-    let run = w.run("maria", &["prompt", "show", "ghost"]).rejected("unknown-prompt");
+    let run = w
+        .run("maria", &["prompt", "show", "ghost"])
+        .rejected("unknown-prompt");
     assert!(run.stderr.contains("`ghost`"), "{}", run.stderr);
-    let run = w.run("maria", &["release", "show", "ghost-r3"]).rejected("unknown-prompt");
+    let run = w
+        .run("maria", &["release", "show", "ghost-r3"])
+        .rejected("unknown-prompt");
     assert!(run.stderr.contains("ghost"), "{}", run.stderr);
-    w.run("maria", &["prompt", "register", "triage", "--owner", "support"]).ok();
-    let run = w.run("maria", &["release", "show", "triage-r3"]).rejected("unknown-release");
+    w.run(
+        "maria",
+        &["prompt", "register", "triage", "--owner", "support"],
+    )
+    .ok();
+    let run = w
+        .run("maria", &["release", "show", "triage-r3"])
+        .rejected("unknown-release");
     assert!(run.stderr.contains("triage-r3"), "{}", run.stderr);
-    let run = w.run("maria", &["release", "propose", "triage", "abc123", "--rationale", "x"]).rejected("unknown-version");
+    let run = w
+        .run(
+            "maria",
+            &["release", "propose", "triage", "abc123", "--rationale", "x"],
+        )
+        .rejected("unknown-version");
     assert!(run.stderr.contains("abc123"), "{}", run.stderr);
     let run = w.run("maria", &["release", "show", "not a release"]);
     assert_eq!(run.code, 2, "{run:?}");
@@ -68,15 +102,23 @@ fn a_server_that_is_down_gets_exit_5_and_says_how_to_start_one() {
     let run = w.run("maria", &["prompt", "show", "triage"]);
     assert_eq!(run.code, 5, "{run:?}");
     assert!(run.stderr.contains("pledger up"), "{}", run.stderr);
-    let json = w.run("maria", &["--json", "prompt", "show", "triage"]).json();
+    let json = w
+        .run("maria", &["--json", "prompt", "show", "triage"])
+        .json();
     assert_eq!(json["error"]["exit_code"], 5);
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let w = World::new();
-    let run = w.run("maria", &["release", "review", "triage-r1", "--layer", "product"]);
-    assert_eq!(run.code, 2, "one of --approve / --request-changes is required: {run:?}");
+    let run = w.run(
+        "maria",
+        &["release", "review", "triage-r1", "--layer", "product"],
+    );
+    assert_eq!(
+        run.code, 2,
+        "one of --approve / --request-changes is required: {run:?}"
+    );
     let run = w.run("maria", &["rollout", "advance", "triage-r1", "--force"]);
     assert_eq!(run.code, 2, "--force needs --reason: {run:?}");
     let run = w.run("svc", &["resolve", "triage", "--attr", "novalue"]);

@@ -7,11 +7,22 @@ use pledger_e2e::*;
 use crate::fixture::*;
 
 fn spawn_all(w: &World, n: usize, actor: &str, args: &[&str]) -> Vec<Child> {
-    (0..n).map(|_| w.command(actor, args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()).collect()
+    (0..n)
+        .map(|_| {
+            w.command(actor, args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
 }
 
 fn codes(children: Vec<Child>) -> Vec<i32> {
-    children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect()
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1))
+        .collect()
 }
 
 #[test]
@@ -19,31 +30,103 @@ fn eight_people_pressing_advance_at_once_move_the_release_one_stage() {
     let w = World::new();
     let p = started(&w, "triage");
     // All eight saw the release at its first stage, so each presses advance from there.
-    let codes = codes(spawn_all(&w, 8, "maria", &["rollout", "advance", &p.release, "--from", "internal"]));
+    let codes = codes(spawn_all(
+        &w,
+        8,
+        "maria",
+        &["rollout", "advance", &p.release, "--from", "internal"],
+    ));
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
-    assert_eq!(codes.iter().filter(|c| **c == 4).count(), 7, "the others are told it moved: {codes:?}");
-    assert_eq!(w.kinds("triage").iter().filter(|k| *k == "release.stage_advanced").count(), 1);
-    assert_eq!(w.json("maria", &["release", "show", &p.release])["release"]["status"]["stage"], 1);
+    assert_eq!(
+        codes.iter().filter(|c| **c == 4).count(),
+        7,
+        "the others are told it moved: {codes:?}"
+    );
+    assert_eq!(
+        w.kinds("triage")
+            .iter()
+            .filter(|k| *k == "release.stage_advanced")
+            .count(),
+        1
+    );
+    assert_eq!(
+        w.json("maria", &["release", "show", &p.release])["release"]["status"]["stage"],
+        1
+    );
 }
 
 #[test]
 fn racing_reviews_by_one_actor_record_one_review() {
     let w = World::new();
     let p = proposed(&w, "triage");
-    let codes = codes(spawn_all(&w, 6, "priya", &["release", "review", &p.release, "--layer", "product", "--approve"]));
-    assert!(codes.iter().all(|c| *c == 0), "an identical review is idempotent: {codes:?}");
-    assert_eq!(w.kinds("triage").iter().filter(|k| *k == "release.review_submitted").count(), 1);
+    let codes = codes(spawn_all(
+        &w,
+        6,
+        "priya",
+        &[
+            "release",
+            "review",
+            &p.release,
+            "--layer",
+            "product",
+            "--approve",
+        ],
+    ));
+    assert!(
+        codes.iter().all(|c| *c == 0),
+        "an identical review is idempotent: {codes:?}"
+    );
+    assert_eq!(
+        w.kinds("triage")
+            .iter()
+            .filter(|k| *k == "release.review_submitted")
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn racing_reviewers_of_both_layers_by_one_actor_get_one_layer() {
     let w = World::new();
     let p = proposed(&w, "triage");
-    let mut children = spawn_all(&w, 3, "priya", &["release", "review", &p.release, "--layer", "product", "--approve"]);
-    children.extend(spawn_all(&w, 3, "priya", &["release", "review", &p.release, "--layer", "technical", "--approve"]));
+    let mut children = spawn_all(
+        &w,
+        3,
+        "priya",
+        &[
+            "release",
+            "review",
+            &p.release,
+            "--layer",
+            "product",
+            "--approve",
+        ],
+    );
+    children.extend(spawn_all(
+        &w,
+        3,
+        "priya",
+        &[
+            "release",
+            "review",
+            &p.release,
+            "--layer",
+            "technical",
+            "--approve",
+        ],
+    ));
     let codes = codes(children);
-    assert!(codes.iter().any(|c| *c == 3), "one layer is refused to the same actor: {codes:?}");
-    assert_eq!(w.kinds("triage").iter().filter(|k| *k == "release.review_submitted").count(), 1);
+    assert!(
+        codes.iter().any(|c| *c == 3),
+        "one layer is refused to the same actor: {codes:?}"
+    );
+    assert_eq!(
+        w.kinds("triage")
+            .iter()
+            .filter(|k| *k == "release.review_submitted")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -54,16 +137,50 @@ fn racing_gates_on_one_bundle_decide_once() {
     let codes = codes(spawn_all(&w, 4, "ci", &["release", "gate", &p.release]));
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 3).count(), 3, "{codes:?}");
-    assert_eq!(w.kinds("triage").iter().filter(|k| *k == "release.gate_decided").count(), 1);
+    assert_eq!(
+        w.kinds("triage")
+            .iter()
+            .filter(|k| *k == "release.gate_decided")
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn racing_starts_of_two_releases_leave_one_rollout() {
     let w = World::new();
     let p = planned(&w, "triage");
-    let second = w.json("maria", &["release", "propose", "triage", &p.v2, "--rationale", "twin"])["release"].as_str().unwrap().to_string();
-    w.run("priya", &["release", "review", &second, "--layer", "product", "--approve"]).ok();
-    w.run("tomas", &["release", "review", &second, "--layer", "technical", "--approve"]).ok();
+    let second = w.json(
+        "maria",
+        &["release", "propose", "triage", &p.v2, "--rationale", "twin"],
+    )["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.run(
+        "priya",
+        &[
+            "release",
+            "review",
+            &second,
+            "--layer",
+            "product",
+            "--approve",
+        ],
+    )
+    .ok();
+    w.run(
+        "tomas",
+        &[
+            "release",
+            "review",
+            &second,
+            "--layer",
+            "technical",
+            "--approve",
+        ],
+    )
+    .ok();
     let b = w.file("b2.json", &bundle_json(&p.v2, &p.v1, 0.0));
     w.run("ci", &["release", "attach-eval", &second, &b]).ok();
     w.run("ci", &["release", "gate", &second]).ok();
@@ -73,5 +190,91 @@ fn racing_starts_of_two_releases_leave_one_rollout() {
     children.extend(spawn_all(&w, 2, "maria", &["rollout", "start", &second]));
     let codes = codes(children);
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
-    assert_eq!(w.kinds("triage").iter().filter(|k| *k == "release.rollout_started").count(), 1);
+    assert_eq!(
+        w.kinds("triage")
+            .iter()
+            .filter(|k| *k == "release.rollout_started")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn two_on_calls_rolling_back_at_once_roll_back_one_release() {
+    let w = World::new();
+    // r1 completed (v2 is stable), r2 (v3) is rolling out.
+    let p = started(&w, "triage");
+    w.run("maria", &["rollout", "advance", &p.release]).ok();
+    w.run("maria", &["rollout", "advance", &p.release]).ok();
+    w.run("maria", &["rollout", "complete", &p.release]).ok();
+    let f3 = w.file("v3.toml", &artifact_toml("Third idea.", 0.4));
+    let v3 = w.json("maria", &["prompt", "publish", "triage", &f3])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r2 = w.json(
+        "maria",
+        &["release", "propose", "triage", &v3, "--rationale", "third"],
+    )["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.run(
+        "priya",
+        &["release", "review", &r2, "--layer", "product", "--approve"],
+    )
+    .ok();
+    w.run(
+        "tomas",
+        &[
+            "release",
+            "review",
+            &r2,
+            "--layer",
+            "technical",
+            "--approve",
+        ],
+    )
+    .ok();
+    let b = w.file("b3.json", &bundle_json(&v3, &p.v2, 0.0));
+    w.run("ci", &["release", "attach-eval", &r2, &b]).ok();
+    w.run("ci", &["release", "gate", &r2]).ok();
+    let plan = w.file("plan3.toml", PLAN);
+    w.run("maria", &["rollout", "plan", &r2, &plan]).ok();
+    w.run("maria", &["rollout", "start", &r2]).ok();
+
+    // Both saw r2 rolling out: each rolls back r2, and r1's completion stays.
+    let children = spawn_all(
+        &w,
+        2,
+        "oncall",
+        &[
+            "rollback",
+            "triage",
+            "--release",
+            &r2,
+            "--reason",
+            "fallbacks up",
+        ],
+    );
+    let codes = codes(children);
+    assert_eq!(codes, [0, 0], "the second rollback finds it already done");
+    assert_eq!(
+        w.kinds("triage")
+            .iter()
+            .filter(|k| *k == "release.rolled_back")
+            .count(),
+        1
+    );
+    assert_eq!(
+        w.json("maria", &["prompt", "show", "triage"])["state"]["stable"],
+        p.v2.as_str()
+    );
+    // Without --release, a rollback now targets the completed r1: the caller sees that first.
+    let shown = w.json(
+        "oncall",
+        &["rollback", "triage", "--reason", "v2 is bad too"],
+    );
+    assert_eq!(shown["release"], p.release.as_str());
+    assert_eq!(shown["stable"], p.v1.as_str());
 }

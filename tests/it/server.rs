@@ -20,21 +20,36 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
     // `pledger init` succeeds once the server accepts connections; poll for that event.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let init = std::process::Command::new(pledger_bin()).args(["--nats", &url, "init"]).output().unwrap();
+        let init = std::process::Command::new(pledger_bin())
+            .args(["--nats", &url, "init"])
+            .output()
+            .unwrap();
         if init.status.success() {
             break;
         }
-        assert_eq!(init.status.code(), Some(5), "only 'cannot reach' is expected while starting");
+        assert_eq!(
+            init.status.code(),
+            Some(5),
+            "only 'cannot reach' is expected while starting"
+        );
         assert!(Instant::now() < deadline, "pledger up did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
     let register = std::process::Command::new(pledger_bin())
-        .args(["--nats", &url, "--as", "maria", "prompt", "register", "triage", "--owner", "support"])
+        .args([
+            "--nats", &url, "--as", "maria", "prompt", "register", "triage", "--owner", "support",
+        ])
         .output()
         .unwrap();
     assert!(register.status.success());
-    assert!(data.path().join("jetstream").is_dir(), "the store lives under the data dir");
-    let term = std::process::Command::new("kill").args(["-TERM", &up.id().to_string()]).status().unwrap();
+    assert!(
+        data.path().join("jetstream").is_dir(),
+        "the store lives under the data dir"
+    );
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     let out = up.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -43,10 +58,23 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn the_demo_runs_to_completion() {
-    let out = std::process::Command::new(pledger_bin()).arg("demo").output().unwrap();
+    let out = std::process::Command::new(pledger_bin())
+        .arg("demo")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for step in ["author-cannot-review", "gate of support-triage-r1: FAILED", "gate of support-triage-r1: PASSED", "ROLLED BACK", "Demo complete"] {
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "author-cannot-review",
+        "gate of support-triage-r1: FAILED",
+        "gate of support-triage-r1: PASSED",
+        "ROLLED BACK",
+        "Demo complete",
+    ] {
         assert!(stdout.contains(step), "the demo output lacks `{step}`");
     }
 }

@@ -91,8 +91,11 @@ pub enum Command {
     CompleteRelease {
         release: ReleaseId,
     },
-    /// Roll back the prompt's active rollout, or its last completed release.
+    /// Roll back a release: the one named, or (`None`) the prompt's active rollout, else its
+    /// last completed release. Callers pin the release they saw, so that two people rolling
+    /// back at once roll back one release, not two.
     Rollback {
+        release: Option<ReleaseId>,
         reason: String,
     },
     WithdrawProposal {
@@ -130,11 +133,11 @@ pub enum Rule {
     OneActiveRollout,
     NotRollingOut,
     RolloutPaused,
-    NotPaused,
     NoNextStage,
     NotAtLastStage,
     StageMoved,
     NothingToRollBack,
+    InvalidInput,
 }
 
 impl Rule {
@@ -165,11 +168,11 @@ impl Rule {
             Rule::OneActiveRollout => "one-active-rollout",
             Rule::NotRollingOut => "not-rolling-out",
             Rule::RolloutPaused => "rollout-paused",
-            Rule::NotPaused => "not-paused",
             Rule::NoNextStage => "no-next-stage",
             Rule::NotAtLastStage => "not-at-last-stage",
             Rule::StageMoved => "stage-moved",
             Rule::NothingToRollBack => "nothing-to-roll-back",
+            Rule::InvalidInput => "invalid-input",
         }
     }
 
@@ -237,6 +240,7 @@ pub fn decide(
             }
         }
         Command::PublishVersion { artifact } => {
+            valid(artifact.validate(), "artifact")?;
             let version = artifact.version_id();
             if state.versions.contains_key(&version) {
                 return Ok(vec![]);
@@ -267,6 +271,7 @@ pub fn decide(
             })])
         }
         Command::SetGatePolicy { policy } => {
+            valid(policy.validate(), "gate policy")?;
             if &state.policy == policy {
                 return Ok(vec![]);
             }
@@ -282,6 +287,12 @@ pub fn decide(
         } => {
             require_reason(rationale, "a proposal's rationale")?;
             known_version(state, candidate)?;
+            if state.stable.as_ref() == Some(candidate) {
+                return reject(
+                    Rule::CandidateUnchanged,
+                    format!("{candidate} is already the stable version of `{prompt}`"),
+                );
+            }
             let number = state.releases.keys().next_back().copied().unwrap_or(0) + 1;
             Ok(vec![Event::ChangeProposed(ChangeProposed {
                 release: ReleaseId::new(prompt.clone(), number),
@@ -348,6 +359,7 @@ pub fn decide(
         }
         Command::AttachEvalBundle { release, bundle } => {
             let r = open_release(state, release)?;
+            valid(bundle.validate(), "eval bundle")?;
             if bundle.candidate != r.candidate {
                 return reject(
                     Rule::BundleVersionsMismatch,
@@ -457,6 +469,7 @@ pub fn decide(
         }
         Command::PlanRollout { release, plan } => {
             let r = known_release(state, release)?;
+            valid(plan.validate(), "rollout plan")?;
             if r.status != ReleaseStatus::Proposed {
                 return reject(
                     Rule::PlanLocked,
@@ -514,11 +527,26 @@ pub fn decide(
                 );
             }
             for layer in [ReviewLayer::Product, ReviewLayer::Technical] {
-                if r.reviews.get(&layer).map(|x| x.verdict) != Some(ReviewVerdict::Approve) {
-                    return reject(
-                        Rule::ChangesRequested,
-                        format!("{release} lacks a current {layer} approval"),
-                    );
+                match r.reviews.get(&layer) {
+                    Some(review) if review.verdict == ReviewVerdict::Approve => {}
+                    Some(review) => {
+                        return reject(
+                            Rule::ChangesRequested,
+                            format!(
+                                "{} requested changes in the {layer} review of {release}",
+                                review.reviewer
+                            ),
+                        )
+                    }
+                    None => {
+                        return reject(
+                            Rule::GateNeedsApprovals,
+                            format!(
+                                "{release} lacks a current {layer} approval of candidate {}",
+                                r.candidate.short()
+                            ),
+                        )
+                    }
                 }
             }
             let Some(stable) = &state.stable else {
@@ -612,10 +640,8 @@ pub fn decide(
                         stage: r.stage_name(stage).unwrap_or_default().to_string(),
                     })])
                 }
-                ReleaseStatus::RollingOut { paused: false, .. } => reject(
-                    Rule::NotPaused,
-                    format!("{release} is rolling out, neither paused nor frozen"),
-                ),
+                // Already rolling: someone resumed first; the effect is the same.
+                ReleaseStatus::RollingOut { paused: false, .. } => Ok(vec![]),
                 _ => reject(
                     Rule::NotRollingOut,
                     format!("{release} is {}, not rolling out", r.status.name()),
@@ -664,26 +690,43 @@ pub fn decide(
                     .expect("a started release has a baseline"),
             })])
         }
-        Command::Rollback { reason } => {
+        Command::Rollback { release, reason } => {
             require_reason(reason, "a rollback")?;
-            let target = state
-                .active_rollout()
-                .or_else(|| state.last_completed_serving());
-            let Some(r) = target else {
-                return reject(
-                    Rule::NothingToRollBack,
-                    format!("prompt `{prompt}` has no rollout in progress, frozen or completed to roll back"),
-                );
+            let target = match release {
+                Some(id) => {
+                    let r = known_release(state, id)?;
+                    if let ReleaseStatus::RolledBack { .. } = r.status {
+                        return Ok(vec![]);
+                    }
+                    let serving = matches!(r.status, ReleaseStatus::Completed { .. })
+                        && state.stable.as_ref() == Some(&r.candidate);
+                    if !r.status.is_active_rollout() && !serving {
+                        return reject(
+                            Rule::NothingToRollBack,
+                            format!("{id} is {}: neither rolling out nor the completed release serving `{prompt}`", r.status.name()),
+                        );
+                    }
+                    r
+                }
+                None => match state.active_rollout().or_else(|| state.last_completed_serving()) {
+                    Some(r) => r,
+                    None => {
+                        return reject(
+                            Rule::NothingToRollBack,
+                            format!("prompt `{prompt}` has no rollout in progress, frozen or completed to roll back"),
+                        )
+                    }
+                },
             };
-            let Some(baseline) = r.baseline.clone() else {
+            let Some(baseline) = target.baseline.clone() else {
                 return reject(
                     Rule::NothingToRollBack,
-                    format!("{} has no previous stable version", r.id),
+                    format!("{} has no previous stable version", target.id),
                 );
             };
             Ok(vec![Event::RolledBack(RolledBack {
-                release: r.id.clone(),
-                from_version: r.candidate.clone(),
+                release: target.id.clone(),
+                from_version: target.candidate.clone(),
                 to_version: baseline,
                 reason: reason.trim().to_string(),
             })])
@@ -701,6 +744,15 @@ pub fn decide(
             })])
         }
     }
+}
+
+/// Inputs are validated at the edge when files are read; the decider checks again so that no
+/// caller (a worker, a test, a future API) can record an invalid value.
+fn valid(result: Result<(), crate::error::FieldError>, what: &str) -> Result<(), Rejection> {
+    result.map_err(|e| Rejection {
+        rule: Rule::InvalidInput,
+        message: format!("the {what} is invalid: {e}"),
+    })
 }
 
 fn require_reason(reason: &str, what: &str) -> Result<(), Rejection> {

@@ -93,6 +93,9 @@ impl GatePolicy {
 pub enum CheckKind {
     /// Pass-rate drop of a segment (observed = baseline - candidate).
     SegmentPassRate,
+    /// A segment has cases: one in the bundle with zero cases, or one the policy names that
+    /// the bundle lacks, is not evidence.
+    SegmentCoverage,
     /// Presence and case count of a hard-negative category.
     HardNegativeCoverage,
     /// Pass-rate drop of a hard-negative category.
@@ -151,6 +154,30 @@ pub fn evaluate_gate(
     tradeoff_accepted: bool,
 ) -> GateOutcome {
     let mut checks = Vec::new();
+    for (name, limit) in &policy.segment_max_pass_rate_drop {
+        if !bundle.segments.iter().any(|s| &s.name == name) {
+            checks.push(GateCheck {
+                name: format!("segment.{name}.coverage"),
+                kind: CheckKind::SegmentCoverage,
+                observed: 0.0,
+                limit: 1.0,
+                passed: false,
+                waived_by_tradeoff: false,
+                detail: format!("the gate policy sets a margin of {limit:.4} for segment `{name}`, which the bundle does not cover"),
+            });
+        }
+    }
+    for s in bundle.segments.iter().filter(|s| s.cases == 0) {
+        checks.push(GateCheck {
+            name: format!("segment.{}.coverage", s.name),
+            kind: CheckKind::SegmentCoverage,
+            observed: 0.0,
+            limit: 1.0,
+            passed: false,
+            waived_by_tradeoff: false,
+            detail: "the segment has no cases: its pass rates are not evidence".to_string(),
+        });
+    }
     for s in &bundle.segments {
         let limit = policy
             .segment_max_pass_rate_drop
@@ -213,6 +240,29 @@ pub fn evaluate_gate(
                 ));
             }
         }
+    }
+    // Categories beyond the required four are optional, but when present their drop counts.
+    for (category, r) in bundle
+        .hard_negatives
+        .iter()
+        .filter(|(c, _)| !HARD_NEGATIVE_CATEGORIES.contains(&c.as_str()))
+    {
+        let drop = r.baseline_pass_rate - r.candidate_pass_rate;
+        checks.push(check(
+            format!("hard_negative.{category}.pass_rate"),
+            CheckKind::HardNegativePassRate,
+            drop,
+            policy.max_hard_negative_drop,
+            false,
+            format!(
+                "pass rate {:.4} vs baseline {:.4} over {} cases (drop {:.4}, allowed {:.4})",
+                r.candidate_pass_rate,
+                r.baseline_pass_rate,
+                r.cases,
+                drop,
+                policy.max_hard_negative_drop
+            ),
+        ));
     }
     let l = &bundle.latency_ms;
     checks.push(relative(

@@ -171,6 +171,16 @@ impl RolloutPlan {
                 }
             }
         }
+        let last = &self.stages[self.stages.len() - 1];
+        if !last.matches.is_empty() || last.percent < 100.0 {
+            return Err(FieldError::new(
+                format!("stages[{}]", self.stages.len() - 1),
+                format!(
+                    "the last stage `{}` must send all traffic (no `match`, percent = 100), so that completing the release is never a jump",
+                    last.name
+                ),
+            ));
+        }
         let named = self.guardrails.named();
         if named.is_empty() {
             return Err(FieldError::new(

@@ -108,7 +108,10 @@ impl Ledger {
     pub fn check_server_version(client: &async_nats::Client) -> Result<(), InfraError> {
         let version = client.server_info().version;
         if !server_version_supported(&version) {
-            return Err(InfraError::ServerTooOld { version, min: format!("{}.{}", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1) });
+            return Err(InfraError::ServerTooOld {
+                version,
+                min: format!("{}.{}", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1),
+            });
         }
         Ok(())
     }
@@ -229,12 +232,21 @@ impl Ledger {
 
     /// Every prompt with a registration or any other prompt-level event, sorted by name.
     pub async fn prompts(&self) -> Result<Vec<PromptName>, InfraError> {
-        let stream = self.js.get_stream(LEDGER_STREAM).await.map_err(InfraError::stream_missing)?;
-        let mut subjects = stream.info_with_subjects("pledger.ledger.*.prompt").await.map_err(InfraError::read)?;
+        let stream = self
+            .js
+            .get_stream(LEDGER_STREAM)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        let mut subjects = stream
+            .info_with_subjects("pledger.ledger.*.prompt")
+            .await
+            .map_err(InfraError::read)?;
         let mut prompts = Vec::new();
         while let Some(item) = subjects.next().await {
             let (subject, _count) = item.map_err(InfraError::read)?;
-            let name = subject.trim_start_matches("pledger.ledger.").trim_end_matches(".prompt");
+            let name = subject
+                .trim_start_matches("pledger.ledger.")
+                .trim_end_matches(".prompt");
             if let Ok(p) = PromptName::parse(name) {
                 prompts.push(p);
             }
@@ -368,7 +380,10 @@ impl Ledger {
 
 /// Is a nats-server version string (`2.15.1`, `v2.11.0-RC.1`) at least [`MIN_SERVER_VERSION`]?
 pub fn server_version_supported(version: &str) -> bool {
-    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= MIN_SERVER_VERSION
 }
 

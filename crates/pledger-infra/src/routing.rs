@@ -88,7 +88,12 @@ impl RoutingStore {
                 }
                 // Same routing from a later sequence (an event that does not move traffic):
                 // nothing for services to see, so no write.
-                Some((stored, _)) if RoutingTable { ledger_sequence: table.ledger_sequence, ..stored.clone() } == *table => {
+                Some((stored, _))
+                    if RoutingTable {
+                        ledger_sequence: table.ledger_sequence,
+                        ..stored.clone()
+                    } == *table =>
+                {
                     return Ok(RoutingWrite::AlreadyCurrent)
                 }
                 Some((_, revision)) => self

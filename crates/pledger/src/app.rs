@@ -11,7 +11,8 @@ use pledger_core::event::{Event, ReviewLayer, ReviewVerdict};
 use pledger_core::routing::{resolve, routing_table_for};
 use pledger_core::state::{PromptState, ReleaseState};
 use pledger_core::{
-    Actor, Artifact, Command, EvalBundle, FileFormat, GatePolicy, PromptName, Rejection, ReleaseId, RolloutPlan,
+    Actor, Artifact, Command, EvalBundle, FileFormat, GatePolicy, PromptName, Rejection, ReleaseId,
+    RolloutPlan,
 };
 use pledger_infra::ledger::{new_correlation_id, LEDGER_STREAM};
 use pledger_infra::{Executed, Family, Ledger, Recorded, RoutingStore, RoutingWrite};
@@ -30,7 +31,11 @@ pub struct Report {
 
 impl Report {
     fn ok(text: impl Into<String>, json: Value) -> Report {
-        Report { text: text.into(), json, exit: Exit::Success }
+        Report {
+            text: text.into(),
+            json,
+            exit: Exit::Success,
+        }
     }
 }
 
@@ -53,7 +58,8 @@ impl App {
         App {
             url: cli.nats.clone(),
             actor: cli.actor.clone(),
-            correlation_id: std::env::var("PLEDGER_CORRELATION_ID").unwrap_or_else(|_| new_correlation_id()),
+            correlation_id: std::env::var("PLEDGER_CORRELATION_ID")
+                .unwrap_or_else(|_| new_correlation_id()),
         }
     }
 
@@ -66,9 +72,13 @@ impl App {
     }
 
     fn actor(&self) -> Result<Actor, Failure> {
-        let raw = self.actor.clone().or_else(|| std::env::var("USER").ok()).ok_or_else(|| {
-            Failure::usage("who is acting? pass --as <ACTOR> or set PLEDGER_ACTOR")
-        })?;
+        let raw = self
+            .actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .ok_or_else(|| {
+                Failure::usage("who is acting? pass --as <ACTOR> or set PLEDGER_ACTOR")
+            })?;
         Ok(Actor::parse(&raw)?)
     }
 
@@ -85,31 +95,78 @@ impl App {
             TopCommand::Prompt(c) => self.prompt(c).await,
             TopCommand::Release(c) => self.release(c).await,
             TopCommand::Rollout(c) => self.rollout(c).await,
-            TopCommand::Rollback { prompt, reason } => {
+            TopCommand::Rollback {
+                prompt,
+                release,
+                reason,
+            } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
-                let done = self.exec(&conn, &prompt, |_| Ok(Command::Rollback { reason: reason.clone() })).await?;
-                let routing = self.publish_routing(&conn, &done).await?;
-                let Some(Event::RolledBack(e)) = done.recorded.first().map(|r| &r.envelope.event) else {
-                    return Err(Failure::other("rollback recorded no event"));
+                // Pin the release this command rolls back to the one its caller sees now: two
+                // people rolling back at once roll back one release, never two.
+                let pinned = match release {
+                    Some(r) => Some(ReleaseId::parse(&r)?),
+                    None => {
+                        let family = registered(conn.ledger.load(&prompt).await?)?;
+                        let s = &family.state;
+                        s.active_rollout()
+                            .or_else(|| s.last_completed_serving())
+                            .map(|r| r.id.clone())
+                    }
                 };
-                Ok(Report::ok(
-                    format!(
+                if let Some(r) = &pinned {
+                    if r.prompt() != &prompt {
+                        return Err(Failure::usage(format!(
+                            "release {r} is not a release of `{prompt}`"
+                        )));
+                    }
+                }
+                let done = self
+                    .exec(&conn, &prompt, |_| {
+                        Ok(Command::Rollback {
+                            release: pinned.clone(),
+                            reason: reason.clone(),
+                        })
+                    })
+                    .await?;
+                let routing = self.publish_routing(&conn, &done).await?;
+                let stable = done.state.stable.clone();
+                let text = match done.recorded.first().map(|r| &r.envelope.event) {
+                    Some(Event::RolledBack(e)) => format!(
                         "rolled back {}: {} now serves all traffic (was {}){}",
                         e.release,
                         e.to_version.short(),
                         e.from_version.short(),
                         routing_note(routing)
                     ),
-                    json!({ "prompt": prompt, "release": e.release, "stable": e.to_version, "rolled_back": e.from_version, "recorded": recorded_json(&done.recorded) }),
+                    _ => format!(
+                        "{} was already rolled back; {} serves all traffic",
+                        pinned.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                        stable
+                            .as_ref()
+                            .map(|v| v.short().to_string())
+                            .unwrap_or_default()
+                    ),
+                };
+                Ok(Report::ok(
+                    text,
+                    json!({ "prompt": prompt, "release": pinned, "stable": stable, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            TopCommand::Resolve { prompt, unit, attrs } => self.resolve(&prompt, unit.as_deref(), &attrs).await,
+            TopCommand::Resolve {
+                prompt,
+                unit,
+                attrs,
+            } => self.resolve(&prompt, unit.as_deref(), &attrs).await,
             TopCommand::Audit(AuditCommand::Log { prompt }) => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let family = registered(conn.ledger.load(&prompt).await?)?;
-                Ok(history_report(&format!("audit log of `{prompt}`"), &family.events, json!({ "prompt": prompt })))
+                Ok(history_report(
+                    &format!("audit log of `{prompt}`"),
+                    &family.events,
+                    json!({ "prompt": prompt }),
+                ))
             }
         }
     }
@@ -119,7 +176,10 @@ impl App {
         F: Fn(&PromptState) -> Result<Command, Rejection>,
     {
         let actor = self.actor()?;
-        Ok(conn.ledger.execute(prompt, &actor, &self.correlation_id, make).await?)
+        Ok(conn
+            .ledger
+            .execute(prompt, &actor, &self.correlation_id, make)
+            .await?)
     }
 
     /// Writes the routing table derived from the state the command left.
@@ -133,48 +193,100 @@ impl App {
             PromptCommand::Register { prompt, owner } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
-                let done = self.exec(&conn, &prompt, |_| Ok(Command::RegisterPrompt { owner: owner.clone() })).await?;
+                let done = self
+                    .exec(&conn, &prompt, |_| {
+                        Ok(Command::RegisterPrompt {
+                            owner: owner.clone(),
+                        })
+                    })
+                    .await?;
                 let new = !done.recorded.is_empty();
                 Ok(Report::ok(
-                    format!("{} prompt `{prompt}`, owned by {}", if new { "registered" } else { "already registered:" }, owner.trim()),
+                    format!(
+                        "{} prompt `{prompt}`, owned by {}",
+                        if new {
+                            "registered"
+                        } else {
+                            "already registered:"
+                        },
+                        owner.trim()
+                    ),
                     json!({ "prompt": prompt, "owner": owner.trim(), "new": new, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            PromptCommand::Publish { prompt, artifact_file } => {
+            PromptCommand::Publish {
+                prompt,
+                artifact_file,
+            } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let text = read_input(&artifact_file)?;
                 let artifact = Artifact::from_text(&text, format_of(&artifact_file))
                     .map_err(|e| file_failure(&artifact_file, e))?;
                 let version = artifact.version_id();
                 let conn = self.connect().await?;
-                let done = self.exec(&conn, &prompt, |_| Ok(Command::PublishVersion { artifact: artifact.clone() })).await?;
+                let done = self
+                    .exec(&conn, &prompt, |_| {
+                        Ok(Command::PublishVersion {
+                            artifact: artifact.clone(),
+                        })
+                    })
+                    .await?;
                 let new = !done.recorded.is_empty();
                 Ok(Report::ok(
                     version.to_string(),
                     json!({ "version": version, "prompt": prompt, "new": new, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            PromptCommand::Adopt { prompt, version, reason } => {
+            PromptCommand::Adopt {
+                prompt,
+                version,
+                reason,
+            } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let done = self
-                    .exec(&conn, &prompt, |s| Ok(Command::AdoptVersion { version: resolve_version(s, &version)?, reason: reason.clone() }))
+                    .exec(&conn, &prompt, |s| {
+                        Ok(Command::AdoptVersion {
+                            version: resolve_version(s, &version)?,
+                            reason: reason.clone(),
+                        })
+                    })
                     .await?;
                 let routing = self.publish_routing(&conn, &done).await?;
                 let stable = done.state.stable.clone().expect("adopted");
                 Ok(Report::ok(
-                    format!("`{prompt}` stable version is {stable}{}", routing_note(routing)),
+                    format!(
+                        "`{prompt}` stable version is {stable}{}",
+                        routing_note(routing)
+                    ),
                     json!({ "prompt": prompt, "stable": stable, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            PromptCommand::Policy { prompt, policy_file } => {
+            PromptCommand::Policy {
+                prompt,
+                policy_file,
+            } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let text = read_input(&policy_file)?;
-                let policy = GatePolicy::from_text(&text, format_of(&policy_file)).map_err(|e| file_failure(&policy_file, e))?;
+                let policy = GatePolicy::from_text(&text, format_of(&policy_file))
+                    .map_err(|e| file_failure(&policy_file, e))?;
                 let conn = self.connect().await?;
-                let done = self.exec(&conn, &prompt, |_| Ok(Command::SetGatePolicy { policy: policy.clone() })).await?;
+                let done = self
+                    .exec(&conn, &prompt, |_| {
+                        Ok(Command::SetGatePolicy {
+                            policy: policy.clone(),
+                        })
+                    })
+                    .await?;
                 Ok(Report::ok(
-                    format!("gate policy of `{prompt}` set{}", if done.recorded.is_empty() { " (unchanged)" } else { "" }),
+                    format!(
+                        "gate policy of `{prompt}` set{}",
+                        if done.recorded.is_empty() {
+                            " (unchanged)"
+                        } else {
+                            ""
+                        }
+                    ),
                     json!({ "prompt": prompt, "policy": policy, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
@@ -192,30 +304,60 @@ impl App {
                         published.published_by,
                         serde_json::to_string_pretty(&published.artifact).expect("serializes")
                     );
-                    return Ok(Report::ok(text, json!({ "prompt": prompt, "version": id, "artifact": published.artifact, "published_at": published.published_at, "published_by": published.published_by })));
+                    return Ok(Report::ok(
+                        text,
+                        json!({ "prompt": prompt, "version": id, "artifact": published.artifact, "published_at": published.published_at, "published_by": published.published_by }),
+                    ));
                 }
                 let mut text = format!(
                     "prompt `{prompt}`  owner {}\n  stable  {}\n  versions\n",
                     state.owner.as_deref().unwrap_or_default(),
-                    state.stable.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none (adopt one with `pledger prompt adopt`)".into())
+                    state
+                        .stable
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "none (adopt one with `pledger prompt adopt`)".into())
                 );
                 for v in &state.version_order {
                     let p = &state.versions[v];
-                    let mark = if Some(v) == state.stable.as_ref() { " (stable)" } else { "" };
-                    text.push_str(&format!("    {}  {}  {}{mark}\n", v.short(), p.published_at, p.published_by));
+                    let mark = if Some(v) == state.stable.as_ref() {
+                        " (stable)"
+                    } else {
+                        ""
+                    };
+                    text.push_str(&format!(
+                        "    {}  {}  {}{mark}\n",
+                        v.short(),
+                        p.published_at,
+                        p.published_by
+                    ));
                 }
                 text.push_str("  releases\n");
                 for r in state.releases.values() {
-                    text.push_str(&format!("    {:<24} {:<12} {}\n", r.id.to_string(), r.status.name(), r.candidate.short()));
+                    text.push_str(&format!(
+                        "    {:<24} {:<12} {}\n",
+                        r.id.to_string(),
+                        r.status.name(),
+                        r.candidate.short()
+                    ));
                 }
-                Ok(Report::ok(text, json!({ "state": state, "last_sequence": family.last_sequence })))
+                Ok(Report::ok(
+                    text,
+                    json!({ "state": state, "last_sequence": family.last_sequence }),
+                ))
             }
             PromptCommand::Diff { prompt, from, to } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let family = registered(conn.ledger.load(&prompt).await?)?;
-                let (from, to) = (resolve_version(&family.state, &from)?, resolve_version(&family.state, &to)?);
-                let diff = diff_artifacts(&family.state.versions[&from].artifact, &family.state.versions[&to].artifact);
+                let (from, to) = (
+                    resolve_version(&family.state, &from)?,
+                    resolve_version(&family.state, &to)?,
+                );
+                let diff = diff_artifacts(
+                    &family.state.versions[&from].artifact,
+                    &family.state.versions[&to].artifact,
+                );
                 let mut text = format!("--- {from}\n+++ {to}\n");
                 if diff.is_empty() {
                     text.push_str("(identical)\n");
@@ -234,13 +376,20 @@ impl App {
                         text.push_str(&format!("  {}{}\n", line.tag, line.text));
                     }
                 }
-                Ok(Report::ok(text, json!({ "prompt": prompt, "from": from, "to": to, "diff": diff })))
+                Ok(Report::ok(
+                    text,
+                    json!({ "prompt": prompt, "from": from, "to": to, "diff": diff }),
+                ))
             }
             PromptCommand::History { prompt } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let family = registered(conn.ledger.load(&prompt).await?)?;
-                Ok(history_report(&format!("history of `{prompt}`"), &family.events, json!({ "prompt": prompt })))
+                Ok(history_report(
+                    &format!("history of `{prompt}`"),
+                    &family.events,
+                    json!({ "prompt": prompt }),
+                ))
             }
             PromptCommand::List => {
                 let conn = self.connect().await?;
@@ -256,7 +405,12 @@ impl App {
 
     async fn release(&self, command: ReleaseCommand) -> Result<Report, Failure> {
         match command {
-            ReleaseCommand::Propose { prompt, version, rationale, expected_changes } => {
+            ReleaseCommand::Propose {
+                prompt,
+                version,
+                rationale,
+                expected_changes,
+            } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let done = self
@@ -268,7 +422,9 @@ impl App {
                         })
                     })
                     .await?;
-                let Some(Event::ChangeProposed(e)) = done.recorded.first().map(|r| &r.envelope.event) else {
+                let Some(Event::ChangeProposed(e)) =
+                    done.recorded.first().map(|r| &r.envelope.event)
+                else {
                     return Err(Failure::other("proposal recorded no event"));
                 };
                 Ok(Report::ok(
@@ -276,33 +432,65 @@ impl App {
                     json!({ "release": e.release, "candidate": e.candidate, "baseline": e.baseline, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            ReleaseCommand::Review { release, layer, approve, request_changes: _, note } => {
+            ReleaseCommand::Review {
+                release,
+                layer,
+                approve,
+                request_changes: _,
+                note,
+            } => {
                 let release = ReleaseId::parse(&release)?;
                 let layer = match layer {
                     LayerArg::Product => ReviewLayer::Product,
                     LayerArg::Technical => ReviewLayer::Technical,
                 };
-                let verdict = if approve { ReviewVerdict::Approve } else { ReviewVerdict::RequestChanges };
+                let verdict = if approve {
+                    ReviewVerdict::Approve
+                } else {
+                    ReviewVerdict::RequestChanges
+                };
                 let conn = self.connect().await?;
                 let done = self
                     .exec(&conn, release.prompt(), |_| {
-                        Ok(Command::SubmitReview { release: release.clone(), layer, verdict, note: note.clone() })
+                        Ok(Command::SubmitReview {
+                            release: release.clone(),
+                            layer,
+                            verdict,
+                            note: note.clone(),
+                        })
                     })
                     .await?;
                 let new = !done.recorded.is_empty();
-                let verb = if approve { "approved" } else { "requested changes on" };
+                let verb = if approve {
+                    "approved"
+                } else {
+                    "requested changes on"
+                };
                 Ok(Report::ok(
-                    format!("{} {verb} {release} ({layer} review){}", self.actor()?, if new { "" } else { "; already recorded" }),
+                    format!(
+                        "{} {verb} {release} ({layer} review){}",
+                        self.actor()?,
+                        if new { "" } else { "; already recorded" }
+                    ),
                     json!({ "release": release, "layer": layer, "verdict": verdict, "new": new, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            ReleaseCommand::AttachEval { release, bundle_file } => {
+            ReleaseCommand::AttachEval {
+                release,
+                bundle_file,
+            } => {
                 let release = ReleaseId::parse(&release)?;
                 let text = read_input(&bundle_file)?;
-                let bundle = EvalBundle::from_text(&text, format_of(&bundle_file)).map_err(|e| file_failure(&bundle_file, e))?;
+                let bundle = EvalBundle::from_text(&text, format_of(&bundle_file))
+                    .map_err(|e| file_failure(&bundle_file, e))?;
                 let conn = self.connect().await?;
                 let done = self
-                    .exec(&conn, release.prompt(), |_| Ok(Command::AttachEvalBundle { release: release.clone(), bundle: bundle.clone() }))
+                    .exec(&conn, release.prompt(), |_| {
+                        Ok(Command::AttachEvalBundle {
+                            release: release.clone(),
+                            bundle: bundle.clone(),
+                        })
+                    })
                     .await?;
                 let digest = pledger_core::artifact::json_digest(&bundle);
                 Ok(Report::ok(
@@ -311,7 +499,11 @@ impl App {
                         bundle.suite,
                         bundle.segments.len(),
                         bundle.regressions.len(),
-                        if done.recorded.is_empty() { "; already attached" } else { "" }
+                        if done.recorded.is_empty() {
+                            "; already attached"
+                        } else {
+                            ""
+                        }
                     ),
                     json!({ "release": release, "bundle_digest": digest, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
                 ))
@@ -320,10 +512,19 @@ impl App {
                 let release = ReleaseId::parse(&release)?;
                 let conn = self.connect().await?;
                 let done = self
-                    .exec(&conn, release.prompt(), |_| Ok(Command::AcceptTradeoff { release: release.clone(), reason: reason.clone() }))
+                    .exec(&conn, release.prompt(), |_| {
+                        Ok(Command::AcceptTradeoff {
+                            release: release.clone(),
+                            reason: reason.clone(),
+                        })
+                    })
                     .await?;
                 Ok(Report::ok(
-                    format!("{} accepted the trade-off of {release}: {}", self.actor()?, reason.trim()),
+                    format!(
+                        "{} accepted the trade-off of {release}: {}",
+                        self.actor()?,
+                        reason.trim()
+                    ),
                     json!({ "release": release, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
                 ))
             }
@@ -332,12 +533,21 @@ impl App {
                 let conn = self.connect().await?;
                 let done = self
                     .exec(&conn, release.prompt(), |s| {
-                        Ok(Command::ReviseCandidate { release: release.clone(), candidate: resolve_version(s, &version)? })
+                        Ok(Command::ReviseCandidate {
+                            release: release.clone(),
+                            candidate: resolve_version(s, &version)?,
+                        })
                     })
                     .await?;
-                let r = done.state.release(&release).expect("revised release exists");
+                let r = done
+                    .state
+                    .release(&release)
+                    .expect("revised release exists");
                 Ok(Report::ok(
-                    format!("{release} candidate is now {}; both reviews must be given again", r.candidate),
+                    format!(
+                        "{release} candidate is now {}; both reviews must be given again",
+                        r.candidate
+                    ),
                     json!({ "release": release, "candidate": r.candidate, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
@@ -345,19 +555,37 @@ impl App {
                 let release = ReleaseId::parse(&release)?;
                 let conn = self.connect().await?;
                 let done = self
-                    .exec(&conn, release.prompt(), |_| Ok(Command::WithdrawProposal { release: release.clone(), reason: reason.clone() }))
+                    .exec(&conn, release.prompt(), |_| {
+                        Ok(Command::WithdrawProposal {
+                            release: release.clone(),
+                            reason: reason.clone(),
+                        })
+                    })
                     .await?;
-                Ok(Report::ok(format!("{release} withdrawn"), json!({ "release": release, "recorded": recorded_json(&done.recorded) })))
+                Ok(Report::ok(
+                    format!("{release} withdrawn"),
+                    json!({ "release": release, "recorded": recorded_json(&done.recorded) }),
+                ))
             }
             ReleaseCommand::Gate { release } => {
                 let release = ReleaseId::parse(&release)?;
                 let conn = self.connect().await?;
-                let done = self.exec(&conn, release.prompt(), |_| Ok(Command::DecideGate { release: release.clone() })).await?;
-                let Some(Event::GateDecided(g)) = done.recorded.first().map(|r| &r.envelope.event) else {
+                let done = self
+                    .exec(&conn, release.prompt(), |_| {
+                        Ok(Command::DecideGate {
+                            release: release.clone(),
+                        })
+                    })
+                    .await?;
+                let Some(Event::GateDecided(g)) = done.recorded.first().map(|r| &r.envelope.event)
+                else {
                     return Err(Failure::other("gate recorded no decision"));
                 };
                 let verdict = if g.passed { "PASSED" } else { "FAILED" };
-                let mut text = format!("gate of {release}: {verdict}\n{}", render::gate_table(&g.checks));
+                let mut text = format!(
+                    "gate of {release}: {verdict}\n{}",
+                    render::gate_table(&g.checks)
+                );
                 if !g.regressions.is_empty() {
                     text.push_str("  top regressions:\n");
                     for r in &g.regressions {
@@ -367,7 +595,11 @@ impl App {
                 Ok(Report {
                     text,
                     json: json!({ "release": release, "passed": g.passed, "checks": g.checks, "evidence": g.evidence, "recorded": recorded_json(&done.recorded) }),
-                    exit: if g.passed { Exit::Success } else { Exit::GateFailed },
+                    exit: if g.passed {
+                        Exit::Success
+                    } else {
+                        Exit::GateFailed
+                    },
                 })
             }
             ReleaseCommand::Show { release } => {
@@ -375,9 +607,20 @@ impl App {
                 let conn = self.connect().await?;
                 let family = registered(conn.ledger.load(release.prompt()).await?)?;
                 let r = known_release(&family.state, &release)?;
-                let subject = pledger_infra::ledger::subject_for(&pledger_core::event::Aggregate::Release(release.clone()));
-                let history: Vec<Recorded> = family.events.iter().filter(|e| e.subject == subject).cloned().collect();
-                let text = format!("{}\n{}", render::release_summary(&family.state, r), render::history_lines(&history));
+                let subject = pledger_infra::ledger::subject_for(
+                    &pledger_core::event::Aggregate::Release(release.clone()),
+                );
+                let history: Vec<Recorded> = family
+                    .events
+                    .iter()
+                    .filter(|e| e.subject == subject)
+                    .cloned()
+                    .collect();
+                let text = format!(
+                    "{}\n{}",
+                    render::release_summary(&family.state, r),
+                    render::history_lines(&history)
+                );
                 let gate_current = r.current_gate(&family.state.policy).map(|g| g.passed);
                 Ok(Report::ok(
                     text,
@@ -398,7 +641,13 @@ impl App {
                         return Err(unknown_prompt(&p));
                     }
                     for r in family.state.releases.values() {
-                        text.push_str(&format!("{:<28} {:<12} {}  {}\n", r.id.to_string(), r.status.name(), r.candidate.short(), r.rationale));
+                        text.push_str(&format!(
+                            "{:<28} {:<12} {}  {}\n",
+                            r.id.to_string(),
+                            r.status.name(),
+                            r.candidate.short(),
+                            r.rationale
+                        ));
                         rows.push(json!({ "release": r.id, "prompt": p, "state": r.status.name(), "candidate": r.candidate, "author": r.author }));
                     }
                 }
@@ -409,21 +658,46 @@ impl App {
 
     async fn rollout(&self, command: RolloutCommand) -> Result<Report, Failure> {
         let conn = self.connect().await?;
-        let (release, make): (ReleaseId, Box<dyn Fn(&PromptState) -> Result<Command, Rejection> + Send + Sync>) = match command {
+        let (release, make): (
+            ReleaseId,
+            Box<dyn Fn(&PromptState) -> Result<Command, Rejection> + Send + Sync>,
+        ) = match command {
             RolloutCommand::Plan { release, plan_file } => {
                 let release = ReleaseId::parse(&release)?;
                 let text = read_input(&plan_file)?;
-                let plan = RolloutPlan::from_text(&text, format_of(&plan_file)).map_err(|e| file_failure(&plan_file, e))?;
+                let plan = RolloutPlan::from_text(&text, format_of(&plan_file))
+                    .map_err(|e| file_failure(&plan_file, e))?;
                 let r = release.clone();
-                (release, Box::new(move |_| Ok(Command::PlanRollout { release: r.clone(), plan: plan.clone() })))
+                (
+                    release,
+                    Box::new(move |_| {
+                        Ok(Command::PlanRollout {
+                            release: r.clone(),
+                            plan: plan.clone(),
+                        })
+                    }),
+                )
             }
             RolloutCommand::Start { release } => {
                 let release = ReleaseId::parse(&release)?;
                 let salt = uuid::Uuid::new_v4().simple().to_string();
                 let r = release.clone();
-                (release, Box::new(move |_| Ok(Command::StartRollout { release: r.clone(), bucketing_salt: salt.clone() })))
+                (
+                    release,
+                    Box::new(move |_| {
+                        Ok(Command::StartRollout {
+                            release: r.clone(),
+                            bucketing_salt: salt.clone(),
+                        })
+                    }),
+                )
             }
-            RolloutCommand::Advance { release, from, force, reason } => {
+            RolloutCommand::Advance {
+                release,
+                from,
+                force,
+                reason,
+            } => {
                 let release = ReleaseId::parse(&release)?;
                 // Pin the stage this command moves from now, so a re-decision after a lost race
                 // never advances a stage its caller did not see.
@@ -432,7 +706,11 @@ impl App {
                     None => {
                         let family = registered(conn.ledger.load(release.prompt()).await?)?;
                         let r = known_release(&family.state, &release)?;
-                        r.status.stage().and_then(|i| r.stage_name(i)).unwrap_or_default().to_string()
+                        r.status
+                            .stage()
+                            .and_then(|i| r.stage_name(i))
+                            .unwrap_or_default()
+                            .to_string()
                     }
                 };
                 let force_reason = if force { reason } else { None };
@@ -440,53 +718,93 @@ impl App {
                 (
                     release,
                     Box::new(move |_| {
-                        Ok(Command::AdvanceStage { release: r.clone(), from_stage: from_stage.clone(), force_reason: force_reason.clone() })
+                        Ok(Command::AdvanceStage {
+                            release: r.clone(),
+                            from_stage: from_stage.clone(),
+                            force_reason: force_reason.clone(),
+                        })
                     }),
                 )
             }
             RolloutCommand::Pause { release, reason } => {
                 let release = ReleaseId::parse(&release)?;
                 let r = release.clone();
-                (release, Box::new(move |_| Ok(Command::PauseRollout { release: r.clone(), reason: reason.clone() })))
+                (
+                    release,
+                    Box::new(move |_| {
+                        Ok(Command::PauseRollout {
+                            release: r.clone(),
+                            reason: reason.clone(),
+                        })
+                    }),
+                )
             }
             RolloutCommand::Resume { release } => {
                 let release = ReleaseId::parse(&release)?;
                 let r = release.clone();
-                (release, Box::new(move |_| Ok(Command::ResumeRollout { release: r.clone() })))
+                (
+                    release,
+                    Box::new(move |_| Ok(Command::ResumeRollout { release: r.clone() })),
+                )
             }
             RolloutCommand::Freeze { release, reason } => {
                 let release = ReleaseId::parse(&release)?;
                 let r = release.clone();
-                (release, Box::new(move |_| Ok(Command::FreezeRollout { release: r.clone(), reason: reason.clone() })))
+                (
+                    release,
+                    Box::new(move |_| {
+                        Ok(Command::FreezeRollout {
+                            release: r.clone(),
+                            reason: reason.clone(),
+                        })
+                    }),
+                )
             }
             RolloutCommand::Complete { release } => {
                 let release = ReleaseId::parse(&release)?;
                 let r = release.clone();
-                (release, Box::new(move |_| Ok(Command::CompleteRelease { release: r.clone() })))
+                (
+                    release,
+                    Box::new(move |_| Ok(Command::CompleteRelease { release: r.clone() })),
+                )
             }
         };
         let done = self.exec(&conn, release.prompt(), make).await?;
         let routing = self.publish_routing(&conn, &done).await?;
-        let r = done.state.release(&release).expect("the release exists after a command on it");
+        let r = done
+            .state
+            .release(&release)
+            .expect("the release exists after a command on it");
         let summary = match done.recorded.first().map(|x| &x.envelope.event) {
             Some(event) => render::summarize(event),
             None => format!("{release}: already recorded, nothing changed"),
         };
-        let stage = r.status.stage().and_then(|i| r.stage_name(i)).map(str::to_string);
+        let stage = r
+            .status
+            .stage()
+            .and_then(|i| r.stage_name(i))
+            .map(str::to_string);
         Ok(Report::ok(
             format!("{summary}{}", routing_note(routing)),
             json!({ "release": release, "state": r.status.name(), "stage": stage, "recorded": recorded_json(&done.recorded) }),
         ))
     }
 
-    async fn resolve(&self, prompt: &str, unit: Option<&str>, attrs: &[String]) -> Result<Report, Failure> {
+    async fn resolve(
+        &self,
+        prompt: &str,
+        unit: Option<&str>,
+        attrs: &[String],
+    ) -> Result<Report, Failure> {
         let prompt = PromptName::parse(prompt)?;
         let mut attributes = BTreeMap::new();
         for a in attrs {
             let (k, v) = a
                 .split_once('=')
                 .filter(|(k, _)| !k.trim().is_empty())
-                .ok_or_else(|| Failure::usage(format!("--attr `{a}` is not of the form KEY=VALUE")))?;
+                .ok_or_else(|| {
+                    Failure::usage(format!("--attr `{a}` is not of the form KEY=VALUE"))
+                })?;
             attributes.insert(k.trim().to_string(), v.to_string());
         }
         let conn = self.connect().await?;
@@ -505,11 +823,18 @@ impl App {
                     pledger_core::routing::Arm::Stable => "stable",
                     pledger_core::routing::Arm::Candidate => "candidate",
                 },
-                resolution.release.as_ref().map(|r| format!(", release {r}")).unwrap_or_default()
+                resolution
+                    .release
+                    .as_ref()
+                    .map(|r| format!(", release {r}"))
+                    .unwrap_or_default()
             ),
             _ => format!("`{prompt}` has no stable version yet: nothing to serve"),
         };
-        Ok(Report::ok(text, json!({ "version": resolution.version, "release": resolution.release, "arm": resolution.arm })))
+        Ok(Report::ok(
+            text,
+            json!({ "version": resolution.version, "release": resolution.release, "arm": resolution.arm }),
+        ))
     }
 }
 
@@ -522,7 +847,14 @@ fn routing_note(w: RoutingWrite) -> String {
 
 fn history_report(title: &str, events: &[Recorded], mut json: Value) -> Report {
     json["events"] = Value::Array(events.iter().map(recorded_entry).collect());
-    Report::ok(format!("{title}: {} events\n{}", events.len(), render::history_lines(events)), json)
+    Report::ok(
+        format!(
+            "{title}: {} events\n{}",
+            events.len(),
+            render::history_lines(events)
+        ),
+        json,
+    )
 }
 
 fn recorded_entry(r: &Recorded) -> Value {
@@ -549,10 +881,17 @@ fn registered(family: Family) -> Result<Family, Failure> {
     }
 }
 
-fn known_release<'a>(state: &'a PromptState, release: &ReleaseId) -> Result<&'a ReleaseState, Failure> {
-    state
-        .release(release)
-        .ok_or_else(|| Rejection { rule: Rule::UnknownRelease, message: format!("there is no release {release}") }.into())
+fn known_release<'a>(
+    state: &'a PromptState,
+    release: &ReleaseId,
+) -> Result<&'a ReleaseState, Failure> {
+    state.release(release).ok_or_else(|| {
+        Rejection {
+            rule: Rule::UnknownRelease,
+            message: format!("there is no release {release}"),
+        }
+        .into()
+    })
 }
 
 fn format_of(path: &Path) -> FileFormat {
@@ -561,9 +900,19 @@ fn format_of(path: &Path) -> FileFormat {
 
 /// Reads an input file, refusing huge ones before reading them.
 fn read_input(path: &Path) -> Result<String, Failure> {
-    let meta = std::fs::metadata(path).map_err(|e| Failure::usage(format!("{}: cannot read: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", path.display())))?;
     if meta.len() > MAX_INPUT_FILE {
-        return Err(Failure::usage(format!("{}: {} bytes is over the input limit of {MAX_INPUT_FILE} bytes", path.display(), meta.len())));
+        return Err(Failure::usage(format!(
+            "{}: {} bytes is over the input limit of {MAX_INPUT_FILE} bytes",
+            path.display(),
+            meta.len()
+        )));
     }
-    std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: cannot read as UTF-8 text: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!(
+            "{}: cannot read as UTF-8 text: {e}",
+            path.display()
+        ))
+    })
 }

@@ -17,7 +17,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "PLEDGER_NATS_URL", default_value = pledger_infra::server::DEFAULT_URL)]
     pub nats: String,
     /// Who is acting (recorded on every event). Defaults to $USER.
-    #[arg(long = "as", global = true, env = "PLEDGER_ACTOR", value_name = "ACTOR")]
+    #[arg(
+        long = "as",
+        global = true,
+        env = "PLEDGER_ACTOR",
+        value_name = "ACTOR"
+    )]
     pub actor: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
@@ -46,6 +51,10 @@ pub enum TopCommand {
     /// Roll a prompt back to its previous stable version, now.
     Rollback {
         prompt: String,
+        /// The release to roll back (default: the active rollout, else the last completed
+        /// release, as seen when the command starts).
+        #[arg(long)]
+        release: Option<String>,
         #[arg(long)]
         reason: String,
     },
@@ -83,7 +92,10 @@ pub enum PromptCommand {
         owner: String,
     },
     /// Publish an artifact file (TOML or JSON) as a version; prints the version id.
-    Publish { prompt: String, artifact_file: PathBuf },
+    Publish {
+        prompt: String,
+        artifact_file: PathBuf,
+    },
     /// Declare the version already serving production as the stable version.
     Adopt {
         prompt: String,
@@ -92,11 +104,21 @@ pub enum PromptCommand {
         reason: String,
     },
     /// Set the prompt's gate policy from a TOML or JSON file (fields not given keep defaults).
-    Policy { prompt: String, policy_file: PathBuf },
+    Policy {
+        prompt: String,
+        policy_file: PathBuf,
+    },
     /// Show a prompt, or one of its versions.
-    Show { prompt: String, version: Option<String> },
+    Show {
+        prompt: String,
+        version: Option<String>,
+    },
     /// Field-level changes and a line diff of the instructions between two versions.
-    Diff { prompt: String, from: String, to: String },
+    Diff {
+        prompt: String,
+        from: String,
+        to: String,
+    },
     /// Every event of the prompt and its releases.
     History { prompt: String },
     /// Every registered prompt.
@@ -125,7 +147,11 @@ pub enum ReleaseCommand {
         release: String,
         #[arg(long, value_enum)]
         layer: LayerArg,
-        #[arg(long, conflicts_with = "request_changes", required_unless_present = "request_changes")]
+        #[arg(
+            long,
+            conflicts_with = "request_changes",
+            required_unless_present = "request_changes"
+        )]
         approve: bool,
         #[arg(long)]
         request_changes: bool,
@@ -133,7 +159,10 @@ pub enum ReleaseCommand {
         note: Option<String>,
     },
     /// Attach an eval bundle (JSON) to a release.
-    AttachEval { release: String, bundle_file: PathBuf },
+    AttachEval {
+        release: String,
+        bundle_file: PathBuf,
+    },
     /// Accept the latency or cost trade-off of the current bundle.
     AcceptTradeoff {
         release: String,

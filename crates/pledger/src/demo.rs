@@ -116,7 +116,8 @@ impl Demo {
 
     fn file(&self, name: &str, text: &str) -> Result<String, Failure> {
         let path = self.dir.path().join(name);
-        std::fs::write(&path, text).map_err(|e| Failure::other(format!("demo: cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, text)
+            .map_err(|e| Failure::other(format!("demo: cannot write {}: {e}", path.display())))?;
         Ok(path.display().to_string())
     }
 
@@ -125,13 +126,20 @@ impl Demo {
     async fn run(&self, actor: &str, args: &[&str], expect: Exit) -> Result<String, Failure> {
         let shown: Vec<String> = args
             .iter()
-            .map(|a| if a.contains(' ') || a.is_empty() { format!("{a:?}") } else { a.to_string() })
+            .map(|a| {
+                if a.contains(' ') || a.is_empty() {
+                    format!("{a:?}")
+                } else {
+                    a.to_string()
+                }
+            })
             .map(|a| a.replace(&self.dir.path().display().to_string(), "."))
             .collect();
         println!("\n$ pledger --as {actor} {}", shown.join(" "));
         let mut argv = vec!["pledger", "--nats", &self.app_url, "--as", actor];
         argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
+        let cli = Cli::try_parse_from(argv)
+            .map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
         let app = App::from_cli(&cli);
         let (text, exit) = match app.run(cli.command).await {
             Ok(report) => (report.text, report.exit),
@@ -144,7 +152,12 @@ impl Demo {
             println!("  (exit code {})", exit as i32);
         }
         if exit != expect {
-            return Err(Failure::other(format!("demo step `{}` exited {} where {} was expected", shown.join(" "), exit as i32, expect as i32)));
+            return Err(Failure::other(format!(
+                "demo step `{}` exited {} where {} was expected",
+                shown.join(" "),
+                exit as i32,
+                expect as i32
+            )));
         }
         Ok(text.trim().to_string())
     }
@@ -160,81 +173,294 @@ pub async fn run() -> Result<(), Failure> {
         app_url: server.url(),
         dir: tempfile::tempdir().map_err(|e| Failure::other(format!("demo: {e}")))?,
     };
-    println!("nats-server running at {} with its store in a temporary directory.", server.url());
+    println!(
+        "nats-server running at {} with its store in a temporary directory.",
+        server.url()
+    );
     use Exit::{Conflict, GateFailed, Rejected, Success};
 
     demo.act("1. The ledger and a prompt that already serves production");
     demo.run("maria", &["init"], Success).await?;
-    demo.run("maria", &["prompt", "register", "support-triage", "--owner", "support-platform"], Success).await?;
+    demo.run(
+        "maria",
+        &[
+            "prompt",
+            "register",
+            "support-triage",
+            "--owner",
+            "support-platform",
+        ],
+        Success,
+    )
+    .await?;
     let v1_file = demo.file("triage-v1.toml", ARTIFACT_V1)?;
-    let v1 = demo.run("maria", &["prompt", "publish", "support-triage", &v1_file], Success).await?;
+    let v1 = demo
+        .run(
+            "maria",
+            &["prompt", "publish", "support-triage", &v1_file],
+            Success,
+        )
+        .await?;
     demo.say("Publishing identical content again is idempotent: same content, same id.");
-    demo.run("maria", &["prompt", "publish", "support-triage", &v1_file], Success).await?;
-    demo.run("maria", &["prompt", "adopt", "support-triage", &v1[7..19], "--reason", "serving production since March"], Success).await?;
+    demo.run(
+        "maria",
+        &["prompt", "publish", "support-triage", &v1_file],
+        Success,
+    )
+    .await?;
+    demo.run(
+        "maria",
+        &[
+            "prompt",
+            "adopt",
+            "support-triage",
+            &v1[7..19],
+            "--reason",
+            "serving production since March",
+        ],
+        Success,
+    )
+    .await?;
 
     demo.act("2. A new version, as JSON this time, and what actually changed");
     let v2_file = demo.file("triage-v2.json", ARTIFACT_V2_JSON)?;
-    let v2 = demo.run("maria", &["prompt", "publish", "support-triage", &v2_file], Success).await?;
-    demo.run("maria", &["prompt", "diff", "support-triage", &v1[7..19], &v2[7..19]], Success).await?;
+    let v2 = demo
+        .run(
+            "maria",
+            &["prompt", "publish", "support-triage", &v2_file],
+            Success,
+        )
+        .await?;
+    demo.run(
+        "maria",
+        &["prompt", "diff", "support-triage", &v1[7..19], &v2[7..19]],
+        Success,
+    )
+    .await?;
 
     demo.act("3. A proposal and its two-layer review");
     let release = demo
         .run(
             "maria",
             &[
-                "release", "propose", "support-triage", &v2[7..19],
-                "--rationale", "Stop guessing on ambiguous messages",
-                "--expected-change", "Ambiguous messages get one clarifying question",
+                "release",
+                "propose",
+                "support-triage",
+                &v2[7..19],
+                "--rationale",
+                "Stop guessing on ambiguous messages",
+                "--expected-change",
+                "Ambiguous messages get one clarifying question",
             ],
             Success,
         )
         .await?;
     demo.say("The author cannot review her own change:");
-    demo.run("maria", &["release", "review", &release, "--layer", "product", "--approve"], Rejected).await?;
-    demo.run("priya", &["release", "review", &release, "--layer", "product", "--approve", "--note", "tone and policy fine; tried 12 ambiguous asks"], Success).await?;
+    demo.run(
+        "maria",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "product",
+            "--approve",
+        ],
+        Rejected,
+    )
+    .await?;
+    demo.run(
+        "priya",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "product",
+            "--approve",
+            "--note",
+            "tone and policy fine; tried 12 ambiguous asks",
+        ],
+        Success,
+    )
+    .await?;
     demo.say("Priya gave the product review, so the technical one must come from someone else:");
-    demo.run("priya", &["release", "review", &release, "--layer", "technical", "--approve"], Rejected).await?;
-    demo.run("tomas", &["release", "review", &release, "--layer", "technical", "--request-changes", "--note", "what happens when ticket lookup times out?"], Success).await?;
+    demo.run(
+        "priya",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "technical",
+            "--approve",
+        ],
+        Rejected,
+    )
+    .await?;
+    demo.run(
+        "tomas",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "technical",
+            "--request-changes",
+            "--note",
+            "what happens when ticket lookup times out?",
+        ],
+        Success,
+    )
+    .await?;
     demo.say("A request for changes blocks the gate until that layer approves again:");
-    demo.run("maria", &["release", "gate", &release], Rejected).await?;
-    demo.run("tomas", &["release", "review", &release, "--layer", "technical", "--approve", "--note", "partial tool failure covered by 35 cases"], Success).await?;
+    demo.run("maria", &["release", "gate", &release], Rejected)
+        .await?;
+    demo.run(
+        "tomas",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "technical",
+            "--approve",
+            "--note",
+            "partial tool failure covered by 35 cases",
+        ],
+        Success,
+    )
+    .await?;
 
     demo.act("4. The eval bundle and the release gate");
     let bundle_file = demo.file("bundle.json", &bundle(&v2, &v1))?;
-    demo.run("ci-bot", &["release", "attach-eval", &release, &bundle_file], Success).await?;
+    demo.run(
+        "ci-bot",
+        &["release", "attach-eval", &release, &bundle_file],
+        Success,
+    )
+    .await?;
     demo.say("Quality is up, but tokens and cost per request rose more than 10%: the gate fails (exit 6).");
-    demo.run("ci-bot", &["release", "gate", &release], GateFailed).await?;
+    demo.run("ci-bot", &["release", "gate", &release], GateFailed)
+        .await?;
     demo.say("The same evidence is not re-decided:");
-    demo.run("ci-bot", &["release", "gate", &release], Rejected).await?;
+    demo.run("ci-bot", &["release", "gate", &release], Rejected)
+        .await?;
     demo.say("A named person other than the author accepts the trade-off, with a reason; that is new evidence:");
-    demo.run("priya", &["release", "accept-tradeoff", &release, "--reason", "one extra turn beats a wrong triage; +18% cost is within budget"], Success).await?;
-    demo.run("ci-bot", &["release", "gate", &release], Success).await?;
+    demo.run(
+        "priya",
+        &[
+            "release",
+            "accept-tradeoff",
+            &release,
+            "--reason",
+            "one extra turn beats a wrong triage; +18% cost is within budget",
+        ],
+        Success,
+    )
+    .await?;
+    demo.run("ci-bot", &["release", "gate", &release], Success)
+        .await?;
 
     demo.act("5. A rollout by traffic segment");
     let plan_file = demo.file("plan.toml", PLAN)?;
-    demo.run("maria", &["rollout", "plan", &release, &plan_file], Success).await?;
-    demo.run("maria", &["rollout", "start", &release], Success).await?;
+    demo.run("maria", &["rollout", "plan", &release, &plan_file], Success)
+        .await?;
+    demo.run("maria", &["rollout", "start", &release], Success)
+        .await?;
     demo.say("The runtime config layer now sends internal users to the candidate, everyone else to stable:");
-    demo.run("checkout-svc", &["resolve", "support-triage", "--unit", "user-17", "--attr", "user_kind=internal"], Success).await?;
-    demo.run("checkout-svc", &["resolve", "support-triage", "--unit", "user-42", "--attr", "user_kind=customer", "--attr", "intent=billing"], Success).await?;
-    demo.run("maria", &["rollout", "advance", &release], Success).await?;
+    demo.run(
+        "checkout-svc",
+        &[
+            "resolve",
+            "support-triage",
+            "--unit",
+            "user-17",
+            "--attr",
+            "user_kind=internal",
+        ],
+        Success,
+    )
+    .await?;
+    demo.run(
+        "checkout-svc",
+        &[
+            "resolve",
+            "support-triage",
+            "--unit",
+            "user-42",
+            "--attr",
+            "user_kind=customer",
+            "--attr",
+            "intent=billing",
+        ],
+        Success,
+    )
+    .await?;
+    demo.run("maria", &["rollout", "advance", &release], Success)
+        .await?;
     demo.say("Someone pressing advance from a stage the release already left is told it moved meanwhile (exit 4):");
-    demo.run("tomas", &["rollout", "advance", &release, "--from", "internal"], Conflict).await?;
-    demo.run("maria", &["rollout", "advance", &release], Success).await?;
-    demo.run("checkout-svc", &["resolve", "support-triage", "--unit", "user-42", "--attr", "geo=eu", "--attr", "intent=billing"], Success).await?;
-    demo.run("maria", &["rollout", "advance", &release], Success).await?;
+    demo.run(
+        "tomas",
+        &["rollout", "advance", &release, "--from", "internal"],
+        Conflict,
+    )
+    .await?;
+    demo.run("maria", &["rollout", "advance", &release], Success)
+        .await?;
+    demo.run(
+        "checkout-svc",
+        &[
+            "resolve",
+            "support-triage",
+            "--unit",
+            "user-42",
+            "--attr",
+            "geo=eu",
+            "--attr",
+            "intent=billing",
+        ],
+        Success,
+    )
+    .await?;
+    demo.run("maria", &["rollout", "advance", &release], Success)
+        .await?;
     demo.say("The last stage has no next stage; completing makes the candidate stable:");
-    demo.run("maria", &["rollout", "advance", &release], Rejected).await?;
-    demo.run("maria", &["rollout", "complete", &release], Success).await?;
-    demo.run("checkout-svc", &["resolve", "support-triage", "--unit", "user-42"], Success).await?;
+    demo.run("maria", &["rollout", "advance", &release], Rejected)
+        .await?;
+    demo.run("maria", &["rollout", "complete", &release], Success)
+        .await?;
+    demo.run(
+        "checkout-svc",
+        &["resolve", "support-triage", "--unit", "user-42"],
+        Success,
+    )
+    .await?;
 
     demo.act("6. An incident, and an instant rollback through the runtime config layer");
-    demo.run("oncall-sam", &["rollback", "support-triage", "--reason", "manual corrections doubled on billing since 02:00"], Success).await?;
-    demo.run("checkout-svc", &["resolve", "support-triage", "--unit", "user-42"], Success).await?;
-    demo.run("oncall-sam", &["release", "show", &release], Success).await?;
+    demo.run(
+        "oncall-sam",
+        &[
+            "rollback",
+            "support-triage",
+            "--reason",
+            "manual corrections doubled on billing since 02:00",
+        ],
+        Success,
+    )
+    .await?;
+    demo.run(
+        "checkout-svc",
+        &["resolve", "support-triage", "--unit", "user-42"],
+        Success,
+    )
+    .await?;
+    demo.run("oncall-sam", &["release", "show", &release], Success)
+        .await?;
 
     demo.act("7. The audit log: every proposal, review, eval, gate, rollout step and rollback");
-    demo.run("auditor", &["audit", "log", "support-triage"], Success).await?;
+    demo.run("auditor", &["audit", "log", "support-triage"], Success)
+        .await?;
 
     println!("\nDemo complete. The throwaway server and its store are removed now.");
     drop(server);

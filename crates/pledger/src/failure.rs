@@ -26,17 +26,33 @@ pub struct Failure {
 
 impl Failure {
     pub fn usage(message: impl Into<String>) -> Failure {
-        Failure { exit: Exit::Usage, message: message.into(), rule: None }
+        Failure {
+            exit: Exit::Usage,
+            message: message.into(),
+            rule: None,
+        }
     }
     pub fn other(message: impl Into<String>) -> Failure {
-        Failure { exit: Exit::Other, message: message.into(), rule: None }
+        Failure {
+            exit: Exit::Other,
+            message: message.into(),
+            rule: None,
+        }
     }
 }
 
 impl From<Rejection> for Failure {
     fn from(r: Rejection) -> Failure {
-        let exit = if r.rule.is_conflict() { Exit::Conflict } else { Exit::Rejected };
-        Failure { exit, message: r.to_string(), rule: Some(r.rule.code()) }
+        let exit = if r.rule.is_conflict() {
+            Exit::Conflict
+        } else {
+            Exit::Rejected
+        };
+        Failure {
+            exit,
+            message: r.to_string(),
+            rule: Some(r.rule.code()),
+        }
     }
 }
 
@@ -52,7 +68,11 @@ impl From<InfraError> for Failure {
             InfraError::Unreachable { .. } => Exit::Unreachable,
             _ => Exit::Other,
         };
-        Failure { exit, message: e.to_string(), rule: None }
+        Failure {
+            exit,
+            message: e.to_string(),
+            rule: None,
+        }
     }
 }
 
@@ -60,7 +80,11 @@ impl From<ExecuteError> for Failure {
     fn from(e: ExecuteError) -> Failure {
         match e {
             ExecuteError::Rejected(r) => r.into(),
-            ExecuteError::Conflict { .. } => Failure { exit: Exit::Conflict, message: e.to_string(), rule: None },
+            ExecuteError::Conflict { .. } => Failure {
+                exit: Exit::Conflict,
+                message: e.to_string(),
+                rule: None,
+            },
             ExecuteError::Infra(i) => i.into(),
         }
     }

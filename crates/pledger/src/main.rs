@@ -18,13 +18,20 @@ fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { Exit::Usage as i32 } else { 0 };
+            let code = if e.use_stderr() {
+                Exit::Usage as i32
+            } else {
+                0
+            };
             let _ = e.print();
             std::process::exit(code);
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLEDGER_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLEDGER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,8 +42,14 @@ fn main() {
     let json = cli.json;
     let exit = runtime.block_on(async move {
         match cli.command {
-            TopCommand::Up(ref args) => up::run(args).await.map(|()| Exit::Success).unwrap_or_else(|f| report_failure(&f, json)),
-            TopCommand::Demo => demo::run().await.map(|()| Exit::Success).unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Up(ref args) => up::run(args)
+                .await
+                .map(|()| Exit::Success)
+                .unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Demo => demo::run()
+                .await
+                .map(|()| Exit::Success)
+                .unwrap_or_else(|f| report_failure(&f, json)),
             _ => {
                 let app = app::App::from_cli(&cli);
                 match app.run(cli.command).await {

@@ -14,16 +14,26 @@ pub fn summarize(event: &Event) -> String {
     match event {
         Event::PromptRegistered(e) => format!("registered, owned by {}", e.owner),
         Event::VersionPublished(e) => format!("published version {}", short(&e.version)),
-        Event::VersionAdopted(e) => format!("adopted {} as stable: {}", short(&e.version), e.reason),
+        Event::VersionAdopted(e) => {
+            format!("adopted {} as stable: {}", short(&e.version), e.reason)
+        }
         Event::GatePolicySet(_) => "gate policy set".to_string(),
         Event::ChangeProposed(e) => format!(
             "{} proposed {} against baseline {}: {}",
             e.release,
             short(&e.candidate),
-            e.baseline.as_ref().map(|b| b.short().to_string()).unwrap_or_else(|| "none".into()),
+            e.baseline
+                .as_ref()
+                .map(|b| b.short().to_string())
+                .unwrap_or_else(|| "none".into()),
             e.rationale
         ),
-        Event::CandidateRevised(e) => format!("{} candidate revised {} -> {}", e.release, short(&e.previous_candidate), short(&e.candidate)),
+        Event::CandidateRevised(e) => format!(
+            "{} candidate revised {} -> {}",
+            e.release,
+            short(&e.previous_candidate),
+            short(&e.candidate)
+        ),
         Event::ReviewSubmitted(e) => format!(
             "{} {} review by {}: {}{}",
             e.release,
@@ -33,10 +43,21 @@ pub fn summarize(event: &Event) -> String {
                 ReviewVerdict::Approve => "approve",
                 ReviewVerdict::RequestChanges => "request changes",
             },
-            e.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            e.note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
         ),
-        Event::EvalBundleAttached(e) => format!("{} eval bundle `{}` attached ({})", e.release, e.bundle.suite, &e.bundle_digest[..12]),
-        Event::TradeoffAccepted(e) => format!("{} trade-off accepted by {}: {}", e.release, e.accepted_by, e.reason),
+        Event::EvalBundleAttached(e) => format!(
+            "{} eval bundle `{}` attached ({})",
+            e.release,
+            e.bundle.suite,
+            &e.bundle_digest[..12]
+        ),
+        Event::TradeoffAccepted(e) => format!(
+            "{} trade-off accepted by {}: {}",
+            e.release, e.accepted_by, e.reason
+        ),
         Event::GateDecided(e) => format!(
             "{} gate {} ({} of {} checks passed)",
             e.release,
@@ -47,7 +68,12 @@ pub fn summarize(event: &Event) -> String {
         Event::RolloutPlanned(e) => format!(
             "{} plan: {}",
             e.release,
-            e.plan.stages.iter().map(|s| format!("{} {}%", s.name, s.percent)).collect::<Vec<_>>().join(" -> ")
+            e.plan
+                .stages
+                .iter()
+                .map(|s| format!("{} {}%", s.name, s.percent))
+                .collect::<Vec<_>>()
+                .join(" -> ")
         ),
         Event::RolloutStarted(e) => format!("{} rollout started at stage `{}`", e.release, e.stage),
         Event::StageAdvanced(e) => format!(
@@ -55,13 +81,25 @@ pub fn summarize(event: &Event) -> String {
             e.release,
             e.from_stage,
             e.to_stage,
-            if e.forced { format!(" (FORCED: {})", e.reason.as_deref().unwrap_or_default()) } else { String::new() }
+            if e.forced {
+                format!(" (FORCED: {})", e.reason.as_deref().unwrap_or_default())
+            } else {
+                String::new()
+            }
         ),
         Event::RolloutPaused(e) => format!("{} paused at `{}`: {}", e.release, e.stage, e.reason),
         Event::RolloutResumed(e) => format!("{} resumed at `{}`", e.release, e.stage),
         Event::RolloutFrozen(e) => format!("{} FROZEN at `{}`: {}", e.release, e.stage, e.reason),
-        Event::RolledBack(e) => format!("{} ROLLED BACK {} -> {}: {}", e.release, short(&e.from_version), short(&e.to_version), e.reason),
-        Event::ReleaseCompleted(e) => format!("{} completed: {} is stable", e.release, short(&e.version)),
+        Event::RolledBack(e) => format!(
+            "{} ROLLED BACK {} -> {}: {}",
+            e.release,
+            short(&e.from_version),
+            short(&e.to_version),
+            e.reason
+        ),
+        Event::ReleaseCompleted(e) => {
+            format!("{} completed: {} is stable", e.release, short(&e.version))
+        }
         Event::ProposalWithdrawn(e) => format!("{} withdrawn: {}", e.release, e.reason),
     }
 }
@@ -97,7 +135,8 @@ pub fn gate_table(checks: &[GateCheck]) -> String {
 }
 
 pub fn release_summary(state: &PromptState, r: &ReleaseState) -> String {
-    let mut out = format!(
+    let mut out =
+        format!(
         "release {}  [{}]\n  author     {}\n  candidate  {}\n  baseline   {}\n  rationale  {}\n",
         r.id,
         r.status.name(),
@@ -114,18 +153,35 @@ pub fn release_summary(state: &PromptState, r: &ReleaseState) -> String {
             ReviewVerdict::Approve => "approved",
             ReviewVerdict::RequestChanges => "changes requested",
         };
-        out.push_str(&format!("  {:<10} {verdict} by {}\n", layer.to_string(), review.reviewer));
+        out.push_str(&format!(
+            "  {:<10} {verdict} by {}\n",
+            layer.to_string(),
+            review.reviewer
+        ));
     }
     match &r.bundle {
-        Some(b) => out.push_str(&format!("  eval       `{}` ({} segments, {} regressions)\n", b.bundle.suite, b.bundle.segments.len(), b.bundle.regressions.len())),
+        Some(b) => out.push_str(&format!(
+            "  eval       `{}` ({} segments, {} regressions)\n",
+            b.bundle.suite,
+            b.bundle.segments.len(),
+            b.bundle.regressions.len()
+        )),
         None => out.push_str("  eval       none attached\n"),
     }
     if let Some(t) = &r.tradeoff {
-        out.push_str(&format!("  trade-off  accepted by {}: {}\n", t.accepted_by, t.reason));
+        out.push_str(&format!(
+            "  trade-off  accepted by {}: {}\n",
+            t.accepted_by, t.reason
+        ));
     }
     match (&r.gate, r.current_gate(&state.policy)) {
-        (_, Some(g)) => out.push_str(&format!("  gate       {}\n", if g.passed { "passed" } else { "failed" })),
-        (Some(_), None) => out.push_str("  gate       stale (evidence changed since the last decision)\n"),
+        (_, Some(g)) => out.push_str(&format!(
+            "  gate       {}\n",
+            if g.passed { "passed" } else { "failed" }
+        )),
+        (Some(_), None) => {
+            out.push_str("  gate       stale (evidence changed since the last decision)\n")
+        }
         (None, None) => out.push_str("  gate       not decided\n"),
     }
     if let Some(plan) = &r.plan {
@@ -134,7 +190,13 @@ pub fn release_summary(state: &PromptState, r: &ReleaseState) -> String {
             .stages
             .iter()
             .enumerate()
-            .map(|(i, s)| if Some(i) == current { format!("[{} {}%]", s.name, s.percent) } else { format!("{} {}%", s.name, s.percent) })
+            .map(|(i, s)| {
+                if Some(i) == current {
+                    format!("[{} {}%]", s.name, s.percent)
+                } else {
+                    format!("{} {}%", s.name, s.percent)
+                }
+            })
             .collect();
         out.push_str(&format!("  stages     {}\n", stages.join(" -> ")));
     }

@@ -19,26 +19,33 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("pledger");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/pledger")
 }
 
 pub async fn run(args: &UpArgs) -> Result<(), Failure> {
-    let listen: SocketAddr = args
-        .listen
-        .parse()
-        .map_err(|_| Failure::usage(format!("--listen `{}` is not HOST:PORT with an IP address (e.g. 127.0.0.1:4222)", args.listen)))?;
+    let listen: SocketAddr = args.listen.parse().map_err(|_| {
+        Failure::usage(format!(
+            "--listen `{}` is not HOST:PORT with an IP address (e.g. 127.0.0.1:4222)",
+            args.listen
+        ))
+    })?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let url = format!("nats://{listen}");
     if pledger_infra::connect(&url).await.is_ok() {
-        return Err(Failure::other(format!("a NATS server already answers at {url}; stop it or choose another --listen")));
+        return Err(Failure::other(format!(
+            "a NATS server already answers at {url}; stop it or choose another --listen"
+        )));
     }
     let binary = find_nats_server().map_err(|e| Failure::other(e.to_string()))?;
     let dir = data_dir.clone();
-    let mut server = tokio::task::spawn_blocking(move || NatsServerProcess::start(&binary, &dir, listen))
-        .await
-        .map_err(|e| Failure::other(e.to_string()))?
-        .map_err(|e| Failure::other(e.to_string()))?;
+    let mut server =
+        tokio::task::spawn_blocking(move || NatsServerProcess::start(&binary, &dir, listen))
+            .await
+            .map_err(|e| Failure::other(e.to_string()))?
+            .map_err(|e| Failure::other(e.to_string()))?;
     let client = pledger_infra::connect(&url).await?;
     Ledger::new(client).ensure().await?;
     eprintln!(
@@ -60,7 +67,9 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
         }
     };
     eprintln!("pledger up: {reason}: stopping nats-server");
-    tokio::task::spawn_blocking(move || server.stop()).await.map_err(|e| Failure::other(e.to_string()))?;
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .map_err(|e| Failure::other(e.to_string()))?;
     eprintln!("pledger up: stopped cleanly");
     Ok(())
 }

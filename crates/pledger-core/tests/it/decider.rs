@@ -38,11 +38,11 @@ const ALL_RULES: [Rule; 30] = [
     Rule::OneActiveRollout,
     Rule::NotRollingOut,
     Rule::RolloutPaused,
-    Rule::NotPaused,
     Rule::NoNextStage,
     Rule::NotAtLastStage,
     Rule::StageMoved,
     Rule::NothingToRollBack,
+    Rule::InvalidInput,
 ];
 
 #[allow(dead_code)]
@@ -73,11 +73,11 @@ fn every_variant_is_listed(rule: Rule) {
         | Rule::OneActiveRollout
         | Rule::NotRollingOut
         | Rule::RolloutPaused
-        | Rule::NotPaused
         | Rule::NoNextStage
         | Rule::NotAtLastStage
         | Rule::StageMoved
-        | Rule::NothingToRollBack => {}
+        | Rule::NothingToRollBack
+        | Rule::InvalidInput => {}
     }
 }
 
@@ -154,6 +154,10 @@ fn ready_without_stable() -> World {
 fn rejection_cases() -> Vec<Case> {
     let (s1, s3) = (short(1), short(3));
     let (v1, v2, v3, v9) = (full(1), full(2), full(3), full(9));
+    let mut duplicate_stage_plan = standard_plan();
+    duplicate_stage_plan.stages.insert(1, duplicate_stage_plan.stages[0].clone());
+    let mut partial_last_stage_plan = standard_plan();
+    partial_last_stage_plan.stages.pop();
     let mut blank_criteria = standard_plan();
     blank_criteria.rollback.as_mut().unwrap().criteria = "   ".into();
     vec![
@@ -218,7 +222,6 @@ fn rejection_cases() -> Vec<Case> {
         case(gate_passed(), OPS, resume(1), Rule::NotRollingOut, "not-rolling-out", &[R1, "proposed"]),
         case(rolling().with(OPS, pause(1)), OPS, advance(1, "internal"), Rule::RolloutPaused, "rollout-paused", &[R1, "paused", "resume"]),
         case(at_last_stage().with(OPS, pause(1)), OPS, complete(1), Rule::RolloutPaused, "rollout-paused", &[R1, "paused"]),
-        case(rolling(), OPS, resume(1), Rule::NotPaused, "not-paused", &[R1]),
         case(at_last_stage(), OPS, advance(1, "all"), Rule::NoNextStage, "no-next-stage", &["`all`", R1, "rollout complete"]),
         case(rolling(), OPS, complete(1), Rule::NotAtLastStage, "not-at-last-stage", &[R1, "`internal`", "`all`"]),
         case(rolling(), OPS, advance(1, "canary"), Rule::StageMoved, "stage-moved", &[R1, "`internal`", "`canary`"]),
@@ -229,7 +232,14 @@ fn rejection_cases() -> Vec<Case> {
         case(adopted(), OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]),
         case(proposed(), OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]),
         case(rolling().with(OPS, rollback()), OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]),
-        case(rolling(), OPS, Command::Rollback { reason: "  ".into() }, Rule::ReasonRequired, "reason-required", &["rollback"]),
+        case(rolling(), OPS, Command::Rollback { release: None, reason: "  ".into() }, Rule::ReasonRequired, "reason-required", &["rollback"]),
+        case(proposed(), OPS, rollback_of(1), Rule::NothingToRollBack, "nothing-to-roll-back", &[R1, "proposed"]),
+        case(adopted(), OPS, rollback_of(7), Rule::UnknownRelease, "unknown-release", &["support-triage-r7"]),
+        // proposals of the stable version, approvals missing at start, invalid inputs
+        case(adopted(), AUTHOR, propose(1), Rule::CandidateUnchanged, "candidate-unchanged", &[&v1, "stable"]),
+        case(gate_passed().with(AUTHOR, revise(1, 3)).with(AUTHOR, revise(1, 2)).with(OPS, plan_rollout(1, standard_plan())), OPS, start(1), Rule::GateNeedsApprovals, "gate-needs-approvals", &[R1, "product"]),
+        case(gate_passed(), OPS, plan_rollout(1, duplicate_stage_plan), Rule::InvalidInput, "invalid-input", &["rollout plan", "appears twice"]),
+        case(gate_passed(), OPS, plan_rollout(1, partial_last_stage_plan), Rule::InvalidInput, "invalid-input", &["last stage", "all traffic"]),
         case(proposed(), AUTHOR, Command::WithdrawProposal { release: rid(1), reason: "".into() }, Rule::ReasonRequired, "reason-required", &["withdrawing"]),
     ]
 }
@@ -764,17 +774,16 @@ fn rollout_needs_passed_gate_and_plan_with_rollback_criteria() {
 }
 
 #[test]
-fn a_plan_without_stages_cannot_start() {
-    // The edges validate plan files; the decider must still not panic on a plan that skipped
-    // validation.
-    let w = gate_passed().with(OPS, plan_rollout(1, plan_with(vec![])));
+fn a_plan_without_stages_is_refused_by_the_decider_too() {
+    // The edges validate plan files; the decider checks again, so a plan that skipped
+    // validation can never be recorded (and a start can never index an empty plan).
     assert_rejected(
-        &w,
+        &gate_passed(),
         OPS,
-        start(1),
-        Rule::RolloutNeedsPlan,
-        "rollout-needs-plan",
-        &[R1, "no stages"],
+        plan_rollout(1, plan_with(vec![])),
+        Rule::InvalidInput,
+        "invalid-input",
+        &["rollout plan", "at least one"],
     );
 }
 
@@ -1144,6 +1153,8 @@ fn idempotent_repeats_record_nothing() {
         ("pause a paused rollout", rolling().with(OPS, pause(1)), OPS, pause(1)),
         ("freeze a frozen rollout", rolling().with(OPS, freeze(1)), OPS, freeze(1)),
         ("withdraw a withdrawn proposal", proposed().with(AUTHOR, withdraw(1)), AUTHOR, withdraw(1)),
+        ("resume a rollout someone already resumed", rolling().with(OPS, pause(1)).with(OPS, resume(1)), OPS, resume(1)),
+        ("roll back a release someone already rolled back", rolling().with(OPS, rollback_of(1)), OPS, rollback_of(1)),
     ];
     for (what, w, who, command) in table {
         let before = w.log.len();

@@ -101,6 +101,15 @@ fn segment_pass_rate() {
         ("override applies only to its segment", base().segment("general", 200, 0.86, 0.90), billing_5, "segment.general", Fail),
         ("stricter override", base().segment("billing", 50, 0.899, 0.90), billing_0, "segment.billing", Fail),
     ];
+    #[rustfmt::skip]
+    let coverage: Vec<(&str, BundleBuilder, GatePolicy, &str, Expect)> = vec![
+        ("a segment with cases is covered", base().segment("billing", 50, 0.9, 0.9), default(), "segment.billing.coverage", Absent),
+        ("a segment with zero cases is not evidence", base().segment("billing", 0, 0.9, 0.9), default(), "segment.billing.coverage", Fail),
+        ("a policy margin for a segment the bundle lacks", base(), policy(|p| { p.segment_max_pass_rate_drop.insert("billling".into(), 0.01); }), "segment.billling.coverage", Fail),
+    ];
+    for (what, bundle, policy, name, expect) in coverage {
+        check(what, bundle, &policy, false, name, expect);
+    }
     for (what, bundle, policy, name, expect) in table {
         let outcome = check(what, bundle, &policy, false, name, expect);
         let c = outcome.checks.iter().find(|c| c.name == name).unwrap();
@@ -125,7 +134,9 @@ fn hard_negatives() {
         ("drop exactly at 0.02", base().hard_negative("adversarial", 20, 0.78, 0.80), default(), "hard_negative.adversarial.pass_rate", Pass),
         ("drop over", base().hard_negative("adversarial", 20, 0.75, 0.80), default(), "hard_negative.adversarial.pass_rate", Fail),
         ("improved", base().hard_negative("partial_tool_failure", 20, 0.95, 0.80), default(), "hard_negative.partial_tool_failure.pass_rate", Pass),
-        ("extra categories are not checked", base().hard_negative("jailbreak", 0, 0.0, 1.0), default(), "hard_negative.jailbreak.pass_rate", Absent),
+        ("extra categories are checked when present", base().hard_negative("jailbreak", 10, 0.0, 1.0), default(), "hard_negative.jailbreak.pass_rate", Fail),
+        ("extra categories within margin pass", base().hard_negative("jailbreak", 10, 0.9, 0.9), default(), "hard_negative.jailbreak.pass_rate", Pass),
+        ("extra categories need no coverage check", base().hard_negative("jailbreak", 0, 0.9, 0.9), default(), "hard_negative.jailbreak.coverage", Absent),
     ];
     for (what, bundle, policy, name, expect) in table {
         check(what, bundle, &policy, false, name, expect);

@@ -460,6 +460,15 @@ pub fn complete(release: u32) -> Command {
 
 pub fn rollback() -> Command {
     Command::Rollback {
+        release: None,
+        reason: "escalations up".into(),
+    }
+}
+
+/// A rollback pinned to the release its caller saw.
+pub fn rollback_of(release: u32) -> Command {
+    Command::Rollback {
+        release: Some(rid(release)),
         reason: "escalations up".into(),
     }
 }

@@ -197,7 +197,15 @@ async fn a_server_that_is_down_is_reported_as_unreachable() {
 #[test]
 fn servers_older_than_2_11_are_refused() {
     use pledger_infra::ledger::server_version_supported;
-    for (version, ok) in [("2.15.1", true), ("2.11.0", true), ("v2.11.0-RC.1", true), ("3.0.0", true), ("2.10.22", false), ("2.9.10", false), ("garbage", false)] {
+    for (version, ok) in [
+        ("2.15.1", true),
+        ("2.11.0", true),
+        ("v2.11.0-RC.1", true),
+        ("3.0.0", true),
+        ("2.10.22", false),
+        ("2.9.10", false),
+        ("garbage", false),
+    ] {
         assert_eq!(server_version_supported(version), ok, "{version}");
     }
 }

@@ -30,10 +30,19 @@ async fn routing_writes_are_monotonic_in_ledger_sequence() {
         RoutingWrite::AlreadyCurrent
     );
     // A later sequence with the same routing is not written again...
-    assert_eq!(store.publish(&table(9)).await.unwrap(), RoutingWrite::AlreadyCurrent);
+    assert_eq!(
+        store.publish(&table(9)).await.unwrap(),
+        RoutingWrite::AlreadyCurrent
+    );
     // ...but a change of routing is.
-    let moved = RoutingTable { stable: Some(artifact("b").version_id()), ..table(9) };
-    assert!(matches!(store.publish(&moved).await.unwrap(), RoutingWrite::Written(_)));
+    let moved = RoutingTable {
+        stable: Some(artifact("b").version_id()),
+        ..table(9)
+    };
+    assert!(matches!(
+        store.publish(&moved).await.unwrap(),
+        RoutingWrite::Written(_)
+    ));
     let (stored, _) = store.get(&prompt("triage")).await.unwrap().unwrap();
     assert_eq!(stored, moved);
 }
@@ -47,7 +56,14 @@ async fn concurrent_routing_writers_end_with_the_latest_table() {
         let store = store.clone();
         // Every writer's table routes differently, so each one is a real change.
         let stable = Some(artifact(&format!("v{seq}")).version_id());
-        tasks.push(tokio::spawn(async move { store.publish(&RoutingTable { stable, ..table(seq) }).await }));
+        tasks.push(tokio::spawn(async move {
+            store
+                .publish(&RoutingTable {
+                    stable,
+                    ..table(seq)
+                })
+                .await
+        }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
