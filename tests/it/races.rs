@@ -117,7 +117,7 @@ fn racing_reviewers_of_both_layers_by_one_actor_get_one_layer() {
     ));
     let codes = codes(children);
     assert!(
-        codes.iter().any(|c| *c == 3),
+        codes.contains(&3),
         "one layer is refused to the same actor: {codes:?}"
     );
     assert_eq!(

@@ -658,117 +658,60 @@ impl App {
 
     async fn rollout(&self, command: RolloutCommand) -> Result<Report, Failure> {
         let conn = self.connect().await?;
-        let (release, make): (
-            ReleaseId,
-            Box<dyn Fn(&PromptState) -> Result<Command, Rejection> + Send + Sync>,
-        ) = match command {
-            RolloutCommand::Plan { release, plan_file } => {
-                let release = ReleaseId::parse(&release)?;
+        // Every rollout command is fixed before the first read: nothing in it depends on a
+        // state the caller did not see (advance pins its stage here).
+        let release = match &command {
+            RolloutCommand::Plan { release, .. }
+            | RolloutCommand::Start { release }
+            | RolloutCommand::Advance { release, .. }
+            | RolloutCommand::Pause { release, .. }
+            | RolloutCommand::Resume { release }
+            | RolloutCommand::Freeze { release, .. }
+            | RolloutCommand::Complete { release } => ReleaseId::parse(release)?,
+        };
+        let r = release.clone();
+        let command = match command {
+            RolloutCommand::Plan { plan_file, .. } => {
                 let text = read_input(&plan_file)?;
                 let plan = RolloutPlan::from_text(&text, format_of(&plan_file))
                     .map_err(|e| file_failure(&plan_file, e))?;
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| {
-                        Ok(Command::PlanRollout {
-                            release: r.clone(),
-                            plan: plan.clone(),
-                        })
-                    }),
-                )
+                Command::PlanRollout { release: r, plan }
             }
-            RolloutCommand::Start { release } => {
-                let release = ReleaseId::parse(&release)?;
-                let salt = uuid::Uuid::new_v4().simple().to_string();
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| {
-                        Ok(Command::StartRollout {
-                            release: r.clone(),
-                            bucketing_salt: salt.clone(),
-                        })
-                    }),
-                )
-            }
+            RolloutCommand::Start { .. } => Command::StartRollout {
+                release: r,
+                bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
+            },
             RolloutCommand::Advance {
-                release,
                 from,
                 force,
                 reason,
+                ..
             } => {
-                let release = ReleaseId::parse(&release)?;
-                // Pin the stage this command moves from now, so a re-decision after a lost race
-                // never advances a stage its caller did not see.
                 let from_stage = match from {
                     Some(stage) => stage,
                     None => {
                         let family = registered(conn.ledger.load(release.prompt()).await?)?;
-                        let r = known_release(&family.state, &release)?;
-                        r.status
+                        let current = known_release(&family.state, &release)?;
+                        current
+                            .status
                             .stage()
-                            .and_then(|i| r.stage_name(i))
+                            .and_then(|i| current.stage_name(i))
                             .unwrap_or_default()
                             .to_string()
                     }
                 };
-                let force_reason = if force { reason } else { None };
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| {
-                        Ok(Command::AdvanceStage {
-                            release: r.clone(),
-                            from_stage: from_stage.clone(),
-                            force_reason: force_reason.clone(),
-                        })
-                    }),
-                )
+                Command::AdvanceStage {
+                    release: r,
+                    from_stage,
+                    force_reason: if force { reason } else { None },
+                }
             }
-            RolloutCommand::Pause { release, reason } => {
-                let release = ReleaseId::parse(&release)?;
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| {
-                        Ok(Command::PauseRollout {
-                            release: r.clone(),
-                            reason: reason.clone(),
-                        })
-                    }),
-                )
-            }
-            RolloutCommand::Resume { release } => {
-                let release = ReleaseId::parse(&release)?;
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| Ok(Command::ResumeRollout { release: r.clone() })),
-                )
-            }
-            RolloutCommand::Freeze { release, reason } => {
-                let release = ReleaseId::parse(&release)?;
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| {
-                        Ok(Command::FreezeRollout {
-                            release: r.clone(),
-                            reason: reason.clone(),
-                        })
-                    }),
-                )
-            }
-            RolloutCommand::Complete { release } => {
-                let release = ReleaseId::parse(&release)?;
-                let r = release.clone();
-                (
-                    release,
-                    Box::new(move |_| Ok(Command::CompleteRelease { release: r.clone() })),
-                )
-            }
+            RolloutCommand::Pause { reason, .. } => Command::PauseRollout { release: r, reason },
+            RolloutCommand::Resume { .. } => Command::ResumeRollout { release: r },
+            RolloutCommand::Freeze { reason, .. } => Command::FreezeRollout { release: r, reason },
+            RolloutCommand::Complete { .. } => Command::CompleteRelease { release: r },
         };
+        let make = |_: &PromptState| Ok(command.clone());
         let done = self.exec(&conn, release.prompt(), make).await?;
         let routing = self.publish_routing(&conn, &done).await?;
         let r = done
