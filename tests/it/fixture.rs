@@ -124,3 +124,68 @@ pub fn started(w: &World, prompt: &str) -> Prepared {
     w.run("maria", &["rollout", "start", &p.release]).ok();
     p
 }
+
+/// Publishes a new version of `prompt` with these instructions; returns its id.
+pub fn publish(w: &World, prompt: &str, instructions: &str) -> String {
+    let file = w.file(
+        &format!("{prompt}-{}.toml", instructions.len()),
+        &artifact_toml(instructions, 0.4),
+    );
+    w.json("maria", &["prompt", "publish", prompt, &file])["version"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Proposes `version` against `baseline` and takes it through reviews, eval, gate and plan;
+/// returns the release id, ready for `rollout start`.
+pub fn ready_to_start(w: &World, prompt: &str, version: &str, baseline: &str) -> String {
+    let release = w.json(
+        "maria",
+        &[
+            "release",
+            "propose",
+            prompt,
+            version,
+            "--rationale",
+            "another",
+        ],
+    )["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.run(
+        "priya",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "product",
+            "--approve",
+        ],
+    )
+    .ok();
+    w.run(
+        "tomas",
+        &[
+            "release",
+            "review",
+            &release,
+            "--layer",
+            "technical",
+            "--approve",
+        ],
+    )
+    .ok();
+    let bundle = w.file(
+        &format!("{release}-bundle.json"),
+        &bundle_json(version, baseline, 0.0),
+    );
+    w.run("ci", &["release", "attach-eval", &release, &bundle])
+        .ok();
+    w.run("ci", &["release", "gate", &release]).ok();
+    let plan = w.file(&format!("{release}-plan.toml"), PLAN);
+    w.run("maria", &["rollout", "plan", &release, &plan]).ok();
+    release
+}

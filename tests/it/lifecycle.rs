@@ -92,6 +92,14 @@ fn a_prompt_change_goes_from_artifact_to_rollback() {
     assert_eq!(resolve(&["--unit", "u9"])["version"], p.v2.as_str());
     let shown = w.json("maria", &["prompt", "show", "triage"]);
     assert_eq!(shown["state"]["stable"], p.v2.as_str());
+    let history = shown["history"].as_array().unwrap();
+    assert_eq!(
+        history.last().unwrap()["event"]["kind"],
+        "release.completed"
+    );
+    assert!(history
+        .windows(2)
+        .all(|w| w[0]["sequence"].as_u64() < w[1]["sequence"].as_u64()));
 
     // Rollback from completed returns to the previous stable version, in the config layer too.
     let rolled = w.json(

@@ -150,42 +150,7 @@ fn racing_gates_on_one_bundle_decide_once() {
 fn racing_starts_of_two_releases_leave_one_rollout() {
     let w = World::new();
     let p = planned(&w, "triage");
-    let second = w.json(
-        "maria",
-        &["release", "propose", "triage", &p.v2, "--rationale", "twin"],
-    )["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &second,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &second,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
-    let b = w.file("b2.json", &bundle_json(&p.v2, &p.v1, 0.0));
-    w.run("ci", &["release", "attach-eval", &second, &b]).ok();
-    w.run("ci", &["release", "gate", &second]).ok();
-    let plan = w.file("plan2.toml", PLAN);
-    w.run("maria", &["rollout", "plan", &second, &plan]).ok();
+    let second = ready_to_start(&w, "triage", &p.v2, &p.v1);
     let mut children = spawn_all(&w, 2, "maria", &["rollout", "start", &p.release]);
     children.extend(spawn_all(&w, 2, "maria", &["rollout", "start", &second]));
     let codes = codes(children);
@@ -207,40 +172,8 @@ fn two_on_calls_rolling_back_at_once_roll_back_one_release() {
     w.run("maria", &["rollout", "advance", &p.release]).ok();
     w.run("maria", &["rollout", "advance", &p.release]).ok();
     w.run("maria", &["rollout", "complete", &p.release]).ok();
-    let f3 = w.file("v3.toml", &artifact_toml("Third idea.", 0.4));
-    let v3 = w.json("maria", &["prompt", "publish", "triage", &f3])["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r2 = w.json(
-        "maria",
-        &["release", "propose", "triage", &v3, "--rationale", "third"],
-    )["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    w.run(
-        "priya",
-        &["release", "review", &r2, "--layer", "product", "--approve"],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &r2,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
-    let b = w.file("b3.json", &bundle_json(&v3, &p.v2, 0.0));
-    w.run("ci", &["release", "attach-eval", &r2, &b]).ok();
-    w.run("ci", &["release", "gate", &r2]).ok();
-    let plan = w.file("plan3.toml", PLAN);
-    w.run("maria", &["rollout", "plan", &r2, &plan]).ok();
+    let v3 = publish(&w, "triage", "Third idea.");
+    let r2 = ready_to_start(&w, "triage", &v3, &p.v2);
     w.run("maria", &["rollout", "start", &r2]).ok();
 
     // Both saw r2 rolling out: each rolls back r2, and r1's completion stays.

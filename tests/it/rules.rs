@@ -332,47 +332,8 @@ fn a_prompt_without_a_stable_version_cannot_start_a_rollout() {
 fn one_active_rollout_per_prompt() {
     let w = World::new();
     let p = started(&w, "triage");
-    let f3 = w.file("v3.toml", &artifact_toml("Another idea.", 0.5));
-    let v3 = w.json("maria", &["prompt", "publish", "triage", &f3])["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let second = w.json(
-        "maria",
-        &["release", "propose", "triage", &v3, "--rationale", "other"],
-    )["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &second,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &second,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
-    let b = w.file("b3.json", &bundle_json(&v3, &p.v1, 0.0));
-    w.run("ci", &["release", "attach-eval", &second, &b]).ok();
-    w.run("ci", &["release", "gate", &second]).ok();
-    let plan = w.file("plan.toml", PLAN);
-    w.run("maria", &["rollout", "plan", &second, &plan]).ok();
+    let v3 = publish(&w, "triage", "Another idea.");
+    let second = ready_to_start(&w, "triage", &v3, &p.v1);
     let run = refused(
         &w,
         "triage",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{EvalBundle, HARD_NEGATIVE_CATEGORIES};
+use crate::bundle::{EvalBundle, PassRates, HARD_NEGATIVE_CATEGORIES};
 use crate::error::{parse_file, FieldError, FileError, FileFormat};
 
 const EPSILON: f64 = 1e-9;
@@ -156,27 +156,17 @@ pub fn evaluate_gate(
     let mut checks = Vec::new();
     for (name, limit) in &policy.segment_max_pass_rate_drop {
         if !bundle.segments.iter().any(|s| &s.name == name) {
-            checks.push(GateCheck {
-                name: format!("segment.{name}.coverage"),
-                kind: CheckKind::SegmentCoverage,
-                observed: 0.0,
-                limit: 1.0,
-                passed: false,
-                waived_by_tradeoff: false,
-                detail: format!("the gate policy sets a margin of {limit:.4} for segment `{name}`, which the bundle does not cover"),
-            });
+            checks.push(uncovered(
+                format!("segment.{name}.coverage"),
+                format!("the gate policy sets a margin of {limit:.4} for segment `{name}`, which the bundle does not cover"),
+            ));
         }
     }
     for s in bundle.segments.iter().filter(|s| s.cases == 0) {
-        checks.push(GateCheck {
-            name: format!("segment.{}.coverage", s.name),
-            kind: CheckKind::SegmentCoverage,
-            observed: 0.0,
-            limit: 1.0,
-            passed: false,
-            waived_by_tradeoff: false,
-            detail: "the segment has no cases: its pass rates are not evidence".to_string(),
-        });
+        checks.push(uncovered(
+            format!("segment.{}.coverage", s.name),
+            "the segment has no cases: its pass rates are not evidence".to_string(),
+        ));
     }
     for s in &bundle.segments {
         let limit = policy
@@ -223,21 +213,7 @@ pub fn evaluate_gate(
                         r.cases, policy.min_hard_negative_cases
                     ),
                 });
-                let drop = r.baseline_pass_rate - r.candidate_pass_rate;
-                checks.push(check(
-                    format!("hard_negative.{category}.pass_rate"),
-                    CheckKind::HardNegativePassRate,
-                    drop,
-                    policy.max_hard_negative_drop,
-                    false,
-                    format!(
-                        "pass rate {:.4} vs baseline {:.4} (drop {:.4}, allowed {:.4})",
-                        r.candidate_pass_rate,
-                        r.baseline_pass_rate,
-                        drop,
-                        policy.max_hard_negative_drop
-                    ),
-                ));
+                checks.push(hard_negative_drop(category, r, policy));
             }
         }
     }
@@ -247,22 +223,7 @@ pub fn evaluate_gate(
         .iter()
         .filter(|(c, _)| !HARD_NEGATIVE_CATEGORIES.contains(&c.as_str()))
     {
-        let drop = r.baseline_pass_rate - r.candidate_pass_rate;
-        checks.push(check(
-            format!("hard_negative.{category}.pass_rate"),
-            CheckKind::HardNegativePassRate,
-            drop,
-            policy.max_hard_negative_drop,
-            false,
-            format!(
-                "pass rate {:.4} vs baseline {:.4} over {} cases (drop {:.4}, allowed {:.4})",
-                r.candidate_pass_rate,
-                r.baseline_pass_rate,
-                r.cases,
-                drop,
-                policy.max_hard_negative_drop
-            ),
-        ));
+        checks.push(hard_negative_drop(category, r, policy));
     }
     let l = &bundle.latency_ms;
     checks.push(relative(
@@ -298,6 +259,39 @@ pub fn evaluate_gate(
     }
     let passed = checks.iter().all(|c| c.passed);
     GateOutcome { passed, checks }
+}
+
+/// A failed segment-coverage check.
+fn uncovered(name: String, detail: String) -> GateCheck {
+    GateCheck {
+        name,
+        kind: CheckKind::SegmentCoverage,
+        observed: 0.0,
+        limit: 1.0,
+        passed: false,
+        waived_by_tradeoff: false,
+        detail,
+    }
+}
+
+/// The pass-rate drop check of a hard-negative category.
+fn hard_negative_drop(category: &str, r: &PassRates, policy: &GatePolicy) -> GateCheck {
+    let drop = r.baseline_pass_rate - r.candidate_pass_rate;
+    check(
+        format!("hard_negative.{category}.pass_rate"),
+        CheckKind::HardNegativePassRate,
+        drop,
+        policy.max_hard_negative_drop,
+        false,
+        format!(
+            "pass rate {:.4} vs baseline {:.4} over {} cases (drop {:.4}, allowed {:.4})",
+            r.candidate_pass_rate,
+            r.baseline_pass_rate,
+            r.cases,
+            drop,
+            policy.max_hard_negative_drop
+        ),
+    )
 }
 
 fn check(

@@ -323,32 +323,9 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
                 };
             }
         }),
-        Event::RolloutPaused(e) => with_release(state, &e.release, |r| {
-            if let ReleaseStatus::RollingOut {
-                stage,
-                stage_entered_at,
-                ..
-            } = r.status
-            {
-                r.status = ReleaseStatus::RollingOut {
-                    stage,
-                    stage_entered_at,
-                    paused: true,
-                };
-            }
-        }),
+        Event::RolloutPaused(e) => with_release(state, &e.release, |r| set_paused(r, true)),
         Event::RolloutResumed(e) => with_release(state, &e.release, |r| match r.status {
-            ReleaseStatus::RollingOut {
-                stage,
-                stage_entered_at,
-                ..
-            } => {
-                r.status = ReleaseStatus::RollingOut {
-                    stage,
-                    stage_entered_at,
-                    paused: false,
-                };
-            }
+            ReleaseStatus::RollingOut { .. } => set_paused(r, false),
             // Resuming a frozen rollout starts its stage's bake time again.
             ReleaseStatus::Frozen { stage, .. } => {
                 r.status = ReleaseStatus::RollingOut {
@@ -393,6 +370,21 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
                 reason: e.reason.clone(),
             };
         }),
+    }
+}
+
+fn set_paused(r: &mut ReleaseState, paused: bool) {
+    if let ReleaseStatus::RollingOut {
+        stage,
+        stage_entered_at,
+        ..
+    } = r.status
+    {
+        r.status = ReleaseStatus::RollingOut {
+            stage,
+            stage_entered_at,
+            paused,
+        };
     }
 }
 

@@ -343,7 +343,7 @@ impl App {
                 }
                 Ok(Report::ok(
                     text,
-                    json!({ "state": state, "last_sequence": family.last_sequence }),
+                    json!({ "state": state, "last_sequence": family.last_sequence, "history": family.events.iter().map(recorded_entry).collect::<Vec<_>>() }),
                 ))
             }
             PromptCommand::Diff { prompt, from, to } => {
