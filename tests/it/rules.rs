@@ -265,42 +265,7 @@ fn a_rollout_needs_a_passed_gate_and_a_plan_with_rollback_criteria() {
 fn a_prompt_without_a_stable_version_cannot_start_a_rollout() {
     let w = World::new();
     let (v1, v2) = two_versions(&w, "fresh", false);
-    let release = w.json(
-        "maria",
-        &["release", "propose", "fresh", &v2, "--rationale", "first"],
-    )["release"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &release,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &release,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
-    let b = w.file("b.json", &bundle_json(&v2, &v1, 0.0));
-    w.run("ci", &["release", "attach-eval", &release, &b]).ok();
-    w.run("ci", &["release", "gate", &release]).ok();
-    let plan = w.file("plan.toml", PLAN);
-    w.run("maria", &["rollout", "plan", &release, &plan]).ok();
+    let release = ready_to_start(&w, "fresh", &v2, &v1);
     let run = refused(
         &w,
         "fresh",
@@ -327,7 +292,6 @@ fn a_prompt_without_a_stable_version_cannot_start_a_rollout() {
         "baseline-moved",
     );
 }
-
 #[test]
 fn one_active_rollout_per_prompt() {
     let w = World::new();
