@@ -59,7 +59,7 @@ fn a_prompt_change_goes_from_artifact_to_rollback() {
     assert_eq!(internal["version"], p.v2.as_str());
     assert_eq!(internal["release"], p.release.as_str());
     let customer = resolve(&["--unit", "u1", "--attr", "user_kind=customer"]);
-    assert_eq!(customer["arm"], "stable");
+    assert_eq!(customer["arm"], "baseline");
     assert_eq!(customer["version"], p.v1.as_str());
 
     // Stage `eu` at 50%: sticky by unit, some EU units get the candidate and some do not.
@@ -74,7 +74,7 @@ fn a_prompt_change_goes_from_artifact_to_rollback() {
         })
         .collect();
     assert!(
-        arms.iter().any(|a| a == "candidate") && arms.iter().any(|a| a == "stable"),
+        arms.iter().any(|a| a == "candidate") && arms.iter().any(|a| a == "baseline"),
         "{arms:?}"
     );
     let again: Vec<String> = (0..40)
@@ -161,7 +161,7 @@ fn rollback_during_a_rollout_routes_everything_back_and_frees_the_slot() {
             "user_kind=internal",
         ],
     );
-    assert_eq!(r["arm"], "stable");
+    assert_eq!(r["arm"], serde_json::Value::Null, "no rollout, no arm");
     assert_eq!(r["version"], p.v1.as_str());
     // The slot is free: a new proposal can roll out after its own gate.
     let again = w.json(
@@ -199,7 +199,7 @@ fn freeze_routes_back_to_stable_and_resume_restores_the_stage() {
         &["rollout", "freeze", &p.release, "--reason", "investigating"],
     )
     .ok();
-    assert_eq!(w.json("svc", &internal)["arm"], "stable");
+    assert_eq!(w.json("svc", &internal)["arm"], "baseline");
     w.run("maria", &["rollout", "advance", &p.release])
         .rejected("not-rolling-out");
     w.run("maria", &["rollout", "resume", &p.release]).ok();

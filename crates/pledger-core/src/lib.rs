@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod gate;
 pub mod ids;
+pub mod outcome;
 pub mod plan;
 pub mod routing;
 pub mod schema;

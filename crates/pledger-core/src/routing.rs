@@ -52,7 +52,8 @@ pub struct RoutedStage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Arm {
-    Stable,
+    /// The release's baseline (the stable version) during a rollout: the control.
+    Baseline,
     Candidate,
 }
 
@@ -120,19 +121,21 @@ pub fn resolve(
     unit: Option<&str>,
     attributes: &BTreeMap<String, String>,
 ) -> Resolution {
+    let Some(rollout) = &table.rollout else {
+        // No rollout: everything is stable, and there is no experiment to assign an arm in.
+        return Resolution {
+            version: table.stable.clone(),
+            release: None,
+            arm: None,
+        };
+    };
     let stable = Resolution {
         version: table.stable.clone(),
-        release: None,
-        arm: table.stable.as_ref().map(|_| Arm::Stable),
-    };
-    let Some(rollout) = &table.rollout else {
-        return stable;
+        release: Some(rollout.release.clone()),
+        arm: Some(Arm::Baseline),
     };
     if rollout.state == "frozen" {
-        return Resolution {
-            release: Some(rollout.release.clone()),
-            ..stable
-        };
+        return stable;
     }
     let share = rollout
         .stages
@@ -153,9 +156,6 @@ pub fn resolve(
             arm: Some(Arm::Candidate),
         }
     } else {
-        Resolution {
-            release: Some(rollout.release.clone()),
-            ..stable
-        }
+        stable
     }
 }

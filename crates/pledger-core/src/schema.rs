@@ -37,6 +37,10 @@ pub fn all_schema_files() -> Vec<(String, String)> {
             "envelope.schema.json".to_string(),
             render(schemars::schema_for!(WireEnvelope)),
         ),
+        (
+            "outcome.schema.json".to_string(),
+            render(schemars::schema_for!(crate::outcome::Outcome)),
+        ),
     ];
     for (kind, payload) in payload_schemas() {
         files.push((

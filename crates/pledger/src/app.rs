@@ -8,7 +8,7 @@ use std::path::Path;
 use pledger_core::decide::{resolve_version, Rule};
 use pledger_core::diff::diff_artifacts;
 use pledger_core::event::{Event, ReviewLayer, ReviewVerdict};
-use pledger_core::routing::{resolve, routing_table_for};
+use pledger_core::routing::{resolve, routing_table_for, Arm};
 use pledger_core::state::{PromptState, ReleaseState};
 use pledger_core::{
     Actor, Artifact, Command, EvalBundle, FileFormat, GatePolicy, PromptName, Rejection, ReleaseId,
@@ -759,20 +759,11 @@ impl App {
             }
         };
         let resolution = resolve(&table, unit, &attributes);
-        let text = match (&resolution.version, resolution.arm) {
-            (Some(v), Some(arm)) => format!(
-                "{v} ({}{})",
-                match arm {
-                    pledger_core::routing::Arm::Stable => "stable",
-                    pledger_core::routing::Arm::Candidate => "candidate",
-                },
-                resolution
-                    .release
-                    .as_ref()
-                    .map(|r| format!(", release {r}"))
-                    .unwrap_or_default()
-            ),
-            _ => format!("`{prompt}` has no stable version yet: nothing to serve"),
+        let text = match (&resolution.version, resolution.arm, &resolution.release) {
+            (Some(v), Some(Arm::Candidate), Some(r)) => format!("{v} (candidate, release {r})"),
+            (Some(v), Some(Arm::Baseline), Some(r)) => format!("{v} (baseline, release {r})"),
+            (Some(v), _, _) => format!("{v} (stable)"),
+            (None, _, _) => format!("`{prompt}` has no stable version yet: nothing to serve"),
         };
         Ok(Report::ok(
             text,

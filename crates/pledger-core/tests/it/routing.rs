@@ -54,7 +54,7 @@ fn stable() -> Resolution {
     Resolution {
         version: Some(vid(1)),
         release: Some(rid(1)),
-        arm: Some(Arm::Stable),
+        arm: Some(Arm::Baseline),
     }
 }
 
@@ -194,7 +194,10 @@ fn partial_shares_round_to_hundredths_of_a_percent() {
         resolve(&t, Some(&inside), &attrs(&[])).arm,
         Some(Arm::Candidate)
     );
-    assert_eq!(resolve(&t, Some(&edge), &attrs(&[])).arm, Some(Arm::Stable));
+    assert_eq!(
+        resolve(&t, Some(&edge), &attrs(&[])).arm,
+        Some(Arm::Baseline)
+    );
 }
 
 #[test]
@@ -241,7 +244,7 @@ fn without_a_rollout_everything_is_stable() {
         Resolution {
             version: Some(vid(1)),
             release: None,
-            arm: Some(Arm::Stable)
+            arm: None
         }
     );
     t.stable = None;
