@@ -70,6 +70,7 @@ fn main() {
             ],
         }),
         ledger_sequence: 42,
+        artifacts: Default::default(),
     };
     let attrs: BTreeMap<String, String> = [
         ("geo".to_string(), "eu".to_string()),

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::artifact::Artifact;
 use crate::ids::{PromptName, ReleaseId, VersionId};
 use crate::plan::MatchValue;
 use crate::state::PromptState;
@@ -27,6 +28,10 @@ pub struct RoutingTable {
     /// The ledger sequence (of the prompt's family) this table was derived from. Writers never
     /// replace a table with one derived from an older sequence.
     pub ledger_sequence: u64,
+    /// The content of the versions this table routes to (stable and candidate), so that a
+    /// service resolves to a prompt it can serve without another lookup.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<VersionId, Artifact>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -87,11 +92,23 @@ pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTa
                 .collect(),
         })
     });
+    let artifacts = state
+        .stable
+        .iter()
+        .chain(rollout.as_ref().map(|r| &r.candidate))
+        .filter_map(|v| {
+            state
+                .versions
+                .get(v)
+                .map(|p| (v.clone(), p.artifact.clone()))
+        })
+        .collect();
     RoutingTable {
         prompt: state.name.clone(),
         stable: state.stable.clone(),
         rollout,
         ledger_sequence,
+        artifacts,
     }
 }
 

@@ -47,6 +47,7 @@ fn table(state: &str, stages: Vec<RoutedStage>) -> RoutingTable {
             stages,
         }),
         ledger_sequence: 42,
+        artifacts: Default::default(),
     }
 }
 

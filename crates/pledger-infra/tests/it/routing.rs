@@ -9,6 +9,7 @@ fn table(seq: u64) -> RoutingTable {
         stable: Some(artifact("a").version_id()),
         rollout: None,
         ledger_sequence: seq,
+        artifacts: Default::default(),
     }
 }
 
