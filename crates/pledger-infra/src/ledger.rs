@@ -24,6 +24,10 @@ pub const LEDGER_SUBJECTS: &str = "pledger.ledger.>";
 pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
 pub const OUTCOMES_SUBJECTS: &str = "pledger.outcomes.>";
 pub const ROUTING_BUCKET: &str = "pledger_routing";
+/// Where the canary monitor publishes its judgement of each active rollout (key: release id).
+pub const CANARY_STATUS_BUCKET: &str = "pledger_canary";
+pub const DEADLETTER_STREAM: &str = "PLEDGER_DEADLETTER";
+pub const DEADLETTER_SUBJECTS: &str = "pledger.deadletter.>";
 /// Largest encoded event accepted (the server's max_payload is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 900 * 1024;
 /// The oldest nats-server the ledger runs against (2.11 added the family-wide expected
@@ -171,7 +175,23 @@ impl Ledger {
             .get_or_create_stream(outcomes)
             .await
             .map_err(InfraError::stream_setup)?;
+        let deadletters = stream::Config {
+            name: DEADLETTER_STREAM.to_string(),
+            description: Some(
+                "Prompt Ledger: messages workers could not use, with the reason".into(),
+            ),
+            subjects: vec![DEADLETTER_SUBJECTS.to_string()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: Duration::from_secs(14 * 24 * 3600),
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(deadletters)
+            .await
+            .map_err(InfraError::stream_setup)?;
         crate::routing::ensure_bucket(&self.js).await?;
+        crate::routing::ensure_status_bucket(&self.js).await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod projection;
 pub mod routing;
 pub mod server;
+pub mod worker;
 
 pub use error::{connect, InfraError};
 pub use ledger::{ExecuteError, Executed, Family, Ledger, Recorded};

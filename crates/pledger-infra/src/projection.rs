@@ -10,7 +10,10 @@ use sled::Transactional;
 
 use crate::codec::{self, CodecError};
 
-const APPLIED_KEY: &[u8] = b"applied_sequence";
+/// The meta key holding the last applied sequence of one source stream.
+fn applied_key(source: &str) -> Vec<u8> {
+    format!("applied_sequence/{source}").into_bytes()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -80,9 +83,9 @@ impl ProjectionStore {
         Ok(ProjectionStore { db, state, meta })
     }
 
-    /// The last stream sequence applied (0 if none).
-    pub fn applied_sequence(&self) -> Result<u64, ProjectionError> {
-        match self.meta.get(APPLIED_KEY)? {
+    /// The last sequence applied from `source` (a stream name; 0 if none).
+    pub fn applied_sequence(&self, source: &str) -> Result<u64, ProjectionError> {
+        match self.meta.get(applied_key(source))? {
             Some(bytes) => Ok(codec::decode(&bytes)?),
             None => Ok(0),
         }
@@ -98,12 +101,18 @@ impl ProjectionStore {
     /// Applies `effect` for stream sequence `sequence` exactly once: the effect's writes and
     /// the new applied sequence commit together, and a sequence at or below the recorded one
     /// is skipped. The store is flushed before returning, so the caller may ack.
-    pub fn apply<F>(&self, sequence: u64, effect: F) -> Result<Applied, ProjectionError>
+    pub fn apply<F>(
+        &self,
+        source: &str,
+        sequence: u64,
+        effect: F,
+    ) -> Result<Applied, ProjectionError>
     where
         F: Fn(&ProjectionTx<'_>) -> Result<(), CodecError>,
     {
+        let key = applied_key(source);
         let result = (&self.state, &self.meta).transaction(|(state, meta)| {
-            let applied = match meta.get(APPLIED_KEY)? {
+            let applied = match meta.get(key.as_slice())? {
                 Some(bytes) => {
                     codec::decode::<u64>(&bytes).map_err(ConflictableTransactionError::Abort)?
                 }
@@ -114,7 +123,7 @@ impl ProjectionStore {
             }
             effect(&ProjectionTx { state }).map_err(ConflictableTransactionError::Abort)?;
             let encoded = codec::encode(&sequence).map_err(ConflictableTransactionError::Abort)?;
-            meta.insert(APPLIED_KEY, encoded)?;
+            meta.insert(key.as_slice(), encoded)?;
             Ok(Applied::Applied)
         });
         let applied = match result {

@@ -27,6 +27,23 @@ pub(crate) async fn ensure_bucket(js: &jetstream::Context) -> Result<kv::Store, 
     }
 }
 
+pub(crate) async fn ensure_status_bucket(js: &jetstream::Context) -> Result<kv::Store, InfraError> {
+    match js.get_key_value(crate::ledger::CANARY_STATUS_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: crate::ledger::CANARY_STATUS_BUCKET.to_string(),
+                description: "Prompt Ledger: the canary monitor's judgement per active release"
+                    .into(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(InfraError::stream_setup),
+    }
+}
+
 /// What a routing write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoutingWrite {
@@ -74,6 +91,17 @@ impl RoutingStore {
                 reason: e.to_string(),
             })?;
         Ok(Some((table, entry.revision)))
+    }
+
+    /// Replaces the stored table at `revision` whatever its ledger sequence (reconciliation:
+    /// the ledger wins). Returns false if another writer changed the key since `revision`.
+    pub async fn replace(&self, table: &RoutingTable, revision: u64) -> Result<bool, InfraError> {
+        let value: bytes::Bytes = serde_json::to_vec(table).expect("table serializes").into();
+        match self.kv.update(table.prompt.as_str(), value, revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(InfraError::routing(e)),
+        }
     }
 
     /// Writes `table` with compare-and-set on the revision read just before, retrying when

@@ -6,3 +6,4 @@ mod ledger;
 mod projection;
 mod routing;
 mod support;
+mod workers;

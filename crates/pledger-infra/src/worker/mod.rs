@@ -1,0 +1,250 @@
+//! The worker runtime: durable consumers, batches applied to a sled projection together with
+//! their stream sequence, acks after the commit, dead letters, and clean shutdown.
+//!
+//! Every worker owns one sled directory and one durable consumer per stream it reads (named
+//! `pledger_<worker>_<replica>`), so replicas each see every event; their decisions go
+//! through [`Ledger::execute`]'s conditional appends, so two replicas make one decision.
+
+pub mod gatekeeper;
+pub mod router;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use futures::{FutureExt, StreamExt};
+use pledger_core::Actor;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::InfraError;
+use crate::ledger::Ledger;
+use crate::projection::{ProjectionError, ProjectionStore};
+use crate::routing::RoutingStore;
+
+/// Subject prefix of dead letters (stream `PLEDGER_DEADLETTER`).
+pub const DEADLETTER_PREFIX: &str = "pledger.deadletter";
+/// Largest batch a worker applies in one sled transaction.
+pub const MAX_BATCH: usize = 1000;
+
+/// Which worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerKind {
+    Gatekeeper,
+    Router,
+    Canary,
+}
+
+impl WorkerKind {
+    pub const ALL: [WorkerKind; 3] = [
+        WorkerKind::Gatekeeper,
+        WorkerKind::Router,
+        WorkerKind::Canary,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerKind::Gatekeeper => "gatekeeper",
+            WorkerKind::Router => "router",
+            WorkerKind::Canary => "canary",
+        }
+    }
+}
+
+/// What every worker gets.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub kind: WorkerKind,
+    pub replica: String,
+    pub ledger: Ledger,
+    pub routing: RoutingStore,
+    pub store: Arc<ProjectionStore>,
+    /// The actor the worker's decisions are recorded under (`gatekeeper`, `router`, `canary-monitor`).
+    pub actor: Actor,
+}
+
+impl WorkerContext {
+    /// Opens the worker's sled store under `data_dir/<kind>-<replica>` and its handles.
+    pub async fn open(
+        kind: WorkerKind,
+        replica: &str,
+        client: async_nats::Client,
+        data_dir: &Path,
+    ) -> Result<WorkerContext, WorkerError> {
+        let ledger = Ledger::new(client);
+        ledger.ensure().await?;
+        let routing = RoutingStore::open(ledger.jetstream()).await?;
+        let dir = data_dir.join(format!("{}-{replica}", kind.name()));
+        let store = Arc::new(ProjectionStore::open(&dir)?);
+        let actor = Actor::parse(match kind {
+            WorkerKind::Canary => "canary-monitor",
+            other => other.name(),
+        })
+        .expect("worker actor names are valid");
+        Ok(WorkerContext {
+            kind,
+            replica: replica.to_string(),
+            ledger,
+            routing,
+            store,
+            actor,
+        })
+    }
+
+    /// The durable consumer name of this worker and replica on one stream.
+    pub fn durable_name(&self, stream: &str) -> String {
+        format!(
+            "pledger_{}_{}_{}",
+            self.kind.name(),
+            self.replica,
+            stream.to_ascii_lowercase()
+        )
+    }
+
+    /// Creates or reuses this worker's durable pull consumer on `stream` for `filter`.
+    pub async fn consumer(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<consumer::PullConsumer, WorkerError> {
+        let s = self
+            .ledger
+            .jetstream()
+            .get_stream(stream)
+            .await
+            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+        let name = self.durable_name(stream);
+        s.get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: filter.to_string(),
+                ack_policy: consumer::AckPolicy::All,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))
+    }
+
+    /// Publishes a dead letter: the reason, where the message came from, and its payload.
+    pub async fn dead_letter(
+        &self,
+        source_subject: &str,
+        sequence: u64,
+        reason: &str,
+        payload: &[u8],
+    ) -> Result<(), WorkerError> {
+        #[derive(Serialize)]
+        struct DeadLetter<'a> {
+            worker: &'a str,
+            replica: &'a str,
+            subject: &'a str,
+            stream_sequence: u64,
+            reason: &'a str,
+            payload: String,
+        }
+        let text = String::from_utf8_lossy(&payload[..payload.len().min(64 * 1024)]).into_owned();
+        let letter = DeadLetter {
+            worker: self.kind.name(),
+            replica: &self.replica,
+            subject: source_subject,
+            stream_sequence: sequence,
+            reason,
+            payload: text,
+        };
+        let subject = format!(
+            "{DEADLETTER_PREFIX}.{}.{}",
+            self.kind.name(),
+            source_subject.replace('.', "_")
+        );
+        self.ledger
+            .jetstream()
+            .publish(
+                subject,
+                serde_json::to_vec(&letter).expect("serializes").into(),
+            )
+            .await
+            .map_err(|e| WorkerError::Nats(e.to_string()))?
+            .await
+            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// A shutdown signal shared by the workers of one process.
+pub type Shutdown = watch::Receiver<bool>;
+
+/// The messages of a durable consumer, delivered in batches of whatever is ready.
+pub struct Batches {
+    messages: consumer::pull::Stream,
+}
+
+impl Batches {
+    pub async fn new(consumer: &consumer::PullConsumer) -> Result<Batches, WorkerError> {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(MAX_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+        Ok(Batches { messages })
+    }
+
+    /// Waits up to `wait` for a first message, then takes every message already at hand (at
+    /// most [`MAX_BATCH`]). An empty batch means nothing arrived in time.
+    pub async fn next(&mut self, wait: Duration) -> Result<Vec<jetstream::Message>, WorkerError> {
+        let mut batch = Vec::new();
+        match tokio::time::timeout(wait, self.messages.next()).await {
+            Err(_) | Ok(None) => return Ok(batch),
+            Ok(Some(m)) => batch.push(m.map_err(|e| WorkerError::Nats(e.to_string()))?),
+        }
+        while batch.len() < MAX_BATCH {
+            match self.messages.next().now_or_never() {
+                Some(Some(Ok(m))) => batch.push(m),
+                Some(Some(Err(e))) => return Err(WorkerError::Nats(e.to_string())),
+                _ => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// Acks a batch after its effect is committed: with `AckPolicy::All`, acking the last message
+/// acks every earlier one.
+pub async fn ack_batch(batch: &[jetstream::Message]) -> Result<(), WorkerError> {
+    if let Some(last) = batch.last() {
+        last.ack_with(AckKind::Ack)
+            .await
+            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Stream sequence of a JetStream message.
+pub fn sequence_of(message: &jetstream::Message) -> Result<u64, WorkerError> {
+    message
+        .info()
+        .map(|i| i.stream_sequence)
+        .map_err(|e| WorkerError::Nats(e.to_string()))
+}
+
+/// Has shutdown been asked for?
+pub fn stopping(shutdown: &Shutdown) -> bool {
+    *shutdown.borrow()
+}
