@@ -150,6 +150,82 @@ impl World {
     }
 }
 
+impl World {
+    /// Starts `pledger worker <kind>` as a child process (its store under this world's files).
+    pub fn worker(&self, kind: &str, replica: &str) -> WorkerProcess {
+        let mut p = WorkerProcess {
+            url: self.server.url(),
+            kind: kind.to_string(),
+            replica: replica.to_string(),
+            data_dir: self.files.path().join("workers"),
+            child: None,
+        };
+        p.start();
+        p
+    }
+
+    /// Polls `check` until it returns `Some` or `limit` passes. For conditions that only the
+    /// ledger or a worker's published status can show (there is no event to await from a
+    /// child process); each poll is a real observation, never a fixed wait.
+    #[track_caller]
+    pub fn wait_for<T>(&self, what: &str, limit: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// A worker child process; stopped with SIGTERM on drop.
+pub struct WorkerProcess {
+    url: String,
+    kind: String,
+    replica: String,
+    data_dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl WorkerProcess {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(pledger_bin())
+            .args(["--nats", &self.url, "worker", &self.kind, "--replica", &self.replica, "--data-dir"])
+            .arg(&self.data_dir)
+            .env("PLEDGER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pledger worker starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no clean shutdown, no last commit.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        c.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Default for World {
     fn default() -> Self {
         World::new()

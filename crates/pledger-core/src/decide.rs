@@ -76,6 +76,8 @@ pub enum Command {
         release: ReleaseId,
         from_stage: String,
         force_reason: Option<String>,
+        /// The canary monitor's view of the current stage, if it has one.
+        readiness: Option<StageReadiness>,
     },
     PauseRollout {
         release: ReleaseId,
@@ -87,6 +89,8 @@ pub enum Command {
     FreezeRollout {
         release: ReleaseId,
         reason: String,
+        /// The canary monitor's judgement that breached, for an automatic freeze.
+        evidence: Option<Box<crate::canary::Judgement>>,
     },
     CompleteRelease {
         release: ReleaseId,
@@ -138,6 +142,7 @@ pub enum Rule {
     StageMoved,
     NothingToRollBack,
     InvalidInput,
+    StageNotReady,
 }
 
 impl Rule {
@@ -173,6 +178,7 @@ impl Rule {
             Rule::StageMoved => "stage-moved",
             Rule::NothingToRollBack => "nothing-to-roll-back",
             Rule::InvalidInput => "invalid-input",
+            Rule::StageNotReady => "stage-not-ready",
         }
     }
 
@@ -577,6 +583,7 @@ pub fn decide(
             release,
             from_stage,
             force_reason,
+            readiness,
         } => {
             let r = known_release(state, release)?;
             let (stage, paused) = rolling(r)?;
@@ -602,8 +609,9 @@ pub fn decide(
                     format!("`{current}` is the last stage of {release}; run `pledger rollout complete {release}` to make it stable"),
                 );
             };
-            if let Some(reason) = force_reason {
-                require_reason(reason, "a forced advance")?;
+            match force_reason {
+                Some(reason) => require_reason(reason, "a forced advance")?,
+                None => stage_ready(r, stage, readiness.as_ref(), ctx.now)?,
             }
             Ok(vec![Event::StageAdvanced(StageAdvanced {
                 release: release.clone(),
@@ -648,7 +656,11 @@ pub fn decide(
                 ),
             }
         }
-        Command::FreezeRollout { release, reason } => {
+        Command::FreezeRollout {
+            release,
+            reason,
+            evidence,
+        } => {
             let r = known_release(state, release)?;
             require_reason(reason, "freezing a rollout")?;
             if let ReleaseStatus::Frozen { .. } = r.status {
@@ -659,6 +671,7 @@ pub fn decide(
                 release: release.clone(),
                 stage: r.stage_name(stage).unwrap_or_default().to_string(),
                 reason: reason.trim().to_string(),
+                evidence: evidence.clone(),
             })])
         }
         Command::CompleteRelease { release } => {
@@ -744,6 +757,78 @@ pub fn decide(
             })])
         }
     }
+}
+
+/// The canary monitor's view of a rollout's current stage, as an input to `advance`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct StageReadiness {
+    /// The stage this view is about.
+    pub stage: String,
+    pub candidate_samples: u64,
+    pub control_samples: u64,
+    /// A guardrail is breached.
+    pub breached: bool,
+    /// The judgement in words.
+    pub words: String,
+}
+
+/// An unforced advance needs the stage's bake time, and, when the stage asks for samples,
+/// a judgement of the canary monitor with enough samples in both arms and no breach.
+fn stage_ready(
+    r: &ReleaseState,
+    stage: usize,
+    readiness: Option<&StageReadiness>,
+    now: Timestamp,
+) -> Result<(), Rejection> {
+    let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
+    let s = &plan.stages[stage];
+    let id = &r.id;
+    if let ReleaseStatus::RollingOut {
+        stage_entered_at, ..
+    } = r.status
+    {
+        let baked = now.millis_since(stage_entered_at).max(0) as u64;
+        if baked < s.min_bake.millis() {
+            return reject(
+                Rule::StageNotReady,
+                format!(
+                    "stage `{}` of {id} has baked {} of its {} (use --force --reason to advance anyway)",
+                    s.name,
+                    crate::ids::DurationSpec::from_millis(baked),
+                    s.min_bake
+                ),
+            );
+        }
+    }
+    let readiness = readiness.filter(|x| x.stage == s.name);
+    if let Some(x) = readiness.filter(|x| x.breached) {
+        return reject(
+            Rule::StageNotReady,
+            format!(
+                "stage `{}` of {id} has a guardrail breach: {}",
+                s.name, x.words
+            ),
+        );
+    }
+    if s.min_samples > 0 {
+        let Some(x) = readiness else {
+            return reject(
+                Rule::StageNotReady,
+                format!("stage `{}` of {id} needs {} samples per arm and has no canary judgement yet (is the canary monitor running?)", s.name, s.min_samples),
+            );
+        };
+        let fewest = x.candidate_samples.min(x.control_samples);
+        if fewest < s.min_samples {
+            return reject(
+                Rule::StageNotReady,
+                format!(
+                    "stage `{}` of {id} has {} candidate and {} control samples of the {} it needs per arm",
+                    s.name, x.candidate_samples, x.control_samples, s.min_samples
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Inputs are validated at the edge when files are read; the decider checks again so that no

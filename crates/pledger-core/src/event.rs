@@ -208,6 +208,10 @@ pub struct RolloutFrozen {
     pub release: ReleaseId,
     pub stage: String,
     pub reason: String,
+    /// For an automatic freeze: the canary monitor's judgement (counts, rates, each guardrail's
+    /// statistic against its threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<crate::canary::Judgement>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

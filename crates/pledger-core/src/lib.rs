@@ -1,10 +1,12 @@
 //! Pure domain core of Prompt Ledger.
 //!
 //! Architecture invariant: nothing in this crate performs IO, reads a clock or draws a random
-//! number. Time (`now`), event ids and bucketing salts are passed in by the edges.
+//! number from the OS. Time (`now`), event ids and bucketing salts are passed in by the edges;
+//! the traffic simulation (`sim`) draws from its own generator, seeded by its caller.
 
 pub mod artifact;
 pub mod bundle;
+pub mod canary;
 pub mod decide;
 pub mod diff;
 pub mod error;
@@ -15,6 +17,7 @@ pub mod outcome;
 pub mod plan;
 pub mod routing;
 pub mod schema;
+pub mod sim;
 pub mod state;
 
 pub use artifact::Artifact;

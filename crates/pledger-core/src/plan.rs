@@ -73,9 +73,26 @@ pub struct Guardrails {
     pub escalation_rate: Option<GuardrailLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual_correction_rate: Option<GuardrailLimit>,
+    /// The candidate's 95th percentile latency, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_ms: Option<QuantityLimit>,
+    /// The candidate's mean tokens per request (`tokens_in + tokens_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_request: Option<QuantityLimit>,
 }
 
+/// Names of every guardrail a plan may declare, in the order they are judged.
+pub const GUARDRAIL_NAMES: [&str; 5] = [
+    "fallback_rate",
+    "escalation_rate",
+    "manual_correction_rate",
+    "latency_p95_ms",
+    "tokens_per_request",
+];
+
 impl Guardrails {
+    /// The declared rate guardrails (`fallback_rate`, `escalation_rate`,
+    /// `manual_correction_rate`), by name.
     pub fn named(&self) -> Vec<(&'static str, &GuardrailLimit)> {
         [
             ("fallback_rate", &self.fallback_rate),
@@ -86,15 +103,96 @@ impl Guardrails {
         .filter_map(|(n, g)| g.as_ref().map(|g| (n, g)))
         .collect()
     }
+
+    /// The declared quantity guardrails (`latency_p95_ms`, `tokens_per_request`), by name.
+    pub fn quantities(&self) -> Vec<(&'static str, &QuantityLimit)> {
+        [
+            ("latency_p95_ms", &self.latency_p95_ms),
+            ("tokens_per_request", &self.tokens_per_request),
+        ]
+        .into_iter()
+        .filter_map(|(n, g)| g.as_ref().map(|g| (n, g)))
+        .collect()
+    }
+
+    /// No guardrail of any kind is declared.
+    pub fn is_empty(&self) -> bool {
+        self.named().is_empty() && self.quantities().is_empty()
+    }
+
+    /// Shape rules of the guardrails: at least one declared; each with at least one bound;
+    /// rates between 0 and 1; quantities finite and >= 0.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.is_empty() {
+            return Err(FieldError::new(
+                "guardrails",
+                format!("declare at least one of {}", GUARDRAIL_NAMES.join(", ")),
+            ));
+        }
+        for (name, g) in self.named() {
+            if g.max_rate.is_none() && g.max_increase.is_none() {
+                return Err(FieldError::new(
+                    format!("guardrails.{name}"),
+                    "needs max_rate and/or max_increase",
+                ));
+            }
+            for (field, v) in [("max_rate", g.max_rate), ("max_increase", g.max_increase)] {
+                if let Some(v) = v {
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err(FieldError::new(
+                            format!("guardrails.{name}.{field}"),
+                            format!("{v} is not a rate between 0 and 1"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, q) in self.quantities() {
+            if q.max_value.is_none() && q.max_increase.is_none() {
+                return Err(FieldError::new(
+                    format!("guardrails.{name}"),
+                    "needs max_value and/or max_increase",
+                ));
+            }
+            for (field, v) in [("max_value", q.max_value), ("max_increase", q.max_increase)] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && v >= 0.0) {
+                        return Err(FieldError::new(
+                            format!("guardrails.{name}.{field}"),
+                            format!("{v} must be a finite number >= 0"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-/// A guardrail: an absolute ceiling on the candidate's rate and/or a ceiling on its increase
-/// over the concurrent control.
+/// A guardrail on a rate: an absolute ceiling on the candidate's rate and/or a ceiling on its
+/// increase over the concurrent control.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailLimit {
+    /// Absolute ceiling on the candidate's rate, 0 to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<f64>,
+    /// Largest increase of the candidate's rate over the control's, as an absolute difference
+    /// of rates (`0.01` = one percentage point), 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_increase: Option<f64>,
+}
+
+/// A guardrail on a quantity (latency, tokens): an absolute ceiling on the candidate's value
+/// and/or a ceiling on its increase over the concurrent control, RELATIVE to the control's
+/// value (`max_increase = 0.2` allows +20%).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuantityLimit {
+    /// Absolute ceiling on the candidate's value (milliseconds, tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value: Option<f64>,
+    /// Largest increase over the control, as a fraction of the control's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_increase: Option<f64>,
 }
@@ -181,31 +279,7 @@ impl RolloutPlan {
                 ),
             ));
         }
-        let named = self.guardrails.named();
-        if named.is_empty() {
-            return Err(FieldError::new(
-                "guardrails",
-                "declare at least one of fallback_rate, escalation_rate, manual_correction_rate",
-            ));
-        }
-        for (name, g) in named {
-            if g.max_rate.is_none() && g.max_increase.is_none() {
-                return Err(FieldError::new(
-                    format!("guardrails.{name}"),
-                    "needs max_rate and/or max_increase",
-                ));
-            }
-            for (field, v) in [("max_rate", g.max_rate), ("max_increase", g.max_increase)] {
-                if let Some(v) = v {
-                    if !(0.0..=1.0).contains(&v) {
-                        return Err(FieldError::new(
-                            format!("guardrails.{name}.{field}"),
-                            format!("{v} is not a rate between 0 and 1"),
-                        ));
-                    }
-                }
-            }
-        }
+        self.guardrails.validate()?;
         Ok(())
     }
 

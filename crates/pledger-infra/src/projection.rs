@@ -98,6 +98,14 @@ impl ProjectionStore {
         }
     }
 
+    /// Writes one derived value outside any stream sequence (a value the worker can always
+    /// derive again from the ledger), and flushes it.
+    pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), ProjectionError> {
+        self.state.insert(key.as_bytes(), codec::encode(value)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Applies `effect` for stream sequence `sequence` exactly once: the effect's writes and
     /// the new applied sequence commit together, and a sequence at or below the recorded one
     /// is skipped. The store is flushed before returning, so the caller may ack.

@@ -15,6 +15,7 @@ use pledger_core::{
     RolloutPlan,
 };
 use pledger_infra::ledger::{new_correlation_id, LEDGER_STREAM};
+use pledger_infra::worker::canary::read_status;
 use pledger_infra::{Executed, Family, Ledger, Recorded, RoutingStore, RoutingWrite};
 use serde_json::{json, Value};
 
@@ -91,7 +92,7 @@ impl App {
                     json!({ "url": self.url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"] }),
                 ))
             }
-            TopCommand::Up(_) | TopCommand::Demo => unreachable!("handled in main"),
+            TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Sim(_) => unreachable!("handled in main"),
             TopCommand::Prompt(c) => self.prompt(c).await,
             TopCommand::Release(c) => self.release(c).await,
             TopCommand::Rollout(c) => self.rollout(c).await,
@@ -616,15 +617,17 @@ impl App {
                     .filter(|e| e.subject == subject)
                     .cloned()
                     .collect();
+                let canary = read_status(conn.ledger.jetstream(), &release).await.map_err(|e| Failure::other(e.to_string()))?;
                 let text = format!(
-                    "{}\n{}",
+                    "{}{}\n{}",
                     render::release_summary(&family.state, r),
+                    canary.as_ref().map(render::canary_status).unwrap_or_default(),
                     render::history_lines(&history)
                 );
                 let gate_current = r.current_gate(&family.state.policy).map(|g| g.passed);
                 Ok(Report::ok(
                     text,
-                    json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "history": history.iter().map(recorded_entry).collect::<Vec<_>>() }),
+                    json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "canary": canary, "history": history.iter().map(recorded_entry).collect::<Vec<_>>() }),
                 ))
             }
             ReleaseCommand::List { prompt } => {
@@ -700,15 +703,21 @@ impl App {
                             .to_string()
                     }
                 };
+                // The canary monitor's published judgement, when there is one.
+                let readiness = read_status(conn.ledger.jetstream(), &release)
+                    .await
+                    .map_err(|e| Failure::other(e.to_string()))?
+                    .map(|s| s.readiness());
                 Command::AdvanceStage {
                     release: r,
                     from_stage,
                     force_reason: if force { reason } else { None },
+                    readiness,
                 }
             }
             RolloutCommand::Pause { reason, .. } => Command::PauseRollout { release: r, reason },
             RolloutCommand::Resume { .. } => Command::ResumeRollout { release: r },
-            RolloutCommand::Freeze { reason, .. } => Command::FreezeRollout { release: r, reason },
+            RolloutCommand::Freeze { reason, .. } => Command::FreezeRollout { release: r, reason, evidence: None },
             RolloutCommand::Complete { .. } => Command::CompleteRelease { release: r },
         };
         let make = |_: &PromptState| Ok(command.clone());

@@ -71,6 +71,60 @@ pub enum TopCommand {
     /// The ledger's history.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run workers (gatekeeper, router, canary monitor) in the foreground until SIGTERM/Ctrl-C.
+    Worker(WorkerArgs),
+    /// Publish simulated outcome traffic for a prompt, routed by its current routing table.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    pub prompt: String,
+    /// A traffic spec (TOML): seed, rates per arm, segments, an injected regression.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Requests to simulate.
+    #[arg(long, default_value_t = 2000)]
+    pub requests: u64,
+    /// Seed (overrides the spec's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Outcomes per published message.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Inject a candidate regression after this many candidate requests.
+    #[arg(long, value_name = "N")]
+    pub regression_after: Option<u64>,
+    /// The rate that regresses: fallback_rate, escalation_rate, manual_correction_rate, refusal_rate.
+    #[arg(long, default_value = "escalation_rate")]
+    pub regression_metric: String,
+    /// The candidate's rate of that metric once the regression starts.
+    #[arg(long, default_value_t = 0.10)]
+    pub regression_rate: f64,
+    /// Request attributes of the traffic's segments, `K=V,K=V:WEIGHT`, repeatable
+    /// (default: the spec's segments, else one segment without attributes).
+    #[arg(long = "segment", value_name = "ATTRS:WEIGHT")]
+    pub segments: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum WorkerChoice {
+    Gatekeeper,
+    Router,
+    Canary,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(value_enum)]
+    pub worker: WorkerChoice,
+    /// Where the workers keep their sled stores (default: <data dir>/workers).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Replica name: each replica has its own store and durable consumers.
+    #[arg(long, default_value = "0")]
+    pub replica: String,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +135,9 @@ pub struct UpArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = pledger_infra::server::DEFAULT_LISTEN)]
     pub listen: String,
+    /// Run only the server, without the gatekeeper, router and canary monitor.
+    #[arg(long)]
+    pub no_workers: bool,
 }
 
 #[derive(Debug, Subcommand)]

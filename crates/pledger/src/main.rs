@@ -5,7 +5,9 @@ mod cli;
 mod demo;
 mod failure;
 mod render;
+mod sim;
 mod up;
+mod workers;
 
 use std::io::Write;
 
@@ -46,6 +48,11 @@ fn main() {
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Sim(ref args) => match sim::run(&cli.nats, args).await {
+                Ok(report) => print_report(report, json),
+                Err(f) => report_failure(&f, json),
+            },
+            TopCommand::Worker(ref args) => workers::run(&cli.nats, args).await.map(|()| Exit::Success).unwrap_or_else(|f| report_failure(&f, json)),
             TopCommand::Demo => demo::run()
                 .await
                 .map(|()| Exit::Success)
@@ -53,21 +60,24 @@ fn main() {
             _ => {
                 let app = app::App::from_cli(&cli);
                 match app.run(cli.command).await {
-                    Ok(report) => {
-                        let mut out = std::io::stdout().lock();
-                        if json {
-                            let _ = writeln!(out, "{}", report.json);
-                        } else if !report.text.is_empty() {
-                            let _ = writeln!(out, "{}", report.text.trim_end());
-                        }
-                        report.exit
-                    }
+                    Ok(report) => print_report(report, json),
                     Err(f) => report_failure(&f, json),
                 }
             }
         }
     });
     std::process::exit(exit as i32);
+}
+
+/// Prints a report: its text, or with --json its one JSON object.
+fn print_report(report: app::Report, json: bool) -> Exit {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{}", report.json);
+    } else if !report.text.is_empty() {
+        let _ = writeln!(out, "{}", report.text.trim_end());
+    }
+    report.exit
 }
 
 /// Prints a failure: one sentence on stderr, and with --json an error object on stdout.

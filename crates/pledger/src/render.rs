@@ -202,3 +202,36 @@ pub fn release_summary(state: &PromptState, r: &ReleaseState) -> String {
     }
     out
 }
+
+/// The canary monitor's judgement of the current stage, in words and numbers.
+pub fn canary_status(s: &pledger_infra::worker::canary::CanaryStatus) -> String {
+    let j = &s.judgement;
+    let control = match s.control {
+        pledger_infra::worker::canary::ControlKind::InSegment => "baseline traffic in the same segment",
+        pledger_infra::worker::canary::ControlKind::OutsideSegment => "baseline traffic outside the stage's segment (the stage sends all of its segment to the candidate)",
+    };
+    let mut out = format!(
+        "  canary     stage `{}`: {}\n             candidate {} samples, control {} samples ({control}); stage needs {} per arm and {} of bake; {}\n",
+        s.stage,
+        j.words,
+        j.candidate.samples,
+        j.control.samples,
+        s.min_samples,
+        pledger_core::DurationSpec::from_millis(s.min_bake_ms),
+        if s.ready { "ready to advance" } else { "not ready to advance" }
+    );
+    for g in &j.guardrails {
+        out.push_str(&format!(
+            "             {:<7} {:<24} {:<12} candidate {:.4} vs control {:.4}, limit {:.4}; statistic {:.2} of {:.2}\n",
+            if g.breached { "BREACH" } else { "ok" },
+            g.guardrail,
+            g.bound.name(),
+            g.candidate_value,
+            g.control_value,
+            g.limit,
+            g.statistic,
+            g.threshold
+        ));
+    }
+    out
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pledger_infra::server::{find_nats_server, NatsServerProcess};
+use pledger_infra::worker::WorkerKind;
 use pledger_infra::Ledger;
 
 use crate::cli::UpArgs;
@@ -48,28 +49,46 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::other(e.to_string()))?;
     let client = pledger_infra::connect(&url).await?;
     Ledger::new(client).ensure().await?;
+    let (stop_workers, workers_rx) = tokio::sync::watch::channel(false);
+    let mut workers = if args.no_workers {
+        tokio::task::JoinSet::new()
+    } else {
+        crate::workers::spawn(&WorkerKind::ALL, &url, &data_dir.join("workers"), "0", workers_rx.clone()).await?
+    };
     eprintln!(
-        "pledger up: ledger ready at {url} (store {}, fsync on every write); Ctrl-C or SIGTERM stops it",
-        data_dir.display()
+        "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
+        data_dir.display(),
+        if args.no_workers { "" } else { "; gatekeeper, router and canary monitor running" }
     );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::other(format!("cannot listen for SIGTERM: {e}")))?;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
-    let reason = loop {
+    let outcome: Result<&str, Failure> = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break "interrupt",
-            _ = terminate.recv() => break "SIGTERM",
+            reason = crate::workers::signalled() => break Ok(reason),
+            Some(done) = workers.join_next() => {
+                // A worker that fails is restarted after a pause; the server keeps serving.
+                let (kind, why) = match done {
+                    Ok((kind, Ok(()))) => (Some(kind), "stopped on its own".to_string()),
+                    Ok((kind, Err(e))) => (Some(kind), e),
+                    Err(e) => (None, e.to_string()),
+                };
+                eprintln!("pledger up: worker failed: {why}; restarting it in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Some(kind) = kind {
+                    crate::workers::spawn_one(&mut workers, kind, &url, &data_dir.join("workers"), "0", workers_rx.clone()).await?;
+                }
+            }
             _ = poll.tick() => {
                 if let Some(status) = server.try_wait() {
-                    return Err(Failure::other(format!("nats-server exited on its own ({status}); its log: {}", server.log_tail())));
+                    break Err(Failure::other(format!("nats-server exited on its own ({status}); its log: {}", server.log_tail())));
                 }
             }
         }
     };
+    let _ = stop_workers.send(true);
+    while workers.join_next().await.is_some() {}
+    let reason = outcome?;
     eprintln!("pledger up: {reason}: stopping nats-server");
-    tokio::task::spawn_blocking(move || server.stop())
-        .await
-        .map_err(|e| Failure::other(e.to_string()))?;
+    tokio::task::spawn_blocking(move || server.stop()).await.map_err(|e| Failure::other(e.to_string()))?;
     eprintln!("pledger up: stopped cleanly");
     Ok(())
 }

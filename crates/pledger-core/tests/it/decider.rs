@@ -12,7 +12,7 @@ use ReviewLayer::{Product, Technical};
 
 /// Every variant of [`Rule`]. The match below stops compiling when a variant is added, so
 /// the list (and the table of `every_rule_has_a_rejection`) cannot silently fall behind.
-const ALL_RULES: [Rule; 30] = [
+const ALL_RULES: [Rule; 31] = [
     Rule::UnknownPrompt,
     Rule::PromptAlreadyRegistered,
     Rule::UnknownVersion,
@@ -43,6 +43,7 @@ const ALL_RULES: [Rule; 30] = [
     Rule::StageMoved,
     Rule::NothingToRollBack,
     Rule::InvalidInput,
+    Rule::StageNotReady,
 ];
 
 #[allow(dead_code)]
@@ -77,7 +78,8 @@ fn every_variant_is_listed(rule: Rule) {
         | Rule::NotAtLastStage
         | Rule::StageMoved
         | Rule::NothingToRollBack
-        | Rule::InvalidInput => {}
+        | Rule::InvalidInput
+        | Rule::StageNotReady => {}
     }
 }
 
@@ -224,10 +226,14 @@ fn rejection_cases() -> Vec<Case> {
         case(at_last_stage().with(OPS, pause(1)), OPS, complete(1), Rule::RolloutPaused, "rollout-paused", &[R1, "paused"]),
         case(at_last_stage(), OPS, advance(1, "all"), Rule::NoNextStage, "no-next-stage", &["`all`", R1, "rollout complete"]),
         case(rolling(), OPS, complete(1), Rule::NotAtLastStage, "not-at-last-stage", &[R1, "`internal`", "`all`"]),
+        case(baking(), OPS, advance(1, "internal"), Rule::StageNotReady, "stage-not-ready", &[R1, "`internal`", "baked", "--force"]),
+        case(baking().with_tick(3_600_000), OPS, advance(1, "internal"), Rule::StageNotReady, "stage-not-ready", &["no canary judgement", "200 samples"]),
+        case(baking().with_tick(3_600_000), OPS, advance_with(1, "internal", 250, 150, false), Rule::StageNotReady, "stage-not-ready", &["250 candidate", "150 control", "200"]),
+        case(baking().with_tick(3_600_000), OPS, advance_with(1, "internal", 900, 900, true), Rule::StageNotReady, "stage-not-ready", &["breach"]),
         case(rolling(), OPS, advance(1, "canary"), Rule::StageMoved, "stage-moved", &[R1, "`internal`", "`canary`"]),
-        case(rolling(), OPS, Command::AdvanceStage { release: rid(1), from_stage: "internal".into(), force_reason: Some(" ".into()) }, Rule::ReasonRequired, "reason-required", &["forced advance"]),
+        case(rolling(), OPS, Command::AdvanceStage { release: rid(1), from_stage: "internal".into(), force_reason: Some(" ".into()), readiness: None }, Rule::ReasonRequired, "reason-required", &["forced advance"]),
         case(rolling(), OPS, Command::PauseRollout { release: rid(1), reason: "".into() }, Rule::ReasonRequired, "reason-required", &["pausing"]),
-        case(rolling(), OPS, Command::FreezeRollout { release: rid(1), reason: "".into() }, Rule::ReasonRequired, "reason-required", &["freezing"]),
+        case(rolling(), OPS, Command::FreezeRollout { release: rid(1), reason: "".into(), evidence: None }, Rule::ReasonRequired, "reason-required", &["freezing"]),
         // rollback and withdrawal
         case(adopted(), OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]),
         case(proposed(), OPS, rollback(), Rule::NothingToRollBack, "nothing-to-roll-back", &[PROMPT]),
@@ -993,6 +999,7 @@ fn forced_advance_records_its_reason() {
             release: rid(1),
             from_stage: "internal".into(),
             force_reason: Some("  guardrail noise from one tenant ".into()),
+            readiness: None,
         },
     );
     let [Event::StageAdvanced(e)] = &events[..] else {
@@ -1451,4 +1458,75 @@ fn happy_path_lifecycle() {
         "release:support-triage-r1"
     );
     assert_eq!(w.state.event_count, w.log.len() as u64);
+}
+
+/// r1 rolling out under a plan whose first stage needs 30 minutes and 200 samples per arm.
+fn baking() -> World {
+    let mut plan = standard_plan();
+    plan.stages[0].min_bake = pledger_core::DurationSpec::parse("30m").unwrap();
+    plan.stages[0].min_samples = 200;
+    gate_passed()
+        .with(OPS, plan_rollout(1, plan))
+        .with(OPS, start(1))
+}
+
+fn advance_with(release: u32, from: &str, candidate: u64, control: u64, breached: bool) -> Command {
+    Command::AdvanceStage {
+        release: rid(release),
+        from_stage: from.into(),
+        force_reason: None,
+        readiness: Some(pledger_core::decide::StageReadiness {
+            stage: from.into(),
+            candidate_samples: candidate,
+            control_samples: control,
+            breached,
+            words: if breached {
+                "breached: escalation_rate".into()
+            } else {
+                "healthy".into()
+            },
+        }),
+    }
+}
+
+#[test]
+fn a_ready_stage_advances_and_force_overrides_readiness() {
+    let mut ready = baking().with_tick(3_600_000);
+    let events = ready.run(OPS, advance_with(1, "internal", 200, 200, false));
+    assert!(
+        matches!(&events[..], [Event::StageAdvanced(e)] if !e.forced),
+        "{events:?}"
+    );
+    // Readiness about another stage does not count for this one.
+    let w = baking().with_tick(3_600_000);
+    let mut other = advance_with(1, "internal", 900, 900, false);
+    if let Command::AdvanceStage {
+        readiness: Some(r), ..
+    } = &mut other
+    {
+        r.stage = "canary".into();
+    }
+    assert_rejected(
+        &w,
+        OPS,
+        other,
+        Rule::StageNotReady,
+        "stage-not-ready",
+        &["no canary judgement"],
+    );
+    // Forced: no bake time, no samples, recorded as forced.
+    let mut forced = baking();
+    let events = forced.run(
+        OPS,
+        Command::AdvanceStage {
+            release: rid(1),
+            from_stage: "internal".into(),
+            force_reason: Some("incident drill".into()),
+            readiness: None,
+        },
+    );
+    assert!(
+        matches!(&events[..], [Event::StageAdvanced(e)] if e.forced),
+        "{events:?}"
+    );
 }

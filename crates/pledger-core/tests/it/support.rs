@@ -307,6 +307,8 @@ pub fn plan_with(stages: Vec<Stage>) -> RolloutPlan {
             }),
             escalation_rate: None,
             manual_correction_rate: None,
+            latency_p95_ms: None,
+            tokens_per_request: None,
         },
         rollback: Some(RollbackPolicy {
             criteria: "fallback rate above 5% or any P1 incident".into(),
@@ -429,6 +431,7 @@ pub fn advance(release: u32, from: &str) -> Command {
         release: rid(release),
         from_stage: from.into(),
         force_reason: None,
+        readiness: None,
     }
 }
 
@@ -449,6 +452,7 @@ pub fn freeze(release: u32) -> Command {
     Command::FreezeRollout {
         release: rid(release),
         reason: "fallback rate breached".into(),
+        evidence: None,
     }
 }
 
@@ -562,6 +566,12 @@ impl World {
     }
 
     /// Moves the clock on.
+    /// The world after `millis` more on its clock.
+    pub fn with_tick(mut self, millis: u64) -> World {
+        self.tick(millis);
+        self
+    }
+
     pub fn tick(&mut self, millis: u64) {
         self.now = self.now.plus(DurationSpec::from_millis(millis));
     }

@@ -5,6 +5,7 @@
 //! `pledger_<worker>_<replica>`), so replicas each see every event; their decisions go
 //! through [`Ledger::execute`]'s conditional appends, so two replicas make one decision.
 
+pub mod canary;
 pub mod gatekeeper;
 pub mod router;
 

@@ -24,3 +24,21 @@ fn unknown_format_versions_and_garbage_are_refused() {
         Err(CodecError::Decode(_))
     ));
 }
+
+#[test]
+fn types_with_skipped_fields_untagged_enums_and_flattened_maps_round_trip() {
+    // A rollout plan has all three (optional fields left out, `match` values one-or-many,
+    // retrieval settings flattened): what made plain bincode misread values.
+    let plan = pledger_core::RolloutPlan::from_text(
+        "[[stages]]\nname = \"a\"\nmatch = { geo = \"eu\", intent = [\"faq\", \"greeting\"] }\npercent = 50\nmin_bake = \"30m\"\n[[stages]]\nname = \"all\"\npercent = 100\n[guardrails]\nescalation_rate = { max_increase = 0.01 }\n[rollback]\ncriteria = \"c\"\n",
+        pledger_core::FileFormat::Toml,
+    )
+    .unwrap();
+    let bytes = encode(&plan).unwrap();
+    assert_eq!(decode::<pledger_core::RolloutPlan>(&bytes).unwrap(), plan);
+    let mut stats = pledger_core::canary::ArmStats::default();
+    assert_eq!(decode::<pledger_core::canary::ArmStats>(&encode(&stats).unwrap()).unwrap(), stats);
+    stats.latency.record(120.0);
+    stats.samples = 1;
+    assert_eq!(decode::<pledger_core::canary::ArmStats>(&encode(&stats).unwrap()).unwrap(), stats);
+}

@@ -1,0 +1,106 @@
+//! `pledger worker ...` and the workers inside `pledger up`.
+
+use std::path::Path;
+
+use pledger_infra::worker::{gatekeeper, router, WorkerContext, WorkerKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cli::{WorkerArgs, WorkerChoice};
+use crate::failure::Failure;
+
+pub fn kinds(choice: WorkerChoice) -> Vec<WorkerKind> {
+    match choice {
+        WorkerChoice::Gatekeeper => vec![WorkerKind::Gatekeeper],
+        WorkerChoice::Router => vec![WorkerKind::Router],
+        WorkerChoice::Canary => vec![WorkerKind::Canary],
+        WorkerChoice::All => WorkerKind::ALL.to_vec(),
+    }
+}
+
+/// Starts the workers as tasks; they stop when `shutdown` turns true.
+pub async fn spawn(
+    kinds: &[WorkerKind],
+    url: &str,
+    data_dir: &Path,
+    replica: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinSet<(WorkerKind, Result<(), String>)>, Failure> {
+    let mut set = JoinSet::new();
+    for &kind in kinds {
+        spawn_one(&mut set, kind, url, data_dir, replica, shutdown.clone()).await?;
+    }
+    Ok(set)
+}
+
+/// Starts one worker task in `set`.
+pub async fn spawn_one(
+    set: &mut JoinSet<(WorkerKind, Result<(), String>)>,
+    kind: WorkerKind,
+    url: &str,
+    data_dir: &Path,
+    replica: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Failure> {
+    {
+        let client = pledger_infra::connect(url).await?;
+        let ctx = WorkerContext::open(kind, replica, client, data_dir).await.map_err(|e| Failure::other(format!("{}: {e}", kind.name())))?;
+        let rx = shutdown;
+        set.spawn(async move {
+            let result = match kind {
+                WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await,
+                WorkerKind::Router => router::run(ctx, rx).await,
+                WorkerKind::Canary => pledger_infra::worker::canary::run(ctx, rx).await,
+            };
+            (kind, result.map_err(|e| format!("{}: {e}", kind.name())))
+        });
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn signalled() -> &'static str {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return tokio::signal::ctrl_c().await.map(|_| "interrupt").unwrap_or("interrupt"),
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupt",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// `pledger worker <KIND|all>`.
+pub async fn run(url: &str, args: &WorkerArgs) -> Result<(), Failure> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| crate::up::default_data_dir().join("workers"));
+    let (tx, rx) = watch::channel(false);
+    let kinds = kinds(args.worker);
+    let mut set = spawn(&kinds, url, &data_dir, &args.replica, rx).await?;
+    eprintln!(
+        "pledger worker: running {} (replica {}, stores in {}); Ctrl-C or SIGTERM stops",
+        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        args.replica,
+        data_dir.display()
+    );
+    let failure = tokio::select! {
+        reason = signalled() => { eprintln!("pledger worker: {reason}: stopping"); None }
+        Some(done) = set.join_next() => Some(match done {
+            Ok((_, Ok(()))) => "a worker stopped on its own".to_string(),
+            Ok((_, Err(e))) => e,
+            Err(e) => e.to_string(),
+        }),
+    };
+    let _ = tx.send(true);
+    while let Some(done) = set.join_next().await {
+        if let Ok((_, Err(e))) = done {
+            eprintln!("pledger worker: {e}");
+        }
+    }
+    match failure {
+        None => {
+            eprintln!("pledger worker: stopped cleanly");
+            Ok(())
+        }
+        Some(e) => Err(Failure::other(format!("worker failed: {e}"))),
+    }
+}
