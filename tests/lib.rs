@@ -167,14 +167,40 @@ impl World {
     /// Polls `check` until it returns `Some` or `limit` passes. For conditions that only the
     /// ledger or a worker's published status can show (there is no event to await from a
     /// child process); each poll is a real observation, never a fixed wait.
+    /// Like [`World::wait_for`], but returns `None` on time-out instead of failing.
+    pub fn try_wait_for<T>(
+        &self,
+        limit: std::time::Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(v) = check() {
+                return Some(v);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     #[track_caller]
-    pub fn wait_for<T>(&self, what: &str, limit: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: std::time::Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(v) = check() {
                 return v;
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -193,15 +219,38 @@ impl WorkerProcess {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(pledger_bin())
-            .args(["--nats", &self.url, "worker", &self.kind, "--replica", &self.replica, "--data-dir"])
+            .args([
+                "--nats",
+                &self.url,
+                "worker",
+                &self.kind,
+                "--replica",
+                &self.replica,
+                "--data-dir",
+            ])
             .arg(&self.data_dir)
-            .env("PLEDGER_LOG", "warn")
+            .env("PLEDGER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log())
             .spawn()
             .expect("pledger worker starts");
         self.child = Some(child);
+    }
+
+    /// The worker's log file (appended across restarts), for a failing test to show.
+    fn log(&self) -> std::fs::File {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir
+            .join(format!("{}-{}.log", self.kind, self.replica))
     }
 
     /// SIGKILL: no clean shutdown, no last commit.
@@ -215,7 +264,9 @@ impl WorkerProcess {
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         c.wait().ok().and_then(|s| s.code())
     }
 }

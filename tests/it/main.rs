@@ -1,5 +1,6 @@
 //! End-to-end tests: the built `pledger` binary against a real nats-server.
 
+mod canary;
 mod fixture;
 mod input;
 mod lifecycle;

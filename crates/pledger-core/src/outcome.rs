@@ -130,9 +130,10 @@ pub fn parse_outcome_message(payload: &[u8]) -> Vec<Result<Outcome, OutcomeError
         }
     };
     let one = |v: serde_json::Value, index: Option<usize>| -> Result<Outcome, OutcomeError> {
-        let outcome: Outcome = serde_json::from_value(v).map_err(|e| OutcomeError {
+        // The path names the field a type error is in (`escalated: invalid type ...`).
+        let outcome: Outcome = serde_path_to_error::deserialize(v).map_err(|e| OutcomeError {
             index,
-            reason: format!("not an outcome: {e}"),
+            reason: format!("not an outcome: {}: {}", e.path(), e.inner()),
         })?;
         outcome
             .validate()

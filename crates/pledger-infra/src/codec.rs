@@ -51,7 +51,11 @@ impl Tree {
             },
             Value::String(s) => Tree::Str(s),
             Value::Array(a) => Tree::Seq(a.into_iter().map(Tree::from_json).collect()),
-            Value::Object(m) => Tree::Map(m.into_iter().map(|(k, v)| (k, Tree::from_json(v))).collect()),
+            Value::Object(m) => Tree::Map(
+                m.into_iter()
+                    .map(|(k, v)| (k, Tree::from_json(v)))
+                    .collect(),
+            ),
         }
     }
 
@@ -62,7 +66,9 @@ impl Tree {
             Tree::Bool(b) => Value::Bool(b),
             Tree::U64(u) => Value::from(u),
             Tree::I64(i) => Value::from(i),
-            Tree::F64(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+            Tree::F64(f) => serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Tree::Str(s) => Value::String(s),
             Tree::Seq(a) => Value::Array(a.into_iter().map(Tree::into_json).collect()),
             Tree::Map(m) => Value::Object(m.into_iter().map(|(k, v)| (k, v.into_json())).collect()),
@@ -71,9 +77,12 @@ impl Tree {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let tree = Tree::from_json(serde_json::to_value(value).map_err(|e| CodecError::Encode(e.to_string()))?);
+    let tree = Tree::from_json(
+        serde_json::to_value(value).map_err(|e| CodecError::Encode(e.to_string()))?,
+    );
     let mut out = vec![FORMAT_VERSION];
-    let body = bincode::serde::encode_to_vec(&tree, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let body = bincode::serde::encode_to_vec(&tree, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -83,10 +92,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownFormat { found: version });
     }
-    let (tree, read): (Tree, usize) =
-        bincode::serde::decode_from_slice(body, config()).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (tree, read): (Tree, usize) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
     if read != body.len() {
-        return Err(CodecError::Decode(format!("{} trailing bytes", body.len() - read)));
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes",
+            body.len() - read
+        )));
     }
     serde_json::from_value(tree.into_json()).map_err(|e| CodecError::Decode(e.to_string()))
 }

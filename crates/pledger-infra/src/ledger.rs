@@ -111,7 +111,9 @@ impl Ledger {
     /// conditional append to a single subject.
     pub fn check_server_version(client: &async_nats::Client) -> Result<(), InfraError> {
         let version = client.server_info().version;
-        if !server_version_supported(&version) {
+        // An empty version: not connected yet (a client that retries its first connect); the
+        // check runs again on the next command.
+        if !version.is_empty() && !server_version_supported(&version) {
             return Err(InfraError::ServerTooOld {
                 version,
                 min: format!("{}.{}", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1),
@@ -203,51 +205,25 @@ impl Ledger {
             .await
             .map_err(InfraError::stream_missing)?;
         let filter = family_filter(prompt);
-        let mut consumer: consumer::Consumer<consumer::pull::OrderedConfig> = stream
-            .create_consumer(consumer::pull::OrderedConfig {
+        // A short-lived ephemeral consumer, deleted once read (and reaped by the server after
+        // 30 s of inactivity if this process dies first).
+        let mut consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
                 filter_subject: filter.clone(),
                 deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
                 ..Default::default()
             })
             .await
             .map_err(InfraError::read)?;
-        let pending = consumer.info().await.map_err(InfraError::read)?.num_pending;
-        let mut family = Family {
-            state: PromptState::new(prompt.clone()),
-            last_sequence: 0,
-            events: Vec::new(),
-        };
-        if pending == 0 {
-            return Ok(family);
-        }
-        let mut messages = consumer.messages().await.map_err(InfraError::read)?;
-        while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .map_err(|_| InfraError::Read(format!("timed out reading {filter}")))?
-        {
-            let message = message.map_err(InfraError::read)?;
-            let info = message
-                .info()
-                .map_err(|e| InfraError::Read(e.to_string()))?;
-            let (sequence, remaining) = (info.stream_sequence, info.pending);
-            let envelope: Envelope =
-                serde_json::from_slice(&message.payload).map_err(|e| InfraError::CorruptEvent {
-                    sequence,
-                    subject: message.subject.to_string(),
-                    reason: e.to_string(),
-                })?;
-            pledger_core::evolve(&mut family.state, &envelope);
-            family.last_sequence = sequence;
-            family.events.push(Recorded {
-                sequence,
-                subject: message.subject.to_string(),
-                envelope,
-            });
-            if remaining == 0 {
-                break;
-            }
-        }
-        Ok(family)
+        let info = consumer.info().await.map_err(InfraError::read)?;
+        let (name, pending) = (info.name.clone(), info.num_pending);
+        let result = read_family(&consumer, prompt, &filter, pending).await;
+        // Best effort: the server reaps it anyway.
+        let _ = stream.delete_consumer(&name).await;
+        result
     }
 
     /// Every prompt with a registration or any other prompt-level event, sorted by name.
@@ -405,6 +381,51 @@ pub fn server_version_supported(version: &str) -> bool {
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= MIN_SERVER_VERSION
+}
+
+/// Reads `pending` messages of a family from an ephemeral consumer and folds them.
+async fn read_family(
+    consumer: &consumer::PullConsumer,
+    prompt: &PromptName,
+    filter: &str,
+    pending: u64,
+) -> Result<Family, InfraError> {
+    let mut family = Family {
+        state: PromptState::new(prompt.clone()),
+        last_sequence: 0,
+        events: Vec::new(),
+    };
+    if pending == 0 {
+        return Ok(family);
+    }
+    let mut messages = consumer.messages().await.map_err(InfraError::read)?;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .map_err(|_| InfraError::Read(format!("timed out reading {filter}")))?
+    {
+        let message = message.map_err(InfraError::read)?;
+        let info = message
+            .info()
+            .map_err(|e| InfraError::Read(e.to_string()))?;
+        let (sequence, remaining) = (info.stream_sequence, info.pending);
+        let envelope: Envelope =
+            serde_json::from_slice(&message.payload).map_err(|e| InfraError::CorruptEvent {
+                sequence,
+                subject: message.subject.to_string(),
+                reason: e.to_string(),
+            })?;
+        pledger_core::evolve(&mut family.state, &envelope);
+        family.last_sequence = sequence;
+        family.events.push(Recorded {
+            sequence,
+            subject: message.subject.to_string(),
+            envelope,
+        });
+        if remaining == 0 {
+            break;
+        }
+    }
+    Ok(family)
 }
 
 /// Wraps an event for the ledger with a fresh UUIDv7 event id.

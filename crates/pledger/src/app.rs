@@ -92,7 +92,10 @@ impl App {
                     json!({ "url": self.url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"] }),
                 ))
             }
-            TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Sim(_) => unreachable!("handled in main"),
+            TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
+            TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) => {
+                unreachable!("handled in main")
+            }
             TopCommand::Prompt(c) => self.prompt(c).await,
             TopCommand::Release(c) => self.release(c).await,
             TopCommand::Rollout(c) => self.rollout(c).await,
@@ -617,11 +620,16 @@ impl App {
                     .filter(|e| e.subject == subject)
                     .cloned()
                     .collect();
-                let canary = read_status(conn.ledger.jetstream(), &release).await.map_err(|e| Failure::other(e.to_string()))?;
+                let canary = read_status(conn.ledger.jetstream(), &release)
+                    .await
+                    .map_err(|e| Failure::other(e.to_string()))?;
                 let text = format!(
                     "{}{}\n{}",
                     render::release_summary(&family.state, r),
-                    canary.as_ref().map(render::canary_status).unwrap_or_default(),
+                    canary
+                        .as_ref()
+                        .map(render::canary_status)
+                        .unwrap_or_default(),
                     render::history_lines(&history)
                 );
                 let gate_current = r.current_gate(&family.state.policy).map(|g| g.passed);
@@ -717,7 +725,11 @@ impl App {
             }
             RolloutCommand::Pause { reason, .. } => Command::PauseRollout { release: r, reason },
             RolloutCommand::Resume { .. } => Command::ResumeRollout { release: r },
-            RolloutCommand::Freeze { reason, .. } => Command::FreezeRollout { release: r, reason, evidence: None },
+            RolloutCommand::Freeze { reason, .. } => Command::FreezeRollout {
+                release: r,
+                reason,
+                evidence: None,
+            },
             RolloutCommand::Complete { .. } => Command::CompleteRelease { release: r },
         };
         let make = |_: &PromptState| Ok(command.clone());

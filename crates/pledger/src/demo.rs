@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use pledger_infra::server::EphemeralServer;
+use pledger_infra::worker::WorkerKind;
 
 use crate::app::App;
 use crate::cli::Cli;
@@ -32,37 +33,29 @@ const ARTIFACT_V2_JSON: &str = r#"{
   "instructions": "You are the support triage assistant for Acme.\nClassify the customer's message into one of: billing, outage, account, other.\nIf the message is ambiguous, ask exactly one clarifying question instead of guessing.\nUse the ticket lookup tool when the customer cites a ticket number.\nReply with the category and one sentence of reasoning."
 }"#;
 
-const PLAN: &str = r#"# Rollout by traffic segment: internal users, low-risk intents, one geography, everyone.
+const PLAN: &str = r#"# Rollout by traffic segment: internal users, one geography, then everyone.
 [[stages]]
 name = "internal"
 match = { user_kind = "internal" }
 percent = 100
 min_samples = 200
-min_bake = "30m"
-
-[[stages]]
-name = "low-risk-intents"
-match = { intent = ["faq", "greeting"] }
-percent = 100
-min_samples = 500
-min_bake = "1h"
 
 [[stages]]
 name = "eu-quarter"
 match = { geo = "eu" }
 percent = 25
-min_samples = 1000
+min_samples = 3000
 min_bake = "2h"
 
 [[stages]]
 name = "everyone"
 percent = 100
-min_samples = 2000
+min_samples = 5000
 min_bake = "4h"
 
 [guardrails]
-fallback_rate = { max_rate = 0.05, max_increase = 0.01 }
-escalation_rate = { max_increase = 0.02 }
+fallback_rate = { max_rate = 0.05, max_increase = 0.02 }
+escalation_rate = { max_increase = 0.01 }
 manual_correction_rate = { max_rate = 0.10 }
 
 [rollback]
@@ -70,7 +63,7 @@ criteria = "Any guardrail breach against the concurrent control, or a P1 inciden
 automatic = true
 
 [advance]
-automatic = false
+automatic = true
 "#;
 
 fn bundle(candidate: &str, baseline: &str) -> String {
@@ -119,6 +112,59 @@ impl Demo {
         std::fs::write(&path, text)
             .map_err(|e| Failure::other(format!("demo: cannot write {}: {e}", path.display())))?;
         Ok(path.display().to_string())
+    }
+
+    /// Waits (up to 60 s) until the release's current stage index is `stage`.
+    async fn wait_for_stage(&self, release: &str, stage: u64) -> Result<(), Failure> {
+        self.wait_for(release, |v| v["release"]["status"]["stage"] == stage)
+            .await
+    }
+
+    async fn wait_for_state(&self, release: &str, state: &str) -> Result<(), Failure> {
+        self.wait_for(release, |v| v["state"] == state).await
+    }
+
+    /// Polls `release show` (the ledger) until `done` holds: the workers act on their own.
+    async fn wait_for(
+        &self,
+        release: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<(), Failure> {
+        let cli = Cli::try_parse_from([
+            "pledger",
+            "--nats",
+            &self.app_url,
+            "--json",
+            "release",
+            "show",
+            release,
+        ])
+        .expect("parses");
+        let app = App::from_cli(&cli);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let cli = Cli::try_parse_from([
+                "pledger",
+                "--nats",
+                &self.app_url,
+                "--json",
+                "release",
+                "show",
+                release,
+            ])
+            .expect("parses");
+            if let Ok(report) = app.run(cli.command).await {
+                if done(&report.json) {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Failure::other(format!(
+                    "demo: the workers did not act on {release} within 60 s"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Runs one pledger command line as `actor`; returns its text output. A step whose exit
@@ -362,13 +408,25 @@ pub async fn run() -> Result<(), Failure> {
     demo.run("ci-bot", &["release", "gate", &release], Success)
         .await?;
 
-    demo.act("5. A rollout by traffic segment");
+    demo.act("5. Workers take over: the router, the gatekeeper and the canary monitor");
+    let (stop_workers, workers_rx) = tokio::sync::watch::channel(false);
+    let mut workers = crate::workers::spawn(
+        &WorkerKind::ALL,
+        &demo.app_url,
+        &demo.dir.path().join("workers"),
+        "demo",
+        workers_rx,
+    )
+    .await?;
+    println!("(workers running in this process, each with its own sled store)");
     let plan_file = demo.file("plan.toml", PLAN)?;
     demo.run("maria", &["rollout", "plan", &release, &plan_file], Success)
         .await?;
     demo.run("maria", &["rollout", "start", &release], Success)
         .await?;
-    demo.say("The runtime config layer now sends internal users to the candidate, everyone else to stable:");
+    demo.say(
+        "The runtime config layer sends internal users to the candidate, everyone else to stable:",
+    );
     demo.run(
         "checkout-svc",
         &[
@@ -392,12 +450,36 @@ pub async fn run() -> Result<(), Failure> {
             "--attr",
             "user_kind=customer",
             "--attr",
-            "intent=billing",
+            "geo=us",
         ],
         Success,
     )
     .await?;
-    demo.run("maria", &["rollout", "advance", &release], Success)
+    demo.say("Services report outcomes; here a simulator plays 3,000 requests, a fifth of them from internal users:");
+    let segments = [
+        "--segment",
+        "user_kind=internal:1",
+        "--segment",
+        "user_kind=customer,geo=eu:2",
+        "--segment",
+        "user_kind=customer,geo=us:2",
+    ];
+    let mut healthy = vec![
+        "sim",
+        "support-triage",
+        "--requests",
+        "3000",
+        "--seed",
+        "11",
+    ];
+    healthy.extend_from_slice(&segments);
+    demo.run("checkout-svc", &healthy, Success).await?;
+    demo.say("The internal stage has its 200 samples per arm and no breach, and the plan allows automatic advancement:");
+    demo.wait_for_stage(&release, 1).await?;
+    demo.run("maria", &["release", "show", &release], Success)
+        .await?;
+    demo.say("A person's advance is refused while the stage lacks its samples and bake time (unless --force --reason):");
+    demo.run("maria", &["rollout", "advance", &release], Rejected)
         .await?;
     demo.say("Someone pressing advance from a stage the release already left is told it moved meanwhile (exit 4):");
     demo.run(
@@ -406,7 +488,26 @@ pub async fn run() -> Result<(), Failure> {
         Conflict,
     )
     .await?;
-    demo.run("maria", &["rollout", "advance", &release], Success)
+
+    demo.act("6. A regression in production: automatic freeze and rollback");
+    demo.say("From now on the candidate escalates 12% of conversations (the baseline about 2%):");
+    let mut regressed = vec![
+        "sim",
+        "support-triage",
+        "--requests",
+        "6000",
+        "--seed",
+        "12",
+        "--regression-after",
+        "0",
+        "--regression-rate",
+        "0.12",
+    ];
+    regressed.extend_from_slice(&segments);
+    demo.run("checkout-svc", &regressed, Success).await?;
+    demo.wait_for_state(&release, "rolled_back").await?;
+    demo.say("The canary monitor froze the rollout with its evidence and, as the plan says, rolled it back:");
+    demo.run("oncall-sam", &["release", "show", &release], Success)
         .await?;
     demo.run(
         "checkout-svc",
@@ -417,48 +518,16 @@ pub async fn run() -> Result<(), Failure> {
             "user-42",
             "--attr",
             "geo=eu",
-            "--attr",
-            "intent=billing",
         ],
         Success,
     )
     .await?;
-    demo.run("maria", &["rollout", "advance", &release], Success)
-        .await?;
-    demo.say("The last stage has no next stage; completing makes the candidate stable:");
-    demo.run("maria", &["rollout", "advance", &release], Rejected)
-        .await?;
-    demo.run("maria", &["rollout", "complete", &release], Success)
-        .await?;
-    demo.run(
-        "checkout-svc",
-        &["resolve", "support-triage", "--unit", "user-42"],
-        Success,
-    )
-    .await?;
+    let _ = stop_workers.send(true);
+    while workers.join_next().await.is_some() {}
 
-    demo.act("6. An incident, and an instant rollback through the runtime config layer");
-    demo.run(
-        "oncall-sam",
-        &[
-            "rollback",
-            "support-triage",
-            "--reason",
-            "manual corrections doubled on billing since 02:00",
-        ],
-        Success,
-    )
-    .await?;
-    demo.run(
-        "checkout-svc",
-        &["resolve", "support-triage", "--unit", "user-42"],
-        Success,
-    )
-    .await?;
-    demo.run("oncall-sam", &["release", "show", &release], Success)
-        .await?;
-
-    demo.act("7. The audit log: every proposal, review, eval, gate, rollout step and rollback");
+    demo.act(
+        "7. The audit log: every proposal, review, eval, gate, rollout step, freeze and rollback",
+    );
     demo.run("auditor", &["audit", "log", "support-triage"], Success)
         .await?;
 

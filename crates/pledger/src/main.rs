@@ -48,11 +48,10 @@ fn main() {
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),
-            TopCommand::Sim(ref args) => match sim::run(&cli.nats, args).await {
-                Ok(report) => print_report(report, json),
-                Err(f) => report_failure(&f, json),
-            },
-            TopCommand::Worker(ref args) => workers::run(&cli.nats, args).await.map(|()| Exit::Success).unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Worker(ref args) => workers::run(&cli.nats, args)
+                .await
+                .map(|()| Exit::Success)
+                .unwrap_or_else(|f| report_failure(&f, json)),
             TopCommand::Demo => demo::run()
                 .await
                 .map(|()| Exit::Success)

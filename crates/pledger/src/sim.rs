@@ -17,9 +17,15 @@ use crate::failure::{Exit, Failure};
 pub fn spec_from_args(args: &SimArgs) -> Result<SimSpec, Failure> {
     let mut spec = match &args.spec {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: cannot read: {e}", path.display())))?;
-            pledger_core::error::parse_file::<SimSpec>("sim spec", &text, FileFormat::from_path(&path.to_string_lossy()), 64 * 1024)
-                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", path.display())))?;
+            pledger_core::error::parse_file::<SimSpec>(
+                "sim spec",
+                &text,
+                FileFormat::from_path(&path.to_string_lossy()),
+                64 * 1024,
+            )
+            .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
         }
         None => SimSpec::new(1),
     };
@@ -31,17 +37,30 @@ pub fn spec_from_args(args: &SimArgs) -> Result<SimSpec, Failure> {
             .into_iter()
             .find(|m| m.name() == args.regression_metric)
             .ok_or_else(|| Failure::usage(format!("--regression-metric `{}` is not one of fallback_rate, escalation_rate, manual_correction_rate, refusal_rate", args.regression_metric)))?;
-        spec.regression = Some(InjectedRegression { after_samples: after, metric, candidate_rate: args.regression_rate });
+        spec.regression = Some(InjectedRegression {
+            after_samples: after,
+            metric,
+            candidate_rate: args.regression_rate,
+        });
     }
     if !args.segments.is_empty() {
-        spec.segments = args.segments.iter().map(|s| parse_segment(s)).collect::<Result<_, _>>()?;
+        spec.segments = args
+            .segments
+            .iter()
+            .map(|s| parse_segment(s))
+            .collect::<Result<_, _>>()?;
     }
-    spec.validate().map_err(|e| Failure::usage(format!("sim spec: {e}")))?;
+    spec.validate()
+        .map_err(|e| Failure::usage(format!("sim spec: {e}")))?;
     Ok(spec)
 }
 
 fn parse_segment(raw: &str) -> Result<Segment, Failure> {
-    let bad = || Failure::usage(format!("--segment `{raw}` is not `K=V,K=V:WEIGHT` (e.g. `user_kind=internal:1`)"));
+    let bad = || {
+        Failure::usage(format!(
+            "--segment `{raw}` is not `K=V,K=V:WEIGHT` (e.g. `user_kind=internal:1`)"
+        ))
+    };
     let (attrs, weight) = raw.rsplit_once(':').ok_or_else(bad)?;
     let weight: f64 = weight.parse().map_err(|_| bad())?;
     let mut map = BTreeMap::new();
@@ -71,7 +90,9 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
     let mut left = args.requests;
     while left > 0 {
         let Some((table, _)) = routing.get(&prompt).await? else {
-            return Err(Failure::other(format!("prompt `{prompt}` has no routing table yet (adopt a stable version first)")));
+            return Err(Failure::other(format!(
+                "prompt `{prompt}` has no routing table yet (adopt a stable version first)"
+            )));
         };
         let n = left.min(args.batch as u64);
         left -= n;
@@ -80,7 +101,9 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
             let request = sim.next_request();
             let resolution = resolve(&table, Some(&request.unit), &request.attrs);
             let Some(version) = resolution.version.clone() else {
-                return Err(Failure::other(format!("prompt `{prompt}` has no stable version to serve")));
+                return Err(Failure::other(format!(
+                    "prompt `{prompt}` has no stable version to serve"
+                )));
             };
             let observation = sim.outcome(resolution.arm.unwrap_or(Arm::Baseline));
             match resolution.arm {
@@ -88,7 +111,13 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
                 Some(Arm::Baseline) => baseline += 1,
                 None => stable += 1,
             }
-            batch.push(request.outcome(&observation, prompt.clone(), version, resolution.release.clone(), resolution.arm));
+            batch.push(request.outcome(
+                &observation,
+                prompt.clone(),
+                version,
+                resolution.release.clone(),
+                resolution.arm,
+            ));
         }
         let payload = serde_json::to_vec(&batch).expect("outcomes serialize");
         let ack = ledger
@@ -101,12 +130,14 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
         // Keep a bounded number of acks in flight.
         if acks.len() >= 256 {
             for ack in acks.drain(..) {
-                ack.await.map_err(|e| Failure::other(format!("outcome not stored: {e}")))?;
+                ack.await
+                    .map_err(|e| Failure::other(format!("outcome not stored: {e}")))?;
             }
         }
     }
     for ack in acks {
-        ack.await.map_err(|e| Failure::other(format!("outcome not stored: {e}")))?;
+        ack.await
+            .map_err(|e| Failure::other(format!("outcome not stored: {e}")))?;
     }
     let published = candidate + baseline + stable;
     Ok(Report {

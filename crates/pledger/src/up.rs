@@ -27,6 +27,7 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 pub async fn run(args: &UpArgs) -> Result<(), Failure> {
+    let mut signals = crate::workers::Signals::install()?;
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
         Failure::usage(format!(
             "--listen `{}` is not HOST:PORT with an IP address (e.g. 127.0.0.1:4222)",
@@ -53,7 +54,14 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
     let mut workers = if args.no_workers {
         tokio::task::JoinSet::new()
     } else {
-        crate::workers::spawn(&WorkerKind::ALL, &url, &data_dir.join("workers"), "0", workers_rx.clone()).await?
+        crate::workers::spawn(
+            &WorkerKind::ALL,
+            &url,
+            &data_dir.join("workers"),
+            "0",
+            workers_rx.clone(),
+        )
+        .await?
     };
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
@@ -63,7 +71,7 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let outcome: Result<&str, Failure> = loop {
         tokio::select! {
-            reason = crate::workers::signalled() => break Ok(reason),
+            reason = signals.recv() => break Ok(reason),
             Some(done) = workers.join_next() => {
                 // A worker that fails is restarted after a pause; the server keeps serving.
                 let (kind, why) = match done {
@@ -88,7 +96,9 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
     while workers.join_next().await.is_some() {}
     let reason = outcome?;
     eprintln!("pledger up: {reason}: stopping nats-server");
-    tokio::task::spawn_blocking(move || server.stop()).await.map_err(|e| Failure::other(e.to_string()))?;
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .map_err(|e| Failure::other(e.to_string()))?;
     eprintln!("pledger up: stopped cleanly");
     Ok(())
 }

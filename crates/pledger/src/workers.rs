@@ -44,7 +44,9 @@ pub async fn spawn_one(
 ) -> Result<(), Failure> {
     {
         let client = pledger_infra::connect(url).await?;
-        let ctx = WorkerContext::open(kind, replica, client, data_dir).await.map_err(|e| Failure::other(format!("{}: {e}", kind.name())))?;
+        let ctx = WorkerContext::open(kind, replica, client, data_dir)
+            .await
+            .map_err(|e| Failure::other(format!("{}: {e}", kind.name())))?;
         let rx = shutdown;
         set.spawn(async move {
             let result = match kind {
@@ -58,32 +60,56 @@ pub async fn spawn_one(
     Ok(())
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn signalled() -> &'static str {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => return tokio::signal::ctrl_c().await.map(|_| "interrupt").unwrap_or("interrupt"),
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupt",
-        _ = terminate.recv() => "SIGTERM",
+/// Ctrl-C and SIGTERM, listened for from the moment this is created (so a signal that
+/// arrives while a command is still starting up is not lost).
+pub struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind| {
+            signal(kind).map_err(|e| Failure::other(format!("cannot listen for signals: {e}")))
+        };
+        Ok(Signals {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next Ctrl-C or SIGTERM; returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupt",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }
 
 /// `pledger worker <KIND|all>`.
 pub async fn run(url: &str, args: &WorkerArgs) -> Result<(), Failure> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| crate::up::default_data_dir().join("workers"));
+    let mut signals = Signals::install()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| crate::up::default_data_dir().join("workers"));
     let (tx, rx) = watch::channel(false);
     let kinds = kinds(args.worker);
     let mut set = spawn(&kinds, url, &data_dir, &args.replica, rx).await?;
     eprintln!(
         "pledger worker: running {} (replica {}, stores in {}); Ctrl-C or SIGTERM stops",
-        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         args.replica,
         data_dir.display()
     );
     let failure = tokio::select! {
-        reason = signalled() => { eprintln!("pledger worker: {reason}: stopping"); None }
+        reason = signals.recv() => { eprintln!("pledger worker: {reason}: stopping"); None }
         Some(done) = set.join_next() => Some(match done {
             Ok((_, Ok(()))) => "a worker stopped on its own".to_string(),
             Ok((_, Err(e))) => e,

@@ -4,6 +4,7 @@ mod support;
 
 mod artifact;
 mod bundle;
+mod canary;
 mod decider;
 mod diff;
 mod envelope;
@@ -12,3 +13,4 @@ mod ids;
 mod plan;
 mod routing;
 mod schemas;
+mod sim;

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::{ack_batch, sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
-use crate::ledger::{now, ExecuteError, CANARY_STATUS_BUCKET, LEDGER_STREAM, LEDGER_SUBJECTS, OUTCOMES_STREAM};
 use crate::codec::CodecError;
+use crate::ledger::{
+    now, ExecuteError, CANARY_STATUS_BUCKET, LEDGER_STREAM, LEDGER_SUBJECTS, OUTCOMES_STREAM,
+};
 use crate::projection::ProjectionTx;
 
 /// Most feedback items kept per prompt (the total is counted beyond it).
@@ -133,9 +135,19 @@ impl CanaryStatus {
 }
 
 /// Reads the monitor's status of a release, if one was published.
-pub async fn read_status(js: &async_nats::jetstream::Context, release: &ReleaseId) -> Result<Option<CanaryStatus>, WorkerError> {
-    let kv = js.get_key_value(CANARY_STATUS_BUCKET).await.map_err(|e| WorkerError::Nats(e.to_string()))?;
-    match kv.get(release.to_string()).await.map_err(|e| WorkerError::Nats(e.to_string()))? {
+pub async fn read_status(
+    js: &async_nats::jetstream::Context,
+    release: &ReleaseId,
+) -> Result<Option<CanaryStatus>, WorkerError> {
+    let kv = js
+        .get_key_value(CANARY_STATUS_BUCKET)
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    match kv
+        .get(release.to_string())
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?
+    {
         Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
         None => Ok(None),
     }
@@ -156,7 +168,16 @@ const COUNTERS_KEY: &str = "counters";
 pub fn prompt_view(state: &PromptState) -> PromptView {
     let rollout = state.active_rollout().and_then(|r| {
         let (stage, stage_entered_at) = match r.status {
-            ReleaseStatus::RollingOut { stage, stage_entered_at, .. } | ReleaseStatus::Frozen { stage, stage_entered_at, .. } => (stage, stage_entered_at),
+            ReleaseStatus::RollingOut {
+                stage,
+                stage_entered_at,
+                ..
+            }
+            | ReleaseStatus::Frozen {
+                stage,
+                stage_entered_at,
+                ..
+            } => (stage, stage_entered_at),
             _ => return None,
         };
         Some(RolloutView {
@@ -169,7 +190,10 @@ pub fn prompt_view(state: &PromptState) -> PromptView {
             state: r.status.name().to_string(),
         })
     });
-    PromptView { versions: state.versions.keys().cloned().collect(), rollout }
+    PromptView {
+        versions: state.versions.keys().cloned().collect(),
+        rollout,
+    }
 }
 
 /// Where one outcome counts.
@@ -193,10 +217,22 @@ pub fn place(view: &RolloutView, outcome: &Outcome) -> Placement {
     });
     match arm {
         Some(Arm::Candidate) => Placement::Candidate,
-        Some(Arm::Baseline) if stage_matches(&view.plan.stages[view.stage].matches, &outcome.attrs) => Placement::ControlInSegment,
+        Some(Arm::Baseline)
+            if stage_matches(&view.plan.stages[view.stage].matches, &outcome.attrs) =>
+        {
+            Placement::ControlInSegment
+        }
         Some(Arm::Baseline) => Placement::BaselineOutsideSegment,
         None => Placement::OtherVersion,
     }
+}
+
+/// An outcome message of a batch, parsed.
+struct ParsedMessage {
+    sequence: u64,
+    subject: String,
+    outcomes: Vec<Result<Outcome, pledger_core::outcome::OutcomeError>>,
+    payload: bytes::Bytes,
 }
 
 struct Monitor {
@@ -213,8 +249,18 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
         let outcome_consumer = ctx.consumer(OUTCOMES_STREAM, "pledger.outcomes.*").await?;
         let mut ledger_batches = Batches::new(&ledger_consumer).await?;
         let mut outcome_batches = Batches::new(&outcome_consumer).await?;
-        let status = ctx.ledger.jetstream().get_key_value(CANARY_STATUS_BUCKET).await.map_err(|e| WorkerError::Nats(e.to_string()))?;
-        let mut monitor = Monitor { ctx, config: JudgeConfig::default(), status, last_status: BTreeMap::new() };
+        let status = ctx
+            .ledger
+            .jetstream()
+            .get_key_value(CANARY_STATUS_BUCKET)
+            .await
+            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+        let mut monitor = Monitor {
+            ctx,
+            config: JudgeConfig::default(),
+            status,
+            last_status: BTreeMap::new(),
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         info!("canary monitor running");
         while !stopping(&shutdown) {
@@ -250,7 +296,10 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
 
 impl Monitor {
     /// Refreshes the views of every prompt a ledger batch touched.
-    async fn apply_ledger(&mut self, batch: &[async_nats::jetstream::Message]) -> Result<(), WorkerError> {
+    async fn apply_ledger(
+        &mut self,
+        batch: &[async_nats::jetstream::Message],
+    ) -> Result<(), WorkerError> {
         let applied = self.ctx.store.applied_sequence(LEDGER_STREAM)?;
         let mut prompts = BTreeSet::new();
         let mut last = applied;
@@ -264,7 +313,16 @@ impl Monitor {
                 Ok(e) => {
                     prompts.insert(e.event.aggregate().prompt().clone());
                 }
-                Err(err) => self.ctx.dead_letter(&m.subject, seq, &format!("undecodable ledger event: {err}"), &m.payload).await?,
+                Err(err) => {
+                    self.ctx
+                        .dead_letter(
+                            &m.subject,
+                            seq,
+                            &format!("undecodable ledger event: {err}"),
+                            &m.payload,
+                        )
+                        .await?
+                }
             }
         }
         let mut views = Vec::new();
@@ -288,15 +346,23 @@ impl Monitor {
 
     /// Counts a batch of outcome messages into their stages, in one transaction with the
     /// batch's last sequence. Returns the releases whose counts changed.
-    async fn apply_outcomes(&mut self, batch: &[async_nats::jetstream::Message]) -> Result<BTreeSet<ReleaseId>, WorkerError> {
+    async fn apply_outcomes(
+        &mut self,
+        batch: &[async_nats::jetstream::Message],
+    ) -> Result<BTreeSet<ReleaseId>, WorkerError> {
         let applied = self.ctx.store.applied_sequence(OUTCOMES_STREAM)?;
         let mut last = applied;
-        let mut parsed: Vec<(u64, String, Vec<Result<Outcome, pledger_core::outcome::OutcomeError>>, bytes::Bytes)> = Vec::new();
+        let mut parsed = Vec::new();
         for m in batch {
             let seq = sequence_of(m)?;
             last = last.max(seq);
             if seq > applied {
-                parsed.push((seq, m.subject.to_string(), parse_outcome_message(&m.payload), m.payload.clone()));
+                parsed.push(ParsedMessage {
+                    sequence: seq,
+                    subject: m.subject.to_string(),
+                    outcomes: parse_outcome_message(&m.payload),
+                    payload: m.payload.clone(),
+                });
             }
         }
         if parsed.is_empty() {
@@ -305,15 +371,20 @@ impl Monitor {
         // Views of every prompt named, refreshed from the ledger when an outcome names a version
         // the projection has not seen yet (its events may still be on their way to us).
         let mut views: BTreeMap<PromptName, PromptView> = BTreeMap::new();
-        for (_, _, outcomes, _) in &parsed {
-            for o in outcomes.iter().flatten() {
+        for message in &parsed {
+            for o in message.outcomes.iter().flatten() {
                 if !views.contains_key(&o.prompt) {
-                    let view: PromptView = self.ctx.store.get(&prompt_key(&o.prompt))?.unwrap_or_default();
+                    let view: PromptView = self
+                        .ctx
+                        .store
+                        .get(&prompt_key(&o.prompt))?
+                        .unwrap_or_default();
                     views.insert(o.prompt.clone(), view);
                 }
                 let view = &views[&o.prompt];
                 let known = view.versions.contains(&o.version);
-                let other_release = o.release.is_some() && view.rollout.as_ref().map(|r| &r.release) != o.release.as_ref();
+                let other_release = o.release.is_some()
+                    && view.rollout.as_ref().map(|r| &r.release) != o.release.as_ref();
                 if !known || other_release {
                     let family = self.ctx.ledger.load(&o.prompt).await?;
                     views.insert(o.prompt.clone(), prompt_view(&family.state));
@@ -325,33 +396,58 @@ impl Monitor {
         let mut feedback: BTreeMap<PromptName, Vec<FeedbackSeen>> = BTreeMap::new();
         let mut counters_delta = Counters::default();
         let mut dead = Vec::new();
-        for (seq, subject, outcomes, payload) in &parsed {
+        for ParsedMessage {
+            sequence: seq,
+            subject,
+            outcomes,
+            payload,
+        } in &parsed
+        {
             let subject_prompt = subject.rsplit('.').next().unwrap_or_default();
             for item in outcomes {
                 let o = match item {
                     Ok(o) => o,
                     Err(e) => {
-                        dead.push((subject.clone(), *seq, e.index.map(|i| format!("element {i}: {}", e.reason)).unwrap_or_else(|| e.reason.clone()), payload.clone()));
+                        dead.push((
+                            subject.clone(),
+                            *seq,
+                            e.index
+                                .map(|i| format!("element {i}: {}", e.reason))
+                                .unwrap_or_else(|| e.reason.clone()),
+                            payload.clone(),
+                        ));
                         continue;
                     }
                 };
                 if o.prompt.as_str() != subject_prompt {
-                    dead.push((subject.clone(), *seq, format!("outcome for prompt `{}` published on {subject}", o.prompt), payload.clone()));
+                    dead.push((
+                        subject.clone(),
+                        *seq,
+                        format!("outcome for prompt `{}` published on {subject}", o.prompt),
+                        payload.clone(),
+                    ));
                     continue;
                 }
                 let view = &views[&o.prompt];
                 if !view.versions.contains(&o.version) {
-                    let why = if view.versions.is_empty() { format!("unknown prompt `{}`", o.prompt) } else { format!("unknown version {} of `{}`", o.version, o.prompt) };
+                    let why = if view.versions.is_empty() {
+                        format!("unknown prompt `{}`", o.prompt)
+                    } else {
+                        format!("unknown version {} of `{}`", o.version, o.prompt)
+                    };
                     dead.push((subject.clone(), *seq, why, payload.clone()));
                     continue;
                 }
                 if let Some(f) = &o.feedback {
-                    feedback.entry(o.prompt.clone()).or_default().push(FeedbackSeen {
-                        version: o.version.clone(),
-                        release: o.release.clone(),
-                        request_id: o.request_id.clone(),
-                        feedback: f.clone(),
-                    });
+                    feedback
+                        .entry(o.prompt.clone())
+                        .or_default()
+                        .push(FeedbackSeen {
+                            version: o.version.clone(),
+                            release: o.release.clone(),
+                            request_id: o.request_id.clone(),
+                            feedback: f.clone(),
+                        });
                 }
                 let Some(r) = &view.rollout else {
                     counters_delta.outside_rollout += 1;
@@ -384,7 +480,9 @@ impl Monitor {
                 let mut current: StageStats = tx.get(&key)?.unwrap_or_default();
                 current.candidate.merge(&delta.candidate);
                 current.control_in_segment.merge(&delta.control_in_segment);
-                current.baseline_outside_segment.merge(&delta.baseline_outside_segment);
+                current
+                    .baseline_outside_segment
+                    .merge(&delta.baseline_outside_segment);
                 tx.put(&key, &current)?;
             }
             for (prompt, seen) in &feedback {
@@ -411,12 +509,20 @@ impl Monitor {
     /// Judges the current stage of a release and acts: freeze (and roll back) on a breach,
     /// advance a ready stage when the plan allows, publish the status.
     async fn judge_and_act(&mut self, release: &ReleaseId) -> Result<(), WorkerError> {
-        let view: PromptView = self.ctx.store.get(&prompt_key(release.prompt()))?.unwrap_or_default();
+        let view: PromptView = self
+            .ctx
+            .store
+            .get(&prompt_key(release.prompt()))?
+            .unwrap_or_default();
         let Some(r) = view.rollout.filter(|r| &r.release == release) else {
             self.last_status.remove(release);
             return Ok(());
         };
-        let stats: StageStats = self.ctx.store.get(&stats_key(release, r.stage))?.unwrap_or_default();
+        let stats: StageStats = self
+            .ctx
+            .store
+            .get(&stats_key(release, r.stage))?
+            .unwrap_or_default();
         let (control, control_kind) = stats.control(&r.plan, r.stage);
         let judgement = judge(&r.plan.guardrails, &stats.candidate, control, &self.config);
         let stage = &r.plan.stages[r.stage];
@@ -449,13 +555,25 @@ impl Monitor {
                 let result = self
                     .ctx
                     .ledger
-                    .execute(release.prompt(), &self.ctx.actor, &format!("canary-{release}"), move |_| {
-                        Ok(if last {
-                            Command::CompleteRelease { release: rid.clone() }
-                        } else {
-                            Command::AdvanceStage { release: rid.clone(), from_stage: from.clone(), force_reason: None, readiness: Some(readiness.clone()) }
-                        })
-                    })
+                    .execute(
+                        release.prompt(),
+                        &self.ctx.actor,
+                        &format!("canary-{release}"),
+                        move |_| {
+                            Ok(if last {
+                                Command::CompleteRelease {
+                                    release: rid.clone(),
+                                }
+                            } else {
+                                Command::AdvanceStage {
+                                    release: rid.clone(),
+                                    from_stage: from.clone(),
+                                    force_reason: None,
+                                    readiness: Some(readiness.clone()),
+                                }
+                            })
+                        },
+                    )
                     .await;
                 self.after(release, result, "advance").await?;
             }
@@ -467,24 +585,49 @@ impl Monitor {
     async fn freeze(&mut self, r: &RolloutView, judgement: &Judgement) -> Result<(), WorkerError> {
         let release = r.release.clone();
         warn!(release = %release, "guardrail breach: {}", judgement.words);
-        let (rid, evidence, reason) = (release.clone(), judgement.clone(), format!("automatic: {}", judgement.words));
+        let (rid, evidence, reason) = (
+            release.clone(),
+            judgement.clone(),
+            format!("automatic: {}", judgement.words),
+        );
         let result = self
             .ctx
             .ledger
-            .execute(release.prompt(), &self.ctx.actor, &format!("canary-{release}"), move |_| {
-                Ok(Command::FreezeRollout { release: rid.clone(), reason: reason.clone(), evidence: Some(Box::new(evidence.clone())) })
-            })
+            .execute(
+                release.prompt(),
+                &self.ctx.actor,
+                &format!("canary-{release}"),
+                move |_| {
+                    Ok(Command::FreezeRollout {
+                        release: rid.clone(),
+                        reason: reason.clone(),
+                        evidence: Some(Box::new(evidence.clone())),
+                    })
+                },
+            )
             .await;
         self.after(&release, result, "freeze").await?;
         if r.plan.rollback.as_ref().is_some_and(|p| p.automatic) {
             let rid = release.clone();
-            let reason = format!("automatic rollback ({}): {}", r.plan.rollback_criteria().unwrap_or("plan criteria"), judgement.words);
+            let reason = format!(
+                "automatic rollback ({}): {}",
+                r.plan.rollback_criteria().unwrap_or("plan criteria"),
+                judgement.words
+            );
             let result = self
                 .ctx
                 .ledger
-                .execute(release.prompt(), &self.ctx.actor, &format!("canary-{release}"), move |_| {
-                    Ok(Command::Rollback { release: Some(rid.clone()), reason: reason.clone() })
-                })
+                .execute(
+                    release.prompt(),
+                    &self.ctx.actor,
+                    &format!("canary-{release}"),
+                    move |_| {
+                        Ok(Command::Rollback {
+                            release: Some(rid.clone()),
+                            reason: reason.clone(),
+                        })
+                    },
+                )
                 .await;
             self.after(&release, result, "rollback").await?;
         }
@@ -492,16 +635,26 @@ impl Monitor {
     }
 
     /// After a decision: switch routing at once (the router reconciles too), log refusals.
-    async fn after(&mut self, release: &ReleaseId, result: Result<crate::ledger::Executed, ExecuteError>, what: &str) -> Result<(), WorkerError> {
+    async fn after(
+        &mut self,
+        release: &ReleaseId,
+        result: Result<crate::ledger::Executed, ExecuteError>,
+        what: &str,
+    ) -> Result<(), WorkerError> {
         match result {
             Ok(done) => {
                 if !done.recorded.is_empty() {
                     info!(release = %release, "{what} recorded");
                 }
-                self.ctx.routing.publish(&routing_table_for(&done.state, done.last_sequence)).await?;
+                self.ctx
+                    .routing
+                    .publish(&routing_table_for(&done.state, done.last_sequence))
+                    .await?;
                 // The view from the state the decision left: derived, so writing it ahead of the
                 // ledger consumer is safe (that consumer rewrites it from the same ledger).
-                self.ctx.store.put(&prompt_key(release.prompt()), &prompt_view(&done.state))?;
+                self.ctx
+                    .store
+                    .put(&prompt_key(release.prompt()), &prompt_view(&done.state))?;
                 Ok(())
             }
             Err(ExecuteError::Rejected(r)) if r.rule != Rule::InvalidInput => {
@@ -523,16 +676,33 @@ impl Monitor {
             Some((at, v)) => *v != verdict || at.elapsed() >= STATUS_EVERY,
             None => true,
         };
-        self.last_status.insert(status.release.clone(), (if due { Instant::now() } else { self.last_status[&status.release].0 }, verdict));
+        self.last_status.insert(
+            status.release.clone(),
+            (
+                if due {
+                    Instant::now()
+                } else {
+                    self.last_status[&status.release].0
+                },
+                verdict,
+            ),
+        );
         if due {
             let bytes = serde_json::to_vec(status).expect("status serializes");
-            self.status.put(status.release.to_string(), bytes.into()).await.map_err(|e| WorkerError::Nats(e.to_string()))?;
+            self.status
+                .put(status.release.to_string(), bytes.into())
+                .await
+                .map_err(|e| WorkerError::Nats(e.to_string()))?;
         }
         Ok(())
     }
 }
 
-fn add_feedback(tx: &ProjectionTx<'_>, prompt: &PromptName, seen: &[FeedbackSeen]) -> Result<(), CodecError> {
+fn add_feedback(
+    tx: &ProjectionTx<'_>,
+    prompt: &PromptName,
+    seen: &[FeedbackSeen],
+) -> Result<(), CodecError> {
     let key = feedback_key(prompt);
     let mut log: FeedbackLog = tx.get(&key)?.unwrap_or_default();
     log.total += seen.len() as u64;

@@ -103,7 +103,15 @@ impl WorkerContext {
         )
     }
 
-    /// Creates or reuses this worker's durable pull consumer on `stream` for `filter`.
+    /// This worker's durable pull consumer on `stream` for `filter`, positioned right after
+    /// the last sequence its projection committed.
+    ///
+    /// The projection, not the server, says where to resume: the consumer is recreated at
+    /// `applied + 1` on every start. (A consumer resumed by the server would redeliver what a
+    /// killed process had received but not committed only after `ack_wait`, out of order,
+    /// while newer messages were already being applied; an `AckPolicy::All` ack of those newer
+    /// messages would even acknowledge the lost ones.) Within one run delivery is in order and
+    /// each batch is acked, after its commit, by acking its last message.
     pub async fn consumer(
         &self,
         stream: &str,
@@ -116,18 +124,27 @@ impl WorkerContext {
             .await
             .map_err(|e| WorkerError::Nats(e.to_string()))?;
         let name = self.durable_name(stream);
-        s.get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: filter.to_string(),
-                ack_policy: consumer::AckPolicy::All,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: 100_000,
-                ..Default::default()
-            },
-        )
+        let applied = self.store.applied_sequence(stream)?;
+        // Absent on a first start; any other failure shows when the consumer is created.
+        if let Err(e) = s.delete_consumer(&name).await {
+            tracing::debug!("no consumer {name} to replace: {e}");
+        }
+        let deliver_policy = if applied == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            }
+        };
+        s.create_consumer(consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: filter.to_string(),
+            ack_policy: consumer::AckPolicy::All,
+            deliver_policy,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
         .await
         .map_err(|e| WorkerError::Nats(e.to_string()))
     }

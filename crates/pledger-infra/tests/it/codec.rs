@@ -37,8 +37,14 @@ fn types_with_skipped_fields_untagged_enums_and_flattened_maps_round_trip() {
     let bytes = encode(&plan).unwrap();
     assert_eq!(decode::<pledger_core::RolloutPlan>(&bytes).unwrap(), plan);
     let mut stats = pledger_core::canary::ArmStats::default();
-    assert_eq!(decode::<pledger_core::canary::ArmStats>(&encode(&stats).unwrap()).unwrap(), stats);
+    assert_eq!(
+        decode::<pledger_core::canary::ArmStats>(&encode(&stats).unwrap()).unwrap(),
+        stats
+    );
     stats.latency.record(120.0);
     stats.samples = 1;
-    assert_eq!(decode::<pledger_core::canary::ArmStats>(&encode(&stats).unwrap()).unwrap(), stats);
+    assert_eq!(
+        decode::<pledger_core::canary::ArmStats>(&encode(&stats).unwrap()).unwrap(),
+        stats
+    );
 }

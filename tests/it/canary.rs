@@ -1,0 +1,387 @@
+//! The canary monitor end to end: simulated traffic, automatic advance, automatic freeze and
+//! rollback with evidence, replicas, restarts under SIGKILL, malformed outcomes.
+
+use std::time::Duration;
+
+use pledger_e2e::*;
+use serde_json::Value;
+
+use crate::fixture::*;
+
+const AUTO_PLAN: &str = r#"
+[[stages]]
+name = "internal"
+match = { user_kind = "internal" }
+percent = 100
+min_samples = 100
+
+[[stages]]
+name = "half"
+percent = 50
+min_samples = 100000
+
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+escalation_rate = { max_increase = 0.01 }
+
+[rollback]
+criteria = "escalation rate more than one point above the control"
+automatic = true
+
+[advance]
+automatic = true
+"#;
+
+/// A release of `triage` rolling out under `plan`.
+fn rolling_with(w: &World, plan: &str) -> Prepared {
+    let p = gated(w, "triage");
+    let file = w.file("auto-plan.toml", plan);
+    w.run("maria", &["rollout", "plan", &p.release, &file]).ok();
+    w.run("maria", &["rollout", "start", &p.release]).ok();
+    p
+}
+
+fn show(w: &World, release: &str) -> Value {
+    w.json("auditor", &["release", "show", release])
+}
+
+fn sim(w: &World, args: &[&str]) -> Value {
+    let mut all = vec!["sim", "triage"];
+    all.extend_from_slice(args);
+    w.json("svc", &all)
+}
+
+fn count(w: &World, kind: &str) -> usize {
+    w.kinds("triage").iter().filter(|k| *k == kind).count()
+}
+
+fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
+    let w = World::new();
+    let monitors: Vec<WorkerProcess> = replicas.iter().map(|r| w.worker("canary", r)).collect();
+    let p = rolling_with(&w, AUTO_PLAN);
+
+    // Healthy traffic, half internal users: the monitor advances `internal` -> `half` on its own.
+    sim(
+        &w,
+        &[
+            "--requests",
+            "1200",
+            "--seed",
+            "3",
+            "--segment",
+            "user_kind=internal:1",
+            "--segment",
+            "user_kind=customer:1",
+        ],
+    );
+    w.wait_for(
+        "the automatic advance to `half`",
+        Duration::from_secs(30),
+        || (show(&w, &p.release)["release"]["status"]["stage"] == 1).then_some(()),
+    );
+    assert_eq!(count(&w, "release.stage_advanced"), 1);
+
+    // The candidate's escalation rate jumps to 20%: one freeze, one rollback, with evidence.
+    sim(
+        &w,
+        &[
+            "--requests",
+            "4000",
+            "--seed",
+            "4",
+            "--regression-after",
+            "0",
+            "--regression-rate",
+            "0.2",
+        ],
+    );
+    w.wait_for("the automatic rollback", Duration::from_secs(30), || {
+        (show(&w, &p.release)["state"] == "rolled_back").then_some(())
+    });
+    // Every replica has judged the same traffic by now; wait until each has consumed it all.
+    for (r, m) in replicas.iter().zip(&monitors) {
+        let drained = w.try_wait_for(Duration::from_secs(30), || {
+            drained(&w, &format!("pledger_canary_{r}_pledger_outcomes")).then_some(())
+        });
+        assert!(
+            drained.is_some(),
+            "replica {r} did not drain; its log:\n{}",
+            std::fs::read_to_string(m.log_path()).unwrap_or_default()
+        );
+    }
+    assert_eq!(count(&w, "release.rollout_frozen"), 1, "exactly one freeze");
+    assert_eq!(count(&w, "release.rolled_back"), 1, "exactly one rollback");
+    let log = w.json("auditor", &["audit", "log", "triage"]);
+    let frozen = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["kind"] == "release.rollout_frozen")
+        .unwrap();
+    assert_eq!(frozen["event"]["actor"], "canary-monitor");
+    let evidence = &frozen["event"]["payload"]["evidence"];
+    assert_eq!(evidence["verdict"], "breached");
+    let breached: Vec<&Value> = evidence["guardrails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["breached"] == true)
+        .collect();
+    assert_eq!(breached[0]["guardrail"], "escalation_rate");
+    assert!(
+        breached[0]["statistic"].as_f64().unwrap() >= breached[0]["threshold"].as_f64().unwrap()
+    );
+    assert!(evidence["candidate"]["samples"].as_u64().unwrap() >= 100);
+    // Traffic is back on the stable version.
+    let r = w.json("svc", &["resolve", "triage", "--unit", "user-1"]);
+    assert_eq!(r["version"], p.v1.as_str());
+}
+
+#[test]
+fn a_regression_freezes_and_rolls_back_once() {
+    advances_then_freezes_and_rolls_back(&["a"]);
+}
+
+#[test]
+fn two_monitor_replicas_freeze_and_roll_back_once() {
+    advances_then_freezes_and_rolls_back(&["a", "b"]);
+}
+
+/// Does a durable consumer have nothing left to deliver or acknowledge? (`pledger` has no
+/// command for consumer state, so the test asks the server directly.)
+fn drained(w: &World, durable: &str) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("PLEDGER_OUTCOMES").await.unwrap();
+        let Ok(mut c) = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(durable)
+            .await
+        else {
+            return false;
+        };
+        let info = c.info().await.unwrap();
+        info.num_pending == 0 && info.num_ack_pending == 0
+    })
+}
+
+const HOLDING_PLAN: &str = r#"
+[[stages]]
+name = "half"
+percent = 50
+min_samples = 1000000
+
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+escalation_rate = { max_rate = 0.99 }
+
+[rollback]
+criteria = "never in this test"
+"#;
+
+#[test]
+fn sigkilled_monitors_count_every_outcome_exactly_once() {
+    let w = World::new();
+    let mut monitor = w.worker("canary", "a");
+    let p = rolling_with(&w, HOLDING_PLAN);
+    let sim = w
+        .command(
+            "svc",
+            &[
+                "--json",
+                "sim",
+                "triage",
+                "--requests",
+                "40000",
+                "--batch",
+                "20",
+                "--seed",
+                "9",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the monitor three times while the traffic is flowing, restarting it each time.
+    for _ in 0..3 {
+        let before = status_samples(&w, &p.release);
+        w.wait_for(
+            "the monitor to count more outcomes",
+            Duration::from_secs(60),
+            || (status_samples(&w, &p.release) > before).then_some(()),
+        );
+        monitor.kill9();
+        monitor.start();
+    }
+    let out = sim.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let published: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (candidate, baseline) = (
+        published["candidate"].as_u64().unwrap(),
+        published["baseline"].as_u64().unwrap(),
+    );
+    assert_eq!(candidate + baseline, 40_000);
+    let mut last = Value::Null;
+    let status = w.try_wait_for(Duration::from_secs(60), || {
+        let s = show(&w, &p.release)["canary"].clone();
+        last = s.clone();
+        let seen = s["judgement"]["candidate"]["samples"].as_u64().unwrap_or(0)
+            + s["judgement"]["control"]["samples"].as_u64().unwrap_or(0);
+        (seen >= candidate + baseline && drained(&w, "pledger_canary_a_pledger_outcomes"))
+            .then_some(s)
+    });
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the monitor did not count every outcome ({candidate} candidate, {baseline} baseline published); last status {}; log:\n{}",
+            last["judgement"],
+            std::fs::read_to_string(monitor.log_path()).unwrap_or_default()
+        )
+    });
+    assert_eq!(
+        status["judgement"]["candidate"]["samples"], candidate,
+        "none lost, none counted twice"
+    );
+    assert_eq!(
+        status["judgement"]["control"]["samples"], baseline,
+        "none lost, none counted twice"
+    );
+}
+
+fn status_samples(w: &World, release: &str) -> u64 {
+    let s = &show(w, release)["canary"];
+    s["judgement"]["candidate"]["samples"].as_u64().unwrap_or(0)
+        + s["judgement"]["control"]["samples"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn malformed_outcomes_are_dead_lettered_and_the_good_ones_counted() {
+    let w = World::new();
+    let _monitor = w.worker("canary", "a");
+    let p = rolling_with(&w, HOLDING_PLAN);
+    let good = |n: u32, arm: &str, version: &str| {
+        serde_json::json!({
+            "prompt": "triage", "version": version, "release": p.release, "arm": arm, "request_id": format!("r{n}"),
+            "fallback": false, "escalated": false, "manually_corrected": false, "refusal": false,
+            "latency_ms": 100.0, "tokens_in": 10, "tokens_out": 5
+        })
+    };
+    let mut negative = good(90, "candidate", &p.v2);
+    negative["latency_ms"] = serde_json::json!(-5.0);
+    let mut wrong_type = good(91, "candidate", &p.v2);
+    wrong_type["escalated"] = serde_json::json!("yes");
+    let unknown_version = good(92, "baseline", &format!("sha256:{}", "0".repeat(64)));
+    let mut unknown_prompt = good(93, "baseline", &p.v1);
+    unknown_prompt["prompt"] = serde_json::json!("ghost");
+    let messages: Vec<(String, Vec<u8>)> = vec![
+        (
+            "pledger.outcomes.triage".into(),
+            b"this is not json".to_vec(),
+        ),
+        (
+            "pledger.outcomes.triage".into(),
+            serde_json::to_vec(&wrong_type).unwrap(),
+        ),
+        (
+            "pledger.outcomes.triage".into(),
+            serde_json::to_vec(&negative).unwrap(),
+        ),
+        (
+            "pledger.outcomes.triage".into(),
+            serde_json::to_vec(&unknown_version).unwrap(),
+        ),
+        (
+            "pledger.outcomes.ghost".into(),
+            serde_json::to_vec(&unknown_prompt).unwrap(),
+        ),
+        // An array with one bad element among three good ones.
+        (
+            "pledger.outcomes.triage".into(),
+            serde_json::to_vec(&serde_json::json!([
+                good(1, "candidate", &p.v2),
+                negative,
+                good(2, "baseline", &p.v1),
+                good(3, "baseline", &p.v1)
+            ]))
+            .unwrap(),
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        for (subject, payload) in messages {
+            js.publish(subject, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let status = w.wait_for(
+        "the good outcomes to be counted",
+        Duration::from_secs(30),
+        || {
+            let s = show(&w, &p.release)["canary"].clone();
+            (s["judgement"]["candidate"]["samples"] == 1
+                && s["judgement"]["control"]["samples"] == 2)
+                .then_some(s)
+        },
+    );
+    assert_eq!(
+        status["judgement"]["verdict"], "holding",
+        "three samples are too few to judge"
+    );
+    // Six bad items, each with its reason, on the dead-letter stream.
+    let reasons: Vec<String> = rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("PLEDGER_DEADLETTER").await.unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut reasons = Vec::new();
+        while reasons.len() < 6 {
+            let m = tokio::time::timeout(
+                Duration::from_secs(20),
+                futures::StreamExt::next(&mut messages),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+            let letter: Value = serde_json::from_slice(&m.payload).unwrap();
+            reasons.push(letter["reason"].as_str().unwrap().to_string());
+        }
+        reasons
+    });
+    for expected in [
+        "not JSON",
+        "escalated",
+        "latency_ms",
+        "unknown version",
+        "unknown prompt",
+        "element 1",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter mentions `{expected}`: {reasons:?}"
+        );
+    }
+}
