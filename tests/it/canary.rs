@@ -62,6 +62,37 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
     let w = World::new();
     let monitors: Vec<WorkerProcess> = replicas.iter().map(|r| w.worker("canary", r)).collect();
     let p = rolling_with(&w, AUTO_PLAN);
+    // A service's resolver, watching the runtime config layer.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let resolver = rt.block_on(async {
+        let client = pledger_client::connect(&w.server.url()).await.unwrap();
+        pledger_client::Resolver::start(client, pledger_client::ResolverOptions::default())
+            .await
+            .unwrap()
+    });
+    let candidate_for_internal = rt.block_on(async {
+        resolver
+            .wait_for("triage", |t| t.is_some_and(|t| t.rollout.is_some()))
+            .await;
+        let attrs = [("user_kind", "internal")];
+        resolver
+            .resolve(
+                "triage",
+                &pledger_client::RequestContext::new()
+                    .unit("user-1")
+                    .attrs(&attrs),
+            )
+            .version()
+            .cloned()
+    });
+    assert_eq!(
+        candidate_for_internal.map(|v| v.to_string()),
+        Some(p.v2.clone())
+    );
 
     // Healthy traffic, half internal users: the monitor advances `internal` -> `half` on its own.
     sim(
@@ -135,9 +166,32 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
         breached[0]["statistic"].as_f64().unwrap() >= breached[0]["threshold"].as_f64().unwrap()
     );
     assert!(evidence["candidate"]["samples"].as_u64().unwrap() >= 100);
-    // Traffic is back on the stable version.
+    // Traffic is back on the stable version, for the CLI and for the service's resolver alike.
     let r = w.json("svc", &["resolve", "triage", "--unit", "user-1"]);
     assert_eq!(r["version"], p.v1.as_str());
+    let resolved = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            resolver.wait_for("triage", |t| t.is_some_and(|t| t.rollout.is_none())),
+        )
+        .await
+        .expect("the resolver saw the rollback");
+        let attrs = [("user_kind", "internal")];
+        resolver
+            .resolve(
+                "triage",
+                &pledger_client::RequestContext::new()
+                    .unit("user-1")
+                    .attrs(&attrs),
+            )
+            .version()
+            .cloned()
+    });
+    assert_eq!(
+        resolved.map(|v| v.to_string()),
+        Some(p.v1.clone()),
+        "the resolver returns the stable version"
+    );
 }
 
 #[test]

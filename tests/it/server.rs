@@ -72,6 +72,9 @@ fn the_demo_runs_to_completion() {
         "author-cannot-review",
         "gate of support-triage-r1: FAILED",
         "gate of support-triage-r1: PASSED",
+        "advanced `internal` -> `eu-quarter`",
+        "stage-not-ready",
+        "FROZEN",
         "ROLLED BACK",
         "Demo complete",
     ] {
