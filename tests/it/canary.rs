@@ -439,3 +439,64 @@ fn malformed_outcomes_are_dead_lettered_and_the_good_ones_counted() {
         );
     }
 }
+
+#[test]
+fn a_freeze_without_automatic_rollback_waits_and_a_resume_counts_afresh() {
+    let w = World::new();
+    let _monitor = w.worker("canary", "a");
+    let plan = AUTO_PLAN.replace(
+        "automatic = true\n\n[advance]",
+        "automatic = false\n\n[advance]",
+    );
+    let p = rolling_with(&w, &plan);
+    sim(
+        &w,
+        &[
+            "--requests",
+            "3000",
+            "--seed",
+            "5",
+            "--regression-after",
+            "0",
+            "--regression-rate",
+            "0.3",
+            "--segment",
+            "user_kind=internal:1",
+            "--segment",
+            "user_kind=customer:1",
+        ],
+    );
+    w.wait_for("the automatic freeze", Duration::from_secs(30), || {
+        (show(&w, &p.release)["state"] == "frozen").then_some(())
+    });
+    assert_eq!(
+        count(&w, "release.rolled_back"),
+        0,
+        "the plan leaves the rollback to a person"
+    );
+    // Frozen: every request is served by the stable version.
+    let r = w.json(
+        "svc",
+        &[
+            "resolve",
+            "triage",
+            "--unit",
+            "user-1",
+            "--attr",
+            "user_kind=internal",
+        ],
+    );
+    assert_eq!(r["version"], p.v1.as_str());
+    // A person resumes after a fix elsewhere: the stage counts afresh and is not frozen again.
+    w.run("oncall", &["rollout", "resume", &p.release]).ok();
+    w.wait_for(
+        "a fresh judgement of the resumed stage",
+        Duration::from_secs(30),
+        || {
+            let s = show(&w, &p.release);
+            (s["state"] == "rolling_out" && s["canary"]["judgement"]["candidate"]["samples"] == 0)
+                .then_some(())
+        },
+    );
+    assert_eq!(count(&w, "release.rollout_frozen"), 1);
+}

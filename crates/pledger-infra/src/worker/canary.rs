@@ -156,8 +156,15 @@ pub async fn read_status(
 fn prompt_key(p: &PromptName) -> String {
     format!("prompt/{p}")
 }
-fn stats_key(r: &ReleaseId, stage: usize) -> String {
-    format!("stats/{r}/{stage}")
+/// Counts of one stage visit: a resumed or re-entered stage starts counting afresh, so a person
+/// who resumes a frozen rollout is not frozen again by the counts that froze it.
+fn stats_key(r: &RolloutView) -> String {
+    format!(
+        "stats/{}/{}/{}",
+        r.release,
+        r.stage,
+        r.stage_entered_at.unix_millis()
+    )
 }
 fn feedback_key(p: &PromptName) -> String {
     format!("feedback/{p}")
@@ -261,6 +268,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
             status,
             last_status: BTreeMap::new(),
         };
+        monitor.bootstrap().await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         info!("canary monitor running");
         while !stopping(&shutdown) {
@@ -295,6 +303,20 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
 }
 
 impl Monitor {
+    /// Refreshes every prompt's view from the ledger at start, so rollouts already active are
+    /// judged (and their bake times noticed) even before new events or outcomes arrive.
+    async fn bootstrap(&mut self) -> Result<(), WorkerError> {
+        for prompt in self.ctx.ledger.prompts().await? {
+            let family = self.ctx.ledger.load(&prompt).await?;
+            let view = prompt_view(&family.state);
+            self.ctx.store.put(&prompt_key(&prompt), &view)?;
+            if let Some(r) = view.rollout {
+                self.judge_and_act(&r.release).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Refreshes the views of every prompt a ledger batch touched.
     async fn apply_ledger(
         &mut self,
@@ -392,7 +414,7 @@ impl Monitor {
             }
         }
         // Sort outcomes into stage stats; collect dead letters.
-        let mut stats: BTreeMap<(ReleaseId, usize), StageStats> = BTreeMap::new();
+        let mut stats: BTreeMap<String, (ReleaseId, StageStats)> = BTreeMap::new();
         let mut feedback: BTreeMap<PromptName, Vec<FeedbackSeen>> = BTreeMap::new();
         let mut counters_delta = Counters::default();
         let mut dead = Vec::new();
@@ -457,7 +479,10 @@ impl Monitor {
                     counters_delta.outside_rollout += 1;
                     continue;
                 }
-                let entry = stats.entry((r.release.clone(), r.stage)).or_default();
+                let entry = &mut stats
+                    .entry(stats_key(r))
+                    .or_insert_with(|| (r.release.clone(), StageStats::default()))
+                    .1;
                 match place(r, o) {
                     Placement::Candidate => entry.candidate.record(o),
                     Placement::ControlInSegment => entry.control_in_segment.record(o),
@@ -475,15 +500,14 @@ impl Monitor {
             self.ctx.dead_letter(subject, *seq, reason, payload).await?;
         }
         self.ctx.store.apply(OUTCOMES_STREAM, last, |tx| {
-            for ((release, stage), delta) in &stats {
-                let key = stats_key(release, *stage);
-                let mut current: StageStats = tx.get(&key)?.unwrap_or_default();
+            for (key, (_, delta)) in &stats {
+                let mut current: StageStats = tx.get(key)?.unwrap_or_default();
                 current.candidate.merge(&delta.candidate);
                 current.control_in_segment.merge(&delta.control_in_segment);
                 current
                     .baseline_outside_segment
                     .merge(&delta.baseline_outside_segment);
-                tx.put(&key, &current)?;
+                tx.put(key, &current)?;
             }
             for (prompt, seen) in &feedback {
                 add_feedback(tx, prompt, seen)?;
@@ -495,7 +519,7 @@ impl Monitor {
             counters.other_version += counters_delta.other_version;
             tx.put(COUNTERS_KEY, &counters)
         })?;
-        Ok(stats.keys().map(|(r, _)| r.clone()).collect())
+        Ok(stats.values().map(|(r, _)| r.clone()).collect())
     }
 
     async fn judge_all(&mut self) -> Result<(), WorkerError> {
@@ -518,11 +542,7 @@ impl Monitor {
             self.last_status.remove(release);
             return Ok(());
         };
-        let stats: StageStats = self
-            .ctx
-            .store
-            .get(&stats_key(release, r.stage))?
-            .unwrap_or_default();
+        let stats: StageStats = self.ctx.store.get(&stats_key(&r))?.unwrap_or_default();
         let (control, control_kind) = stats.control(&r.plan, r.stage);
         let judgement = judge(&r.plan.guardrails, &stats.candidate, control, &self.config);
         let stage = &r.plan.stages[r.stage];
