@@ -309,6 +309,7 @@ fn sigkilled_monitors_count_every_outcome_exactly_once() {
         status["judgement"]["control"]["samples"], baseline,
         "none lost, none counted twice"
     );
+    assert_eq!(monitor.stop(), Some(0), "SIGTERM stops the worker cleanly");
 }
 
 fn status_samples(w: &World, release: &str) -> u64 {
