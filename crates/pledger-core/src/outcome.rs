@@ -120,6 +120,30 @@ impl Outcome {
 /// validated on its own, so one bad element does not cost the good ones. A message that is not
 /// JSON at all, or neither an object nor an array, is one error for the whole message.
 pub fn parse_outcome_message(payload: &[u8]) -> Vec<Result<Outcome, OutcomeError>> {
+    // Fast path: the whole message decodes as typed outcomes in one pass (the usual case).
+    // Only a message with a bad element takes the slow path below, which attributes errors.
+    let validated = |o: Outcome, index: Option<usize>| {
+        o.validate()
+            .map(|()| o)
+            .map_err(|reason| OutcomeError { index, reason })
+    };
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            if let Ok(list) = serde_json::from_slice::<Vec<Outcome>>(payload) {
+                return list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, o)| validated(o, Some(i)))
+                    .collect();
+            }
+        }
+        Some(b'{') => {
+            if let Ok(one) = serde_json::from_slice::<Outcome>(payload) {
+                return vec![validated(one, None)];
+            }
+        }
+        _ => {}
+    }
     let value: serde_json::Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => {

@@ -10,6 +10,7 @@ mod diff;
 mod envelope;
 mod gate;
 mod ids;
+mod outcome;
 mod plan;
 mod routing;
 mod schemas;
