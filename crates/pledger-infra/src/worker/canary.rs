@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use pledger_core::canary::{judge, ArmStats, JudgeConfig, Judgement, Verdict};
 use pledger_core::decide::{Rule, StageReadiness};
-use pledger_core::event::Envelope;
 use pledger_core::outcome::{parse_outcome_message, Feedback, Outcome};
 use pledger_core::plan::RolloutPlan;
 use pledger_core::routing::{routing_table_for, stage_matches, Arm};
@@ -17,7 +16,10 @@ use pledger_core::{Command, PromptName, ReleaseId, Timestamp, VersionId};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{ack_batch, sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
+use super::{
+    ack_batch, sequence_of, stopping, touched_prompts, Batches, Shutdown, WorkerContext,
+    WorkerError,
+};
 use crate::codec::CodecError;
 use crate::ledger::{
     now, ExecuteError, CANARY_STATUS_BUCKET, LEDGER_STREAM, LEDGER_SUBJECTS, OUTCOMES_STREAM,
@@ -323,30 +325,7 @@ impl Monitor {
         batch: &[async_nats::jetstream::Message],
     ) -> Result<(), WorkerError> {
         let applied = self.ctx.store.applied_sequence(LEDGER_STREAM)?;
-        let mut prompts = BTreeSet::new();
-        let mut last = applied;
-        for m in batch {
-            let seq = sequence_of(m)?;
-            last = last.max(seq);
-            if seq <= applied {
-                continue;
-            }
-            match serde_json::from_slice::<Envelope>(&m.payload) {
-                Ok(e) => {
-                    prompts.insert(e.event.aggregate().prompt().clone());
-                }
-                Err(err) => {
-                    self.ctx
-                        .dead_letter(
-                            &m.subject,
-                            seq,
-                            &format!("undecodable ledger event: {err}"),
-                            &m.payload,
-                        )
-                        .await?
-                }
-            }
-        }
+        let (prompts, last) = touched_prompts(&self.ctx, batch, applied, |_| true).await?;
         let mut views = Vec::new();
         for p in &prompts {
             let family = self.ctx.ledger.load(p).await?;

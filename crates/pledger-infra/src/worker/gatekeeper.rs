@@ -2,17 +2,16 @@
 //! bundle (and, where the only failing checks are ones a trade-off may waive, a trade-off
 //! acceptance), and records exactly one decision per (release, candidate, bundle).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pledger_core::decide::Rule;
-use pledger_core::event::{Envelope, ReviewLayer, ReviewVerdict};
+use pledger_core::event::{ReviewLayer, ReviewVerdict};
 use pledger_core::gate::evaluate_gate;
 use pledger_core::state::{PromptState, ReleaseState, ReleaseStatus};
 use pledger_core::{Command, PromptName};
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{ack_batch, sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
+use super::{ack_batch, stopping, touched_prompts, Batches, Shutdown, WorkerContext, WorkerError};
 use crate::ledger::{ExecuteError, LEDGER_STREAM, LEDGER_SUBJECTS};
 
 const SOURCE: &str = LEDGER_STREAM;
@@ -81,33 +80,10 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 continue;
             }
             let applied = ctx.store.applied_sequence(SOURCE)?;
-            let mut prompts = BTreeSet::new();
-            let mut last = applied;
-            for m in &batch {
-                let seq = sequence_of(m)?;
-                last = last.max(seq);
-                if seq <= applied {
-                    continue;
-                }
-                match serde_json::from_slice::<Envelope>(&m.payload) {
-                    Ok(e)
-                        if e.aggregate_id.starts_with("release:")
-                            || e.kind() == "prompt.gate_policy_set" =>
-                    {
-                        prompts.insert(e.event.aggregate().prompt().clone());
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        ctx.dead_letter(
-                            &m.subject,
-                            seq,
-                            &format!("undecodable ledger event: {err}"),
-                            &m.payload,
-                        )
-                        .await?
-                    }
-                }
-            }
+            let (prompts, last) = touched_prompts(&ctx, &batch, applied, |e| {
+                e.aggregate_id.starts_with("release:") || e.kind() == "prompt.gate_policy_set"
+            })
+            .await?;
             for prompt in prompts {
                 gate_prompt(&ctx, &prompt).await?;
             }

@@ -254,6 +254,41 @@ pub async fn ack_batch(batch: &[jetstream::Message]) -> Result<(), WorkerError> 
     Ok(())
 }
 
+/// The prompts a ledger batch touched beyond `applied` (for events `relevant` says matter), and
+/// the batch's last sequence. Undecodable events are dead-lettered, never fatal.
+pub async fn touched_prompts(
+    ctx: &WorkerContext,
+    batch: &[jetstream::Message],
+    applied: u64,
+    relevant: impl Fn(&pledger_core::Envelope) -> bool,
+) -> Result<(std::collections::BTreeSet<pledger_core::PromptName>, u64), WorkerError> {
+    let mut prompts = std::collections::BTreeSet::new();
+    let mut last = applied;
+    for m in batch {
+        let seq = sequence_of(m)?;
+        last = last.max(seq);
+        if seq <= applied {
+            continue;
+        }
+        match serde_json::from_slice::<pledger_core::Envelope>(&m.payload) {
+            Ok(e) if relevant(&e) => {
+                prompts.insert(e.event.aggregate().prompt().clone());
+            }
+            Ok(_) => {}
+            Err(err) => {
+                ctx.dead_letter(
+                    &m.subject,
+                    seq,
+                    &format!("undecodable ledger event: {err}"),
+                    &m.payload,
+                )
+                .await?
+            }
+        }
+    }
+    Ok((prompts, last))
+}
+
 /// Stream sequence of a JetStream message.
 pub fn sequence_of(message: &jetstream::Message) -> Result<u64, WorkerError> {
     message

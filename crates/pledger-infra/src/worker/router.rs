@@ -1,15 +1,13 @@
 //! The router: projects the ledger into the `pledger_routing` KV bucket, and reconciles the
 //! bucket with the ledger (the ledger wins) at start and periodically.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use pledger_core::event::Envelope;
 use pledger_core::routing::routing_table_for;
 use pledger_core::PromptName;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{ack_batch, sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
+use super::{ack_batch, stopping, touched_prompts, Batches, Shutdown, WorkerContext, WorkerError};
 use crate::ledger::{LEDGER_STREAM, LEDGER_SUBJECTS};
 
 const SOURCE: &str = LEDGER_STREAM;
@@ -37,29 +35,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 continue;
             }
             let applied = ctx.store.applied_sequence(SOURCE)?;
-            let mut prompts = BTreeSet::new();
-            let mut last = applied;
-            for m in &batch {
-                let seq = sequence_of(m)?;
-                last = last.max(seq);
-                if seq <= applied {
-                    continue;
-                }
-                match serde_json::from_slice::<Envelope>(&m.payload) {
-                    Ok(e) => {
-                        prompts.insert(e.event.aggregate().prompt().clone());
-                    }
-                    Err(err) => {
-                        ctx.dead_letter(
-                            &m.subject,
-                            seq,
-                            &format!("undecodable ledger event: {err}"),
-                            &m.payload,
-                        )
-                        .await?
-                    }
-                }
-            }
+            let (prompts, last) = touched_prompts(&ctx, &batch, applied, |_| true).await?;
             for prompt in prompts {
                 project(&ctx, &prompt).await?;
             }
