@@ -1,5 +1,6 @@
 //! End-to-end tests: the built `pledger` binary against a real nats-server.
 
+mod bench;
 mod canary;
 mod fixture;
 mod input;

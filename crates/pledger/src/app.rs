@@ -93,7 +93,7 @@ impl App {
                 ))
             }
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
-            TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) => {
+            TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Bench(_) => {
                 unreachable!("handled in main")
             }
             TopCommand::Prompt(c) => self.prompt(c).await,

@@ -75,6 +75,18 @@ pub enum TopCommand {
     Worker(WorkerArgs),
     /// Publish simulated outcome traffic for a prompt, routed by its current routing table.
     Sim(SimArgs),
+    /// Measure pledger against its performance targets on a private throwaway server.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Shrink every workload (a smoke test; every section is still measured and printed).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the report as Markdown to this file (e.g. docs/PERFORMANCE.md).
+    #[arg(long, value_name = "PATH")]
+    pub write: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

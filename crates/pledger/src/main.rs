@@ -1,6 +1,7 @@
 //! `pledger`: prompt changes under release discipline.
 
 mod app;
+mod bench;
 mod cli;
 mod demo;
 mod failure;
@@ -29,10 +30,16 @@ fn main() {
             std::process::exit(code);
         }
     };
+    // The bench provokes breaches on purpose: their warnings would bury its report.
+    let default_log = if matches!(cli.command, TopCommand::Bench(_)) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLEDGER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -45,6 +52,10 @@ fn main() {
     let exit = runtime.block_on(async move {
         match cli.command {
             TopCommand::Up(ref args) => up::run(args)
+                .await
+                .map(|()| Exit::Success)
+                .unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Bench(ref args) => bench::run(args)
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),

@@ -1,0 +1,2373 @@
+//! `pledger bench`: measures pledger against its performance targets, each figure beside a
+//! baseline measured in the same run, on one private throwaway nats-server (free port,
+//! temporary store, `sync_interval: always`) started in this process.
+//!
+//! Sections:
+//! 1. outcome ingest into the canary monitor, against a bare durable consumer of the same
+//!    pre-filled stream;
+//! 2. breach to reroute: from the outcome message that makes a breach decidable to a
+//!    `Resolver` returning the stable version, against a bare routing-KV write;
+//! 3. manual rollback (the CLI's path, in-process) to 100 resolvers, against a bare routing-KV
+//!    write to the same resolvers;
+//! 4. `Resolver::resolve` cost, against `pledger_core::routing::resolve`;
+//! 5. judgement quality (pure core), against the fixed-threshold baseline on the same traffic;
+//! 6. resident memory of `pledger up` (a child process with its own server) with 100 active
+//!    rollouts under outcome load, against the same process idle.
+//!
+//! `--quick` shrinks every workload; `--write PATH` also writes the report as Markdown.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use clap::Parser;
+use futures::StreamExt;
+use pledger_client::{RequestContext, Resolver, ResolverOptions};
+use pledger_core::canary::{judge, ArmStats, JudgeConfig, Verdict};
+use pledger_core::event::{ReviewLayer, ReviewVerdict};
+use pledger_core::outcome::{outcome_subject, parse_outcome_message, Outcome};
+use pledger_core::plan::{GuardrailLimit, Guardrails, MatchValue};
+use pledger_core::routing::{routing_table_for, Arm, RoutedRollout, RoutedStage, RoutingTable};
+use pledger_core::sim::{
+    aa_false_freeze_rate, samples_to_detect, AaSetup, ArmProfile, DetectionSetup, RateMetric,
+};
+use pledger_core::{
+    Actor, Artifact, Command, EvalBundle, FileFormat, PromptName, ReleaseId, RolloutPlan, Rule,
+    VersionId,
+};
+use pledger_infra::ledger::{LEDGER_STREAM, OUTCOMES_STREAM};
+use pledger_infra::server::{free_port, EphemeralServer};
+use pledger_infra::worker::{ack_batch, canary, Batches, WorkerContext, WorkerKind};
+use pledger_infra::{ExecuteError, Executed, Ledger, RoutingStore};
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::cli::{BenchArgs, Cli};
+use crate::failure::Failure;
+
+/// How to reproduce the figures of record.
+pub const REPRODUCE: &str = "cargo run --release -p pledger -- bench";
+
+// ---------------------------------------------------------------------------------------------
+// Workload sizes
+// ---------------------------------------------------------------------------------------------
+
+struct Sizes {
+    /// Section 1: messages pre-filled, outcomes per message.
+    ingest_messages: usize,
+    ingest_batch: usize,
+    /// Alternating timed drains of the baseline and the monitor (the median is reported).
+    ingest_reps: usize,
+    /// Section 2: trials (a new prompt each).
+    reroute_trials: usize,
+    /// Section 3: resolvers and trials.
+    fanout_resolvers: usize,
+    fanout_trials: usize,
+    /// Trials of the bare routing-KV write (baseline of sections 2 and 3).
+    floor_trials: usize,
+    /// Section 4: calls per timed run, and runs (the best is kept).
+    resolve_calls: usize,
+    resolve_runs: usize,
+    /// Section 5.
+    aa_canaries: usize,
+    detect_runs: usize,
+    /// Section 6: prompts with an active rollout, and how long outcomes are published.
+    memory_prompts: usize,
+    memory_load: Duration,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            ingest_messages: 5_000,
+            ingest_batch: 100,
+            ingest_reps: 3,
+            reroute_trials: 100,
+            fanout_resolvers: 100,
+            fanout_trials: 50,
+            floor_trials: 100,
+            resolve_calls: 2_000_000,
+            resolve_runs: 5,
+            aa_canaries: 1_000,
+            detect_runs: 201,
+            memory_prompts: 100,
+            memory_load: Duration::from_secs(5),
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            ingest_messages: 200,
+            ingest_batch: 100,
+            ingest_reps: 1,
+            reroute_trials: 4,
+            fanout_resolvers: 20,
+            fanout_trials: 3,
+            floor_trials: 5,
+            resolve_calls: 100_000,
+            resolve_runs: 2,
+            aa_canaries: 100,
+            detect_runs: 21,
+            memory_prompts: 10,
+            memory_load: Duration::from_secs(1),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Pass,
+    Miss,
+    /// A figure without a target of its own.
+    Info,
+}
+
+impl Mark {
+    fn of(pass: bool) -> Mark {
+        if pass {
+            Mark::Pass
+        } else {
+            Mark::Miss
+        }
+    }
+    fn word(self) -> &'static str {
+        match self {
+            Mark::Pass => "PASS",
+            Mark::Miss => "MISS",
+            Mark::Info => "",
+        }
+    }
+}
+
+struct Row {
+    measure: String,
+    value: String,
+    baseline: String,
+    target: String,
+    mark: Mark,
+}
+
+fn row(
+    measure: impl Into<String>,
+    value: impl Into<String>,
+    baseline: impl Into<String>,
+    target: impl Into<String>,
+    mark: Mark,
+) -> Row {
+    Row {
+        measure: measure.into(),
+        value: value.into(),
+        baseline: baseline.into(),
+        target: target.into(),
+        mark,
+    }
+}
+
+struct Section {
+    number: u8,
+    title: &'static str,
+    /// What the baseline column is.
+    baseline: String,
+    method: String,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+impl Section {
+    fn new(number: u8, title: &'static str) -> Section {
+        Section {
+            number,
+            title,
+            baseline: String::new(),
+            method: String::new(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn verdict(&self) -> Mark {
+        if self.rows.iter().any(|r| r.mark == Mark::Miss) {
+            Mark::Miss
+        } else if self.rows.iter().any(|r| r.mark == Mark::Pass) {
+            Mark::Pass
+        } else {
+            Mark::Info
+        }
+    }
+}
+
+struct Report {
+    quick: bool,
+    facts: Vec<(&'static str, String)>,
+    sections: Vec<Section>,
+    elapsed: Duration,
+}
+
+const HEAD: [&str; 5] = ["measure", "pledger", "baseline", "target", "result"];
+
+fn cells(r: &Row) -> [&str; 5] {
+    [&r.measure, &r.value, &r.baseline, &r.target, r.mark.word()]
+}
+
+impl Report {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pledger bench{}: {} sections in {:.0} s on one throwaway nats-server (sync_interval: always)",
+            if self.quick { " --quick (shrunk workloads: a smoke test, not figures of record)" } else { "" },
+            self.sections.len(),
+            self.elapsed.as_secs_f64()
+        );
+        for (k, v) in &self.facts {
+            let _ = writeln!(out, "  {k:<14} {v}");
+        }
+        for s in &self.sections {
+            let _ = writeln!(
+                out,
+                "\n{}. {}  [{}]",
+                s.number,
+                s.title,
+                match s.verdict() {
+                    Mark::Info => "INFO",
+                    m => m.word(),
+                }
+            );
+            let mut widths = HEAD.map(str::len);
+            for r in &s.rows {
+                for (w, c) in widths.iter_mut().zip(cells(r)) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let line = |c: [&str; 5]| {
+                let mut l = String::from("   ");
+                for (i, (cell, w)) in c.iter().zip(widths).enumerate() {
+                    let pad = w.saturating_sub(cell.chars().count());
+                    l.push_str(cell);
+                    if i < 4 {
+                        l.push_str(&" ".repeat(pad + 2));
+                    }
+                }
+                l.trim_end().to_string()
+            };
+            let _ = writeln!(out, "{}", line(HEAD));
+            for r in &s.rows {
+                let _ = writeln!(out, "{}", line(cells(r)));
+            }
+            let _ = writeln!(out, "   baseline: {}", s.baseline);
+            let _ = writeln!(out, "   method: {}", s.method);
+            for n in &s.notes {
+                let _ = writeln!(out, "   - {n}");
+            }
+        }
+        let _ = writeln!(out, "\nsummary (every figure with a target):");
+        for (s, r) in self.targets() {
+            let _ = writeln!(
+                out,
+                "  {}  {}. {}: {} = {} (baseline {}; target {})",
+                r.mark.word(),
+                s.number,
+                s.title,
+                r.measure,
+                r.value,
+                r.baseline,
+                r.target
+            );
+        }
+        let _ = writeln!(out, "\nreproduce: {REPRODUCE}");
+        out
+    }
+
+    /// Every row with a target, with its section.
+    fn targets(&self) -> Vec<(&Section, &Row)> {
+        self.sections
+            .iter()
+            .flat_map(|s| s.rows.iter().map(move |r| (s, r)))
+            .filter(|(_, r)| r.mark != Mark::Info)
+            .collect()
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# Performance\n");
+        let _ = writeln!(
+            out,
+            "Generated by `pledger bench{}` (do not edit by hand; rerun it). Reproduce with:\n\n```sh\n{REPRODUCE}\n# and to rewrite this file:\ncargo build --release -p pledger && ./target/release/pledger bench --write docs/PERFORMANCE.md\n```\n",
+            if self.quick { " --quick" } else { "" }
+        );
+        if self.quick {
+            let _ = writeln!(out, "**These are `--quick` figures (shrunk workloads): a smoke test, not figures of record.**\n");
+        }
+        let _ = writeln!(
+            out,
+            "Every figure stands beside a baseline measured in the same run, on the same machine, against the same \
+             throwaway nats-server (free port, temporary store, `sync_interval: always`: an fsync before every \
+             acknowledgement), started by the bench in its own process. Latency percentiles are nearest-rank over \
+             sorted samples; timing is `std::time::Instant`. The whole run took {:.0} s.\n",
+            self.elapsed.as_secs_f64()
+        );
+        let _ = writeln!(out, "## Machine\n\n| fact | value |\n| --- | --- |");
+        for (k, v) in &self.facts {
+            let _ = writeln!(out, "| {k} | {} |", md_cell(v));
+        }
+        let _ = writeln!(
+            out,
+            "\n## Summary\n\n| section | measure | pledger | baseline | target | result |\n| --- | --- | ---: | ---: | --- | --- |"
+        );
+        for (s, r) in self.targets() {
+            let c = cells(r);
+            let _ = writeln!(
+                out,
+                "| {}. {} | {} | {} | {} | {} | **{}** |",
+                s.number,
+                md_cell(s.title),
+                md_cell(c[0]),
+                md_cell(c[1]),
+                md_cell(c[2]),
+                md_cell(c[3]),
+                c[4]
+            );
+        }
+        for s in &self.sections {
+            let _ = writeln!(out, "\n## {}. {}\n", s.number, s.title);
+            let _ = writeln!(out, "**Method:** {}\n", s.method);
+            let _ = writeln!(out, "**Baseline:** {}.\n", s.baseline);
+            let _ = writeln!(out, "| {} |", HEAD.join(" | "));
+            let _ = writeln!(out, "| --- | ---: | ---: | --- | --- |");
+            for r in &s.rows {
+                let c = cells(r);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    md_cell(c[0]),
+                    md_cell(c[1]),
+                    md_cell(c[2]),
+                    md_cell(c[3]),
+                    match r.mark {
+                        Mark::Pass => "**PASS**",
+                        Mark::Miss => "**MISS**",
+                        Mark::Info => "",
+                    }
+                );
+            }
+            if !s.notes.is_empty() {
+                let _ = writeln!(out);
+                for n in &s.notes {
+                    let _ = writeln!(out, "- {n}");
+                }
+            }
+        }
+        out
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers
+// ---------------------------------------------------------------------------------------------
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let head = digits.len() % 3;
+    let mut groups: Vec<&str> = Vec::new();
+    if head > 0 {
+        groups.push(&digits[..head]);
+    }
+    let mut rest = &digits[head..];
+    while !rest.is_empty() {
+        groups.push(&rest[..3]);
+        rest = &rest[3..];
+    }
+    groups.join(",")
+}
+
+fn per_sec(count: u64, d: Duration) -> u64 {
+    (count as f64 / d.as_secs_f64().max(1e-9)).round() as u64
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
+    move |e| Failure::other(format!("bench: {what}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures: real rollouts through the ledger
+// ---------------------------------------------------------------------------------------------
+
+/// Stage 1 sends half of all traffic to the candidate; the escalation guardrail never breaches
+/// on identical arms; the huge `min_samples` keeps the stage from ever being ready.
+const HEALTHY_PLAN: &str = r#"
+[[stages]]
+name = "half"
+percent = 50
+min_samples = 1000000000
+
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+escalation_rate = { max_increase = 0.01 }
+
+[rollback]
+criteria = "escalation rate more than one point above the control"
+automatic = false
+"#;
+
+/// As the healthy plan, with an automatic rollback and the default `min_samples`.
+const BREACH_PLAN: &str = r#"
+[[stages]]
+name = "half"
+percent = 50
+
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+escalation_rate = { max_increase = 0.01 }
+
+[rollback]
+criteria = "escalation rate more than one point above the control"
+automatic = true
+"#;
+
+/// One stage: every request gets the candidate until the rollback.
+const ALL_TRAFFIC_PLAN: &str = r#"
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+escalation_rate = { max_increase = 0.01 }
+
+[rollback]
+criteria = "on-call judgement"
+automatic = false
+"#;
+
+fn plan(text: &str) -> RolloutPlan {
+    RolloutPlan::from_text(text, FileFormat::Toml).expect("the bench's plans are valid")
+}
+
+fn artifact(n: u32) -> Artifact {
+    Artifact::from_text(
+        &format!(
+            "instructions = \"Classify the customer's message (bench version {n}).\"\nknown_limitations = [\"none known\"]\n\n[model]\nfamily = \"gpt-4o\"\ntemperature = 0.2\n\n[tools]\nschema_version = \"none\"\n"
+        ),
+        FileFormat::Toml,
+    )
+    .expect("the bench's artifacts are valid")
+}
+
+fn bundle(candidate: &VersionId, baseline: &VersionId) -> EvalBundle {
+    let json = serde_json::json!({
+        "candidate": candidate,
+        "baseline": baseline,
+        "suite": "bench",
+        "segments": [
+            { "name": "billing", "cases": 100, "candidate_pass_rate": 0.95, "baseline_pass_rate": 0.94 }
+        ],
+        "hard_negatives": {
+            "ambiguous": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 },
+            "adversarial": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 },
+            "long_context": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 },
+            "partial_tool_failure": { "cases": 10, "candidate_pass_rate": 0.9, "baseline_pass_rate": 0.9 }
+        },
+        "regressions": [],
+        "latency_ms": { "candidate_p50": 100, "baseline_p50": 100, "candidate_p95": 200, "baseline_p95": 200 },
+        "cost_per_request_usd": { "candidate": 0.001, "baseline": 0.001 },
+        "expected_changes": []
+    });
+    EvalBundle::from_text(&json.to_string(), FileFormat::Json).expect("the bench's bundle is valid")
+}
+
+/// A prompt with a release rolling out: what outcomes and resolutions name.
+#[derive(Clone)]
+struct Rollout {
+    prompt: PromptName,
+    release: ReleaseId,
+    stable: VersionId,
+    candidate: VersionId,
+    /// Stream sequence of the `rollout_started` event.
+    started_at_sequence: u64,
+}
+
+async fn exec(
+    ledger: &Ledger,
+    prompt: &PromptName,
+    actor: &str,
+    command: Command,
+) -> Result<Executed, ExecuteError> {
+    let actor = Actor::parse(actor).expect("the bench's actors are valid");
+    ledger
+        .execute(prompt, &actor, "bench", move |_| Ok(command.clone()))
+        .await
+}
+
+/// Takes a new prompt through the whole release story up to a started rollout, with the
+/// commands the CLI runs (register, publish twice, adopt, propose, two reviews by others, an
+/// eval bundle, the gate, the plan, start), writing the routing table where the CLI does.
+async fn start_rollout(
+    ledger: &Ledger,
+    routing: &RoutingStore,
+    prompt: &PromptName,
+    plan: &RolloutPlan,
+) -> Result<Rollout, Failure> {
+    let (v1, v2) = (artifact(1), artifact(2));
+    let (stable, candidate) = (v1.version_id(), v2.version_id());
+    exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::RegisterPrompt {
+            owner: "bench".into(),
+        },
+    )
+    .await?;
+    for artifact in [v1, v2] {
+        exec(
+            ledger,
+            prompt,
+            "maria",
+            Command::PublishVersion { artifact },
+        )
+        .await?;
+    }
+    let adopted = exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::AdoptVersion {
+            version: stable.clone(),
+            reason: "serving production".into(),
+        },
+    )
+    .await?;
+    routing
+        .publish(&routing_table_for(&adopted.state, adopted.last_sequence))
+        .await?;
+    let proposed = exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::ProposeChange {
+            candidate: candidate.clone(),
+            rationale: "bench".into(),
+            expected_changes: vec![],
+        },
+    )
+    .await?;
+    let release = proposed
+        .state
+        .releases
+        .values()
+        .last()
+        .map(|r| r.id.clone())
+        .ok_or_else(|| Failure::other("bench: the proposal recorded no release"))?;
+    for (actor, layer) in [
+        ("priya", ReviewLayer::Product),
+        ("tomas", ReviewLayer::Technical),
+    ] {
+        exec(
+            ledger,
+            prompt,
+            actor,
+            Command::SubmitReview {
+                release: release.clone(),
+                layer,
+                verdict: ReviewVerdict::Approve,
+                note: None,
+            },
+        )
+        .await?;
+    }
+    exec(
+        ledger,
+        prompt,
+        "ci",
+        Command::AttachEvalBundle {
+            release: release.clone(),
+            bundle: bundle(&candidate, &stable),
+        },
+    )
+    .await?;
+    // Where a gatekeeper runs (`pledger up`), it may have decided the gate already.
+    match exec(
+        ledger,
+        prompt,
+        "ci",
+        Command::DecideGate {
+            release: release.clone(),
+        },
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ExecuteError::Rejected(r)) if r.rule == Rule::GateUnchangedEvidence => {}
+        Err(e) => return Err(e.into()),
+    }
+    exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::PlanRollout {
+            release: release.clone(),
+            plan: plan.clone(),
+        },
+    )
+    .await?;
+    let started = exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::StartRollout {
+            release: release.clone(),
+            bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
+        },
+    )
+    .await?;
+    if started.state.active_rollout().is_none() {
+        return Err(Failure::other(format!(
+            "bench: the rollout of {release} did not start"
+        )));
+    }
+    routing
+        .publish(&routing_table_for(&started.state, started.last_sequence))
+        .await?;
+    Ok(Rollout {
+        prompt: prompt.clone(),
+        release,
+        stable,
+        candidate,
+        started_at_sequence: started.last_sequence,
+    })
+}
+
+/// One outcome of `rollout`, on `arm`, numbered `i`.
+fn outcome(r: &Rollout, arm: Arm, i: u64, escalated: bool) -> Outcome {
+    Outcome {
+        prompt: r.prompt.clone(),
+        version: match arm {
+            Arm::Candidate => r.candidate.clone(),
+            Arm::Baseline => r.stable.clone(),
+        },
+        release: Some(r.release.clone()),
+        arm: Some(arm),
+        unit: Some(format!("user-{}", i % 10_000)),
+        attrs: [
+            ("geo".to_string(), "eu".to_string()),
+            ("user_kind".to_string(), "external".to_string()),
+        ]
+        .into(),
+        request_id: format!("req-{i}"),
+        fallback: false,
+        escalated,
+        manually_corrected: false,
+        refusal: false,
+        latency_ms: 400.0 + (i % 97) as f64 * 7.0,
+        tokens_in: 300 + i % 50,
+        tokens_out: 200 + i % 30,
+        cost_usd: Some(0.002),
+        feedback: None,
+    }
+}
+
+/// A healthy batch: arms alternate, and both escalate on the same schedule (2%), so the
+/// candidate is never worse than its control.
+fn healthy_batch(r: &Rollout, first: u64, n: usize) -> Vec<Outcome> {
+    (0..n as u64)
+        .map(|j| {
+            let i = first + j;
+            let arm = if j % 2 == 0 {
+                Arm::Candidate
+            } else {
+                Arm::Baseline
+            };
+            outcome(r, arm, i, (j / 2) % 50 == 0)
+        })
+        .collect()
+}
+
+/// Waits until a durable consumer has acknowledged every stream sequence up to `sequence`.
+async fn wait_acked(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+    sequence: u64,
+    poll: Duration,
+    limit: Duration,
+) -> Result<(), Failure> {
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| fail("stream")(e.to_string()))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(info) = s.consumer_info(consumer).await {
+            if info.ack_floor.stream_sequence >= sequence {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::other(format!(
+                "bench: consumer {consumer} did not reach sequence {sequence} within {} s",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+async fn publish(js: &jetstream::Context, subject: &str, payload: Vec<u8>) -> Result<u64, Failure> {
+    let ack = js
+        .publish(subject.to_string(), payload.into())
+        .await
+        .map_err(|e| fail("publishing outcomes")(e.to_string()))?
+        .await
+        .map_err(|e| fail("outcomes not stored")(e.to_string()))?;
+    Ok(ack.sequence)
+}
+
+/// Starts a canary monitor in this process on a temporary sled store.
+async fn spawn_monitor(
+    url: &str,
+    replica: &str,
+    dir: &Path,
+) -> Result<
+    (
+        WorkerContext,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<Result<(), pledger_infra::worker::WorkerError>>,
+    ),
+    Failure,
+> {
+    let client = pledger_infra::connect(url).await?;
+    let ctx = WorkerContext::open(WorkerKind::Canary, replica, client, dir)
+        .await
+        .map_err(|e| fail("canary monitor")(e.to_string()))?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(canary::run(ctx.clone(), rx));
+    Ok((ctx, stop, task))
+}
+
+async fn stop_monitor(
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), pledger_infra::worker::WorkerError>>,
+) -> Result<(), Failure> {
+    let _ = stop.send(true);
+    match task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(fail("canary monitor")(e.to_string())),
+        Err(e) => Err(fail("canary monitor")(e.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------------
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat at USER_HZ = 100.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Children of `ppid` named `comm`.
+fn children_named(ppid: u32, comm: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let parent = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if name == comm && parent == Some(ppid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn machine_facts(server_version: &str) -> Vec<(&'static str, String)> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let commit = match command_output("git", &["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c} (with uncommitted changes)")
+            } else {
+                c
+            }
+        }
+        None => "not available".into(),
+    };
+    vec![
+        (
+            "nproc",
+            std::thread::available_parallelism()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+        ),
+        ("CPU", cpu),
+        ("memory", memory),
+        ("kernel", kernel),
+        ("date", pledger_infra::ledger::now().to_rfc3339()),
+        ("nats-server", server_version.to_string()),
+        ("git commit", commit),
+        (
+            "build",
+            if cfg!(debug_assertions) {
+                "debug (figures are not representative; use --release)".into()
+            } else {
+                "release".into()
+            },
+        ),
+        (
+            "runtime",
+            "tokio multi-thread, 2 worker threads (as every pledger command)".into(),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+// ---------------------------------------------------------------------------------------------
+
+/// A throwaway server and the handles every section shares.
+struct Env {
+    url: String,
+    ledger: Ledger,
+    routing: RoutingStore,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn js(&self) -> &jetstream::Context {
+        self.ledger.jetstream()
+    }
+}
+
+fn progress(text: &str) {
+    eprintln!("pledger bench: {text}");
+}
+
+pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    if cfg!(debug_assertions) && !args.quick {
+        progress("this is a debug build: the figures will not be representative (use --release)");
+    }
+    progress("starting a throwaway nats-server");
+    let server = tokio::task::spawn_blocking(EphemeralServer::start)
+        .await
+        .map_err(|e| fail("server")(e.to_string()))?
+        .map_err(|e| fail("server")(e.to_string()))?;
+    let url = server.url();
+    let client = pledger_infra::connect(&url).await?;
+    let server_version = client.server_info().version;
+    let ledger = Ledger::new(client);
+    ledger.ensure().await?;
+    let routing = RoutingStore::open(ledger.jetstream()).await?;
+    let env = Env {
+        url,
+        ledger,
+        routing,
+        dir: tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?,
+    };
+
+    let mut sections = Vec::new();
+    progress("1/6 outcome ingest into the canary monitor");
+    sections.push(ingest(&env, &sizes).await?);
+    progress("2/6 breach to reroute");
+    sections.push(reroute(&env, &sizes).await?);
+    progress("3/6 manual rollback to many resolvers");
+    sections.push(fanout(&env, &sizes).await?);
+    drop(env);
+    drop(server);
+    progress("4/6 Resolver::resolve cost");
+    let s = sizes.resolve_calls;
+    let runs = sizes.resolve_runs;
+    sections.push(
+        tokio::task::spawn_blocking(move || resolve_cost(s, runs))
+            .await
+            .map_err(|e| fail("resolve")(e.to_string()))?,
+    );
+    progress("5/6 judgement quality");
+    let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
+    sections.push(
+        tokio::task::spawn_blocking(move || quality(canaries, detect))
+            .await
+            .map_err(|e| fail("quality")(e.to_string()))?,
+    );
+    progress("6/6 resident memory of `pledger up`");
+    sections.push(memory(&sizes).await?);
+
+    let report = Report {
+        quick: args.quick,
+        facts: machine_facts(&server_version),
+        sections,
+        elapsed: started.elapsed(),
+    };
+    println!("{}", report.text().trim_end());
+    if let Some(path) = &args.write {
+        std::fs::write(path, report.markdown())
+            .map_err(|e| Failure::other(format!("{}: cannot write: {e}", path.display())))?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Outcome ingest
+// ---------------------------------------------------------------------------------------------
+
+async fn ingest(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
+    let js = env.js();
+    let prompt = PromptName::parse("bench-ingest")?;
+    let r = start_rollout(&env.ledger, &env.routing, &prompt, &plan(HEALTHY_PLAN)).await?;
+    let (n, b) = (sizes.ingest_messages, sizes.ingest_batch);
+    let total = (n * b) as u64;
+
+    // Pre-fill the stream before any consumer runs: ingest is measured, not the publisher.
+    let subject = outcome_subject(&prompt);
+    let mut samples: Vec<Vec<u8>> = Vec::new();
+    let mut in_flight = VecDeque::new();
+    let mut bytes = 0usize;
+    let t = Instant::now();
+    for m in 0..n {
+        let payload =
+            serde_json::to_vec(&healthy_batch(&r, (m * b) as u64, b)).expect("outcomes serialize");
+        bytes += payload.len();
+        if samples.len() < 200 {
+            samples.push(payload.clone());
+        }
+        in_flight.push_back(
+            js.publish(subject.clone(), payload.into())
+                .await
+                .map_err(|e| fail("publishing outcomes")(e.to_string()))?,
+        );
+        if in_flight.len() >= 256 {
+            if let Some(ack) = in_flight.pop_front() {
+                ack.await
+                    .map_err(|e| fail("outcomes not stored")(e.to_string()))?;
+            }
+        }
+    }
+    let mut last = 0;
+    for ack in in_flight {
+        last = ack
+            .await
+            .map_err(|e| fail("outcomes not stored")(e.to_string()))?
+            .sequence;
+    }
+    let prefill = t.elapsed();
+
+    let mut stream = js
+        .get_stream(OUTCOMES_STREAM)
+        .await
+        .map_err(|e| fail("outcome stream")(e.to_string()))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| fail("outcome stream")(e.to_string()))?
+        .state
+        .clone();
+    let messages = state.messages;
+    let server_pid = children_named(std::process::id(), "nats-server")
+        .first()
+        .map(|p| p.to_string());
+    let cpu = |server: &Option<String>| {
+        (
+            cpu_secs("self").unwrap_or(0.0),
+            server.as_deref().and_then(cpu_secs).unwrap_or(0.0),
+        )
+    };
+
+    // Alternating runs of the baseline and the monitor over the same stored messages; the
+    // median run of each is reported.
+    let mut bare_runs = Vec::new();
+    let mut monitor_runs = Vec::new();
+    let mut status = None;
+    for rep in 0..sizes.ingest_reps {
+        bare_runs.push(bare_drain(js, &mut stream, rep, messages, last, &cpu, &server_pid).await?);
+        let (run, st) = monitor_drain(env, &r, rep, last, total, &cpu, &server_pid).await?;
+        monitor_runs.push(run);
+        status = st;
+    }
+    let by_time = |runs: &mut Vec<Drain>| {
+        runs.sort_by_key(|d| d.time);
+        runs[runs.len() / 2]
+    };
+    let all_times = |runs: &[Drain]| {
+        runs.iter()
+            .map(|d| format!("{:.2}", d.time.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (bare_all, monitor_all) = (all_times(&bare_runs), all_times(&monitor_runs));
+    let bare_run = by_time(&mut bare_runs);
+    let monitor_run = by_time(&mut monitor_runs);
+    let (bare_time, monitor_time) = (bare_run.time, monitor_run.time);
+    let (cpu0, cpu1) = (bare_run.cpu_before, bare_run.cpu_after);
+    let (cpu2, cpu3) = (monitor_run.cpu_before, monitor_run.cpu_after);
+    let bare_outcomes = messages * b as u64;
+
+    // Profile: the parsing alone, on one core.
+    let t = Instant::now();
+    let mut parsed = 0usize;
+    for p in &samples {
+        parsed += parse_outcome_message(p)
+            .iter()
+            .filter(|o| o.is_ok())
+            .count();
+    }
+    let parse_rate = per_sec(parsed as u64, t.elapsed());
+
+    // The outcome stream is shared by the later sections' monitors, which start from its
+    // first message: empty it.
+    stream
+        .purge()
+        .await
+        .map_err(|e| fail("purging outcomes")(e.to_string()))?;
+
+    let bare_msgs = per_sec(messages, bare_time);
+    let bare_rate = per_sec(bare_outcomes, bare_time);
+    let mon_msgs = per_sec(messages, monitor_time);
+    let mon_rate = per_sec(total, monitor_time);
+    let ratio = mon_msgs as f64 / bare_msgs.max(1) as f64;
+
+    let mut s = Section::new(1, "Outcome ingest into the canary monitor");
+    s.baseline = "a bare durable pull consumer on the same pre-filled stream, reading through the \
+                  workers' own batching (`Batches`, up to 1,000 messages per batch, `AckPolicy::All`, \
+                  the last message of each batch acked) and doing nothing else"
+        .into();
+    s.method = format!(
+        "A real rollout (register, publish 2 versions, adopt, propose, 2 reviews by other actors, eval \
+         bundle, gate, plan, start) of `{prompt}`; {} messages of {b} outcomes each (JSON arrays, both arms, \
+         identical 2% escalation: healthy) published to `{subject}` before any consumer starts. Each \
+         consumer is timed from its start (for the monitor: creating its consumers and its start-up \
+         read of the ledger included) until the server reports its ack floor at the stream's last \
+         sequence (consumer info polled every 5 ms). The monitor is `pledger_infra::worker::canary::run` \
+         with `WorkerContext::open(WorkerKind::Canary, ...)` on a temporary sled store: it parses and \
+         validates every outcome, places it by arm and segment, commits the stage counts with the \
+         sequence in one sled transaction (flushed) per batch, acks, then judges the stage.",
+        thousands(n as u64)
+    );
+    s.rows.push(row(
+        "messages/s",
+        thousands(mon_msgs),
+        thousands(bare_msgs),
+        "≥ 0.8 × baseline",
+        Mark::of(ratio >= 0.8),
+    ));
+    s.rows.push(row(
+        "monitor / bare consumer (message rate)",
+        format!("{ratio:.3}"),
+        "1",
+        "≥ 0.8",
+        Mark::of(ratio >= 0.8),
+    ));
+    s.rows.push(row(
+        format!("outcomes/s ({b} per message)"),
+        thousands(mon_rate),
+        thousands(bare_rate),
+        "≥ 200,000",
+        Mark::of(mon_rate >= 200_000),
+    ));
+    s.rows.push(row(
+        format!("time to drain {} outcomes", thousands(total)),
+        format!("{:.2} s", monitor_time.as_secs_f64()),
+        format!("{:.2} s", bare_time.as_secs_f64()),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "CPU s used by this process while draining",
+        format!("{:.2}", cpu3.0 - cpu2.0),
+        format!("{:.2}", cpu1.0 - cpu0.0),
+        "",
+        Mark::Info,
+    ));
+    if server_pid.is_some() {
+        s.rows.push(row(
+            "CPU s used by nats-server while draining",
+            format!("{:.2}", cpu3.1 - cpu2.1),
+            format!("{:.2}", cpu1.1 - cpu0.1),
+            "",
+            Mark::Info,
+        ));
+    }
+    if sizes.ingest_reps > 1 {
+        s.notes.push(format!(
+            "{} alternating runs each, the median reported; drain times (s): monitor {monitor_all}; bare consumer {bare_all}.",
+            sizes.ingest_reps
+        ));
+    }
+    let counted = status
+        .as_ref()
+        .map(|st| (st.judgement.candidate.samples, st.judgement.control.samples));
+    s.notes.push(match counted {
+        Some((c, k)) => format!(
+            "Check: the monitor's published judgement of the stage counts {} candidate and {} control \
+             samples: {} of the {} outcomes published{}.",
+            thousands(c),
+            thousands(k),
+            thousands(c + k),
+            thousands(total),
+            if c + k == total { "" } else { " — NOT every outcome was counted: the figure is suspect" }
+        ),
+        None => "Check: the monitor published no judgement of the stage; the figure is suspect.".into(),
+    });
+    s.notes.push(format!(
+        "Pre-fill (not part of the measure): {} messages, {:.1} MiB, published in {:.2} s ({} messages/s with an fsync before every ack).",
+        thousands(messages),
+        bytes as f64 / 1024.0 / 1024.0,
+        prefill.as_secs_f64(),
+        thousands(per_sec(messages, prefill))
+    ));
+    let us = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let (bare_us, mon_us) = (us(bare_time, messages), us(monitor_time, messages));
+    let parse_us = 1e6 * b as f64 / parse_rate.max(1) as f64;
+    s.notes.push(format!(
+        "Profile, per {b}-outcome message: the bare consumer spends {bare_us:.1} µs, the monitor \
+         {mon_us:.1} µs. `parse_outcome_message` alone (what the monitor calls on each message), timed \
+         on one core over {} of these payloads, costs {parse_us:.1} µs ({} outcomes/s). The monitor's \
+         loop is sequential (parse, place, sled commit, ack, judge); its drain used {:.2} CPU s of this \
+         process in {:.2} s of wall time, and nats-server {:.2} CPU s. For the 0.8 ratio the monitor may \
+         spend at most {:.1} µs per message beyond the transport ({:.0} ns per outcome).",
+        samples.len(),
+        thousands(parse_rate),
+        cpu3.0 - cpu2.0,
+        monitor_time.as_secs_f64(),
+        cpu3.1 - cpu2.1,
+        bare_us * 0.25,
+        bare_us * 0.25 * 1000.0 / b as f64
+    ));
+    if ratio < 0.8 {
+        s.notes.push(format!(
+            "MISS on the ratio: decoding alone costs {:.1}× the bare consumer's whole time per message. \
+             A monitor that decodes every outcome cannot reach 0.8 of a consumer that decodes nothing \
+             unless decoding becomes at least {:.0}× cheaper, before any of its other work.",
+            parse_us / bare_us.max(1e-9),
+            (parse_us / (bare_us * 0.25).max(1e-9)).ceil()
+        ));
+    }
+    Ok(s)
+}
+
+/// One timed drain of the pre-filled outcome stream.
+#[derive(Clone, Copy)]
+struct Drain {
+    time: Duration,
+    /// CPU seconds of (this process, nats-server) before and after.
+    cpu_before: (f64, f64),
+    cpu_after: (f64, f64),
+}
+
+type CpuProbe = dyn Fn(&Option<String>) -> (f64, f64);
+
+/// The baseline: a bare durable pull consumer through the same batching and acking as the
+/// workers (`Batches`, `AckPolicy::All`, ack the last message of each batch), nothing else.
+async fn bare_drain(
+    js: &jetstream::Context,
+    stream: &mut jetstream::stream::Stream,
+    rep: usize,
+    messages: u64,
+    last: u64,
+    cpu: &CpuProbe,
+    server_pid: &Option<String>,
+) -> Result<Drain, Failure> {
+    let name = format!("bench_bare_consumer_{rep}");
+    let bare = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: "pledger.outcomes.*".into(),
+            ack_policy: consumer::AckPolicy::All,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail("bare consumer")(e.to_string()))?;
+    let cpu_before = cpu(server_pid);
+    let t = Instant::now();
+    let mut batches = Batches::new(&bare)
+        .await
+        .map_err(|e| fail("bare consumer")(e.to_string()))?;
+    let mut got = 0u64;
+    while got < messages {
+        let batch = batches
+            .next(Duration::from_secs(10))
+            .await
+            .map_err(|e| fail("bare consumer")(e.to_string()))?;
+        if batch.is_empty() {
+            return Err(Failure::other("bench: the bare consumer stalled"));
+        }
+        got += batch.len() as u64;
+        ack_batch(&batch)
+            .await
+            .map_err(|e| fail("bare consumer")(e.to_string()))?;
+    }
+    wait_acked(
+        js,
+        OUTCOMES_STREAM,
+        &name,
+        last,
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let time = t.elapsed();
+    let cpu_after = cpu(server_pid);
+    drop(batches);
+    let _ = stream.delete_consumer(&name).await;
+    Ok(Drain {
+        time,
+        cpu_before,
+        cpu_after,
+    })
+}
+
+/// The real canary monitor on a fresh store, from its start until its outcome consumer has
+/// acked the stream's last message. Returns the drain and the monitor's published judgement.
+async fn monitor_drain(
+    env: &Env,
+    r: &Rollout,
+    rep: usize,
+    last: u64,
+    total: u64,
+    cpu: &CpuProbe,
+    server_pid: &Option<String>,
+) -> Result<(Drain, Option<canary::CanaryStatus>), Failure> {
+    let js = env.js();
+    let replica = format!("ingest{rep}");
+    let dir = env.dir.path().join(&replica);
+    let cpu_before = cpu(server_pid);
+    let t = Instant::now();
+    let (ctx, stop, task) = spawn_monitor(&env.url, &replica, &dir).await?;
+    let name = ctx.durable_name(OUTCOMES_STREAM);
+    wait_acked(
+        js,
+        OUTCOMES_STREAM,
+        &name,
+        last,
+        Duration::from_millis(5),
+        Duration::from_secs(600),
+    )
+    .await?;
+    let time = t.elapsed();
+    let cpu_after = cpu(server_pid);
+    // Check (outside the measure) that the monitor counted every outcome into the rollout:
+    // its published judgement of the stage carries the samples per arm.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut status = None;
+    while Instant::now() < deadline {
+        status = canary::read_status(js, &r.release).await.ok().flatten();
+        if status.as_ref().is_some_and(|s| {
+            s.judgement.candidate.samples + s.judgement.control.samples >= total
+                && s.monitor_replica == replica
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_monitor(stop, task).await?;
+    for (stream, consumer) in [
+        (OUTCOMES_STREAM, name),
+        (LEDGER_STREAM, ctx.durable_name(LEDGER_STREAM)),
+    ] {
+        if let Ok(s) = js.get_stream_no_info(stream).await {
+            let _ = s.delete_consumer(&consumer).await;
+        }
+    }
+    Ok((
+        Drain {
+            time,
+            cpu_before,
+            cpu_after,
+        },
+        status,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing-KV floor (baseline of sections 2 and 3)
+// ---------------------------------------------------------------------------------------------
+
+/// Times raw writes of a prompt's routing table straight to the KV bucket until every resolver
+/// serves the new stable version: the notification path alone, with no ledger and no worker.
+async fn kv_floor(
+    env: &Env,
+    resolvers: &[Resolver],
+    tag: &str,
+    trials: usize,
+) -> Result<Vec<Duration>, Failure> {
+    let prompt = PromptName::parse(&format!("bench-floor-{tag}"))?;
+    let versions = [artifact(1).version_id(), artifact(2).version_id()];
+    let kv = env.routing.store();
+    let mut samples = Vec::new();
+    for trial in 0..=trials {
+        let version = versions[trial % 2].clone();
+        let table = RoutingTable {
+            prompt: prompt.clone(),
+            stable: Some(version.clone()),
+            rollout: None,
+            ledger_sequence: trial as u64 + 1,
+            artifacts: BTreeMap::new(),
+        };
+        let waiters = wait_all(resolvers, prompt.as_str(), version);
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        kv.put(
+            prompt.as_str(),
+            serde_json::to_vec(&table).expect("serializes").into(),
+        )
+        .await
+        .map_err(|e| fail("routing KV")(e.to_string()))?;
+        let seen = join_waiters(waiters).await?;
+        // The first write creates the key: a warm-up, not a sample.
+        if trial > 0 {
+            samples.push(seen.saturating_duration_since(t));
+        }
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+/// One task per resolver that waits (on its change notifications, no polling) until `prompt`
+/// resolves to `version` for a fixed unit, and returns when it did.
+fn wait_all(
+    resolvers: &[Resolver],
+    prompt: &str,
+    version: VersionId,
+) -> Vec<tokio::task::JoinHandle<Instant>> {
+    resolvers
+        .iter()
+        .map(|r| {
+            let (r, prompt, version) = (r.clone(), prompt.to_string(), version.clone());
+            tokio::spawn(async move {
+                r.wait_until(|r| {
+                    r.resolve(&prompt, &RequestContext::new().unit("user-1"))
+                        .version()
+                        == Some(&version)
+                })
+                .await;
+                Instant::now()
+            })
+        })
+        .collect()
+}
+
+/// The latest instant of all waiters (bounded at 30 s).
+async fn join_waiters(waiters: Vec<tokio::task::JoinHandle<Instant>>) -> Result<Instant, Failure> {
+    let all = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waiters))
+        .await
+        .map_err(|_| Failure::other("bench: resolvers did not see the change within 30 s"))?;
+    let mut latest = None;
+    for r in all {
+        let at = r.map_err(|e| fail("resolver waiter")(e.to_string()))?;
+        latest = Some(latest.map_or(at, |l: Instant| l.max(at)));
+    }
+    latest.ok_or_else(|| Failure::other("bench: no resolvers"))
+}
+
+async fn start_resolver(url: &str) -> Result<Resolver, Failure> {
+    let client = pledger_client::connect(url)
+        .await
+        .map_err(|e| fail("resolver")(e.to_string()))?;
+    Resolver::start(
+        client,
+        ResolverOptions {
+            autosave_snapshot: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| fail("resolver")(e.to_string()))
+}
+
+async fn see_rollout(resolvers: &[Resolver], prompt: &str) -> Result<(), Failure> {
+    let waits = resolvers
+        .iter()
+        .map(|r| r.wait_for(prompt, |t| t.is_some_and(|t| t.rollout.is_some())));
+    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waits))
+        .await
+        .map_err(|_| Failure::other("bench: resolvers did not see the rollout within 30 s"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Breach to reroute
+// ---------------------------------------------------------------------------------------------
+
+async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
+    let js = env.js();
+    let dir = env.dir.path().join("reroute");
+    let (ctx, stop, task) = spawn_monitor(&env.url, "reroute", &dir).await?;
+    let (ledger_consumer, outcome_consumer) = (
+        ctx.durable_name(LEDGER_STREAM),
+        ctx.durable_name(OUTCOMES_STREAM),
+    );
+    let resolver = start_resolver(&env.url).await?;
+    let breach_plan = plan(BREACH_PLAN);
+    const PREFILL_PER_ARM: u64 = 99;
+    const TRIGGER_ESCALATIONS: u64 = 20;
+    let mut samples = Vec::new();
+    let mut publish_acks = Vec::new();
+    let mut rolled_back = 0;
+    let mut checked = false;
+    for trial in 0..sizes.reroute_trials {
+        let prompt = PromptName::parse(&format!("bench-reroute-{trial}"))?;
+        let r = start_rollout(&env.ledger, &env.routing, &prompt, &breach_plan).await?;
+        // The monitor has seen the rollout start; the resolver serves the candidate.
+        wait_acked(
+            js,
+            LEDGER_STREAM,
+            &ledger_consumer,
+            r.started_at_sequence,
+            Duration::from_millis(5),
+            Duration::from_secs(30),
+        )
+        .await?;
+        see_rollout(std::slice::from_ref(&resolver), prompt.as_str()).await?;
+        let unit = (0..10_000)
+            .map(|i| format!("user-{i}"))
+            .find(|u| {
+                resolver
+                    .resolve(prompt.as_str(), &RequestContext::new().unit(u))
+                    .arm()
+                    == Some(Arm::Candidate)
+            })
+            .ok_or_else(|| Failure::other("bench: no unit gets the candidate"))?;
+
+        // Healthy outcomes for both arms, one short of the judgement's minimum samples.
+        let prefill: Vec<Outcome> = (0..PREFILL_PER_ARM)
+            .flat_map(|i| {
+                [
+                    outcome(&r, Arm::Candidate, 2 * i, false),
+                    outcome(&r, Arm::Baseline, 2 * i + 1, false),
+                ]
+            })
+            .collect();
+        // The message that makes the breach decidable: escalations on the candidate arm and
+        // the control's 100th sample.
+        let mut trigger: Vec<Outcome> = (0..TRIGGER_ESCALATIONS)
+            .map(|i| outcome(&r, Arm::Candidate, 1000 + i, true))
+            .collect();
+        trigger.push(outcome(&r, Arm::Baseline, 2000, false));
+        if !checked {
+            check_breach_design(&breach_plan, &prefill, &trigger)?;
+            checked = true;
+        }
+        let subject = outcome_subject(&prompt);
+        let seq = publish(
+            js,
+            &subject,
+            serde_json::to_vec(&prefill).expect("serializes"),
+        )
+        .await?;
+        wait_acked(
+            js,
+            OUTCOMES_STREAM,
+            &outcome_consumer,
+            seq,
+            Duration::from_millis(5),
+            Duration::from_secs(30),
+        )
+        .await?;
+        // Let the monitor finish judging the pre-fill (not part of the measure).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let stable = r.stable.clone();
+        let waiter = {
+            let (resolver, prompt, unit) = (resolver.clone(), prompt.to_string(), unit.clone());
+            tokio::spawn(async move {
+                resolver
+                    .wait_until(|x| {
+                        x.resolve(&prompt, &RequestContext::new().unit(&unit))
+                            .version()
+                            == Some(&stable)
+                    })
+                    .await;
+                Instant::now()
+            })
+        };
+        tokio::task::yield_now().await;
+        let payload = serde_json::to_vec(&trigger).expect("serializes");
+        let t = Instant::now();
+        publish(js, &subject, payload).await?;
+        publish_acks.push(t.elapsed());
+        let seen = join_waiters(vec![waiter]).await?;
+        samples.push(seen.saturating_duration_since(t));
+        // The automatic rollback follows the freeze; let it land before the next trial.
+        if tokio::time::timeout(
+            Duration::from_secs(10),
+            resolver.wait_for(prompt.as_str(), |t| t.is_some_and(|t| t.rollout.is_none())),
+        )
+        .await
+        .is_ok()
+        {
+            rolled_back += 1;
+        }
+    }
+    stop_monitor(stop, task).await?;
+    drop(ctx);
+    samples.sort();
+    publish_acks.sort();
+    let floor = kv_floor(
+        env,
+        std::slice::from_ref(&resolver),
+        "reroute",
+        sizes.floor_trials,
+    )
+    .await?;
+    drop(resolver);
+
+    let p99 = percentile(&samples, 99.0);
+    let mut s = Section::new(2, "Breach to reroute");
+    s.baseline = format!(
+        "the notification path alone: a raw `put` of a routing table to the `pledger_routing` KV \
+         bucket until the same Resolver serves the new version ({} trials, no ledger, no worker)",
+        floor.len()
+    );
+    s.method = format!(
+        "{} trials, a new prompt each, with a real rollout whose plan has a 50% stage, the guardrail \
+         `escalation_rate = {{ max_increase = 0.01 }}` and `rollback.automatic = true`. The canary \
+         monitor runs in this process; a `pledger_client::Resolver` (own connection) watches the \
+         routing bucket. Before each trial {PREFILL_PER_ARM} healthy outcomes per arm are published \
+         and consumed (one short of the judgement's 100 samples per arm: the verdict holds). The timer \
+         starts just before publishing the message that makes the breach decidable ({TRIGGER_ESCALATIONS} \
+         escalated candidate outcomes and the control's 100th sample) and stops when the Resolver, \
+         woken by its change notifications (no polling), resolves a unit that was on the candidate to \
+         the stable version. That happens at the freeze's routing write (a frozen rollout routes \
+         everything to stable); the automatic rollback follows.",
+        samples.len()
+    );
+    s.rows.push(row(
+        "p50",
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&floor, 50.0)),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "p99",
+        ms(p99),
+        ms(percentile(&floor, 99.0)),
+        "< 50 ms",
+        Mark::of(p99 < Duration::from_millis(50)),
+    ));
+    s.rows.push(row(
+        "max",
+        ms(samples.last().copied().unwrap_or_default()),
+        ms(floor.last().copied().unwrap_or_default()),
+        "",
+        Mark::Info,
+    ));
+    s.notes.push(format!(
+        "Of that, publishing the trigger until its JetStream ack (fsync included) took p50 {}, p99 {}.",
+        ms(percentile(&publish_acks, 50.0)),
+        ms(percentile(&publish_acks, 99.0))
+    ));
+    s.notes.push(format!(
+        "The path measured: server stores the message → monitor's pull batch → parse, place, sled \
+         commit (flushed), ack → judge (mSPRT breach) → `Ledger::execute(FreezeRollout)` (read the \
+         prompt's family, conditional append with fsync) → routing table write (compare-and-set) → \
+         KV watch → Resolver. {rolled_back} of {} trials were also rolled back automatically within 10 s.",
+        samples.len()
+    ));
+    s.notes.push(format!(
+        "p99 is nearest-rank: with {} samples it is {}.",
+        samples.len(),
+        ordinal(samples.len() - (0.99 * samples.len() as f64).ceil() as usize + 1)
+    ));
+    Ok(s)
+}
+
+fn ordinal(n: usize) -> String {
+    match n {
+        0 | 1 => "the largest sample".into(),
+        2 => "the 2nd largest sample".into(),
+        3 => "the 3rd largest sample".into(),
+        n => format!("the {n}th largest sample"),
+    }
+}
+
+/// Checks, with the core's own judgement, that the pre-fill holds and the trigger breaches.
+fn check_breach_design(
+    plan: &RolloutPlan,
+    prefill: &[Outcome],
+    trigger: &[Outcome],
+) -> Result<(), Failure> {
+    let (mut cand, mut ctrl) = (ArmStats::new(), ArmStats::new());
+    let judge_now = |cand: &ArmStats, ctrl: &ArmStats| {
+        judge(&plan.guardrails, cand, ctrl, &JudgeConfig::default()).verdict
+    };
+    for o in prefill {
+        match o.arm {
+            Some(Arm::Candidate) => cand.record(o),
+            _ => ctrl.record(o),
+        }
+    }
+    if judge_now(&cand, &ctrl) == Verdict::Breached {
+        return Err(Failure::other("bench: the pre-fill alone breaches"));
+    }
+    for o in trigger {
+        match o.arm {
+            Some(Arm::Candidate) => cand.record(o),
+            _ => ctrl.record(o),
+        }
+    }
+    if judge_now(&cand, &ctrl) != Verdict::Breached {
+        return Err(Failure::other("bench: the trigger does not make a breach"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Manual rollback to many resolvers
+// ---------------------------------------------------------------------------------------------
+
+async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
+    let n = sizes.fanout_resolvers;
+    let resolvers: Vec<Resolver> =
+        futures::future::try_join_all((0..n).map(|_| start_resolver(&env.url))).await?;
+    let all_traffic = plan(ALL_TRAFFIC_PLAN);
+    let mut samples = Vec::new();
+    let mut command = Vec::new();
+    for trial in 0..sizes.fanout_trials {
+        let prompt = PromptName::parse(&format!("bench-rollback-{trial}"))?;
+        let r = start_rollout(&env.ledger, &env.routing, &prompt, &all_traffic).await?;
+        see_rollout(&resolvers, prompt.as_str()).await?;
+        let waiters = wait_all(&resolvers, prompt.as_str(), r.stable.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // `pledger rollback <prompt> --reason ...`, in-process: connect, ensure the streams,
+        // pin the active rollout, Ledger::execute(Rollback), write the routing table.
+        let cli = Cli::try_parse_from([
+            "pledger",
+            "--nats",
+            &env.url,
+            "--as",
+            "oncall-sam",
+            "rollback",
+            prompt.as_str(),
+            "--reason",
+            "bench: manual rollback",
+        ])
+        .map_err(|e| fail("rollback command line")(e.to_string()))?;
+        let app = App::from_cli(&cli);
+        let t = Instant::now();
+        app.run(cli.command).await?;
+        command.push(t.elapsed());
+        let seen = join_waiters(waiters).await?;
+        samples.push(seen.saturating_duration_since(t));
+    }
+    samples.sort();
+    command.sort();
+    let floor = kv_floor(env, &resolvers, "fanout", sizes.floor_trials).await?;
+    drop(resolvers);
+
+    let p99 = percentile(&samples, 99.0);
+    let mut s = Section::new(3, "Manual rollback to 100 resolvers");
+    if n != 100 {
+        s.title = "Manual rollback to many resolvers";
+    }
+    s.baseline = format!(
+        "a raw `put` of a routing table to the KV bucket until all {n} resolvers serve the new \
+         version ({} trials): the fan-out floor, with no ledger and no command",
+        floor.len()
+    );
+    s.method = format!(
+        "No worker runs. {n} `pledger_client::Resolver`s, each on its own NATS connection, watch the \
+         routing bucket. {} trials, a new prompt each, with a real rollout whose single stage sends all \
+         traffic to the candidate. The timer starts just before the CLI's rollback runs in-process \
+         (`pledger --as oncall-sam rollback <prompt> --reason ...` parsed by clap and run by `App`: \
+         connect, ensure streams and buckets, read the prompt to pin its active rollout, \
+         `Ledger::execute(Command::Rollback)`, `RoutingStore::publish(routing_table_for(..))`) and stops \
+         when the last of the {n} resolvers, each woken by its own change notifications, resolves to the \
+         stable version.",
+        samples.len()
+    );
+    s.rows.push(row(
+        format!("all {n} resolvers on stable, p50"),
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&floor, 50.0)),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        format!("all {n} resolvers on stable, p99"),
+        ms(p99),
+        ms(percentile(&floor, 99.0)),
+        "< 100 ms",
+        Mark::of(p99 < Duration::from_millis(100)),
+    ));
+    s.rows.push(row(
+        "rollback command returned, p50 / p99",
+        format!(
+            "{} / {}",
+            ms(percentile(&command, 50.0)),
+            ms(percentile(&command, 99.0))
+        ),
+        "",
+        "",
+        Mark::Info,
+    ));
+    s.notes.push(format!(
+        "p99 is nearest-rank: with {} samples it is {}.",
+        samples.len(),
+        ordinal(samples.len() - (0.99 * samples.len() as f64).ceil() as usize + 1)
+    ));
+    s.notes.push(
+        "The command's time includes a fresh connection and the stream/bucket checks every CLI \
+         command makes; a separate `pledger` process would add its own start-up (not measured here)."
+            .into(),
+    );
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Resolver::resolve cost
+// ---------------------------------------------------------------------------------------------
+
+/// The table of `crates/pledger-client/benches/resolve.rs`: a rollout at its third stage (an
+/// attribute match at 100%, a list match at 100%, 25% of EU units).
+fn three_stage_table() -> RoutingTable {
+    let prompt = PromptName::parse("support-triage").expect("valid");
+    let (stable, candidate) = (artifact(1), artifact(2));
+    let one = |v: &str| MatchValue::One(v.into());
+    RoutingTable {
+        prompt: prompt.clone(),
+        stable: Some(stable.version_id()),
+        rollout: Some(RoutedRollout {
+            release: ReleaseId::new(prompt, 1),
+            candidate: candidate.version_id(),
+            state: "rolling_out".into(),
+            current_stage: "eu-quarter".into(),
+            bucketing_salt: "5f0c0a7e9d3b4c21".into(),
+            stages: vec![
+                RoutedStage {
+                    name: "internal".into(),
+                    matches: [("user_kind".to_string(), one("internal"))].into(),
+                    percent: 100.0,
+                },
+                RoutedStage {
+                    name: "low-risk-intents".into(),
+                    matches: [(
+                        "intent".to_string(),
+                        MatchValue::Any(vec!["faq".into(), "greeting".into()]),
+                    )]
+                    .into(),
+                    percent: 100.0,
+                },
+                RoutedStage {
+                    name: "eu-quarter".into(),
+                    matches: [("geo".to_string(), one("eu"))].into(),
+                    percent: 25.0,
+                },
+            ],
+        }),
+        ledger_sequence: 42,
+        artifacts: [
+            (stable.version_id(), stable),
+            (candidate.version_id(), candidate),
+        ]
+        .into(),
+    }
+}
+
+/// Best ns per call over `runs` timed runs of `calls` calls, after a warm-up.
+fn ns_per_call(calls: usize, runs: usize, f: &dyn Fn(usize) -> bool) -> f64 {
+    let mut sink = 0usize;
+    for i in 0..calls / 10 {
+        sink += f(i) as usize;
+    }
+    let mut best = f64::MAX;
+    for _ in 0..runs {
+        let t = Instant::now();
+        for i in 0..calls {
+            sink += f(i) as usize;
+        }
+        best = best.min(t.elapsed().as_nanos() as f64 / calls as f64);
+    }
+    std::hint::black_box(sink);
+    best
+}
+
+fn resolve_cost(calls: usize, runs: usize) -> Section {
+    use std::hint::black_box;
+    let table = three_stage_table();
+    let resolver = Resolver::from_tables([table.clone()]);
+    let units: Vec<String> = (0..4096).map(|i| format!("user-{i:06}")).collect();
+    let attr_sets: [&[(&str, &str)]; 4] = [
+        &[
+            ("user_kind", "external"),
+            ("geo", "eu"),
+            ("intent", "billing"),
+        ],
+        &[("user_kind", "external"), ("geo", "us"), ("intent", "faq")],
+        &[("user_kind", "internal"), ("geo", "us")],
+        &[("user_kind", "external"), ("geo", "eu")],
+    ];
+    let maps: Vec<BTreeMap<String, String>> = attr_sets
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect();
+    let sdk = ns_per_call(calls, runs, &|i| {
+        let ctx = RequestContext::new()
+            .unit(&units[i % units.len()])
+            .attrs(&attr_sets[i % 4]);
+        resolver.resolve(black_box("support-triage"), &ctx).arm() == Some(Arm::Candidate)
+    });
+    let sdk_maps = ns_per_call(calls, runs, &|i| {
+        let ctx = RequestContext::new()
+            .unit(&units[i % units.len()])
+            .attrs(&maps[i % 4]);
+        resolver.resolve(black_box("support-triage"), &ctx).arm() == Some(Arm::Candidate)
+    });
+    let hashing = ns_per_call(calls, runs, &|i| {
+        let ctx = RequestContext::new()
+            .unit(&units[i % units.len()])
+            .attrs(&attr_sets[3]);
+        resolver.resolve(black_box("support-triage"), &ctx).arm() == Some(Arm::Candidate)
+    });
+    let core = ns_per_call(calls, runs, &|i| {
+        pledger_core::routing::resolve(
+            black_box(&table),
+            Some(&units[i % units.len()]),
+            &maps[i % 4],
+        )
+        .arm == Some(Arm::Candidate)
+    });
+    let core_hashing = ns_per_call(calls, runs, &|i| {
+        pledger_core::routing::resolve(black_box(&table), Some(&units[i % units.len()]), &maps[3])
+            .arm
+            == Some(Arm::Candidate)
+    });
+    let mut s = Section::new(4, "Resolver::resolve cost");
+    s.baseline = "`pledger_core::routing::resolve` on the same table and requests (what `pledger \
+                  resolve` runs: formats `salt:unit`, clones the ids it returns)"
+        .into();
+    s.method = format!(
+        "`Resolver::from_tables` over a rollout at its third stage (`user_kind = internal` at 100%, \
+         `intent in [faq, greeting]` at 100%, `geo = eu` at 25%); requests cycle through 4,096 unit \
+         keys and 4 attribute sets (one of them hits the 25% stage and hashes). Best of {runs} timed \
+         runs of {} calls each after a warm-up, single thread, in this process.",
+        thousands(calls as u64)
+    );
+    s.rows.push(row(
+        "per call, mixed requests (attrs: &[(&str, &str)])",
+        format!("{sdk:.1} ns"),
+        format!("{core:.1} ns"),
+        "< 200 ns",
+        Mark::of(sdk < 200.0),
+    ));
+    s.rows.push(row(
+        "per call, mixed requests (attrs: &BTreeMap)",
+        format!("{sdk_maps:.1} ns"),
+        format!("{core:.1} ns"),
+        "< 200 ns",
+        Mark::of(sdk_maps < 200.0),
+    ));
+    s.rows.push(row(
+        "per call, partial-share requests only (always hashes)",
+        format!("{hashing:.1} ns"),
+        format!("{core_hashing:.1} ns"),
+        "",
+        Mark::Info,
+    ));
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Judgement quality
+// ---------------------------------------------------------------------------------------------
+
+fn quality(canaries: usize, runs: usize) -> Section {
+    // The settings of crates/pledger-core/tests/it/sim.rs.
+    let guardrails = Guardrails {
+        escalation_rate: Some(GuardrailLimit {
+            max_rate: None,
+            max_increase: Some(0.0),
+        }),
+        ..Guardrails::default()
+    };
+    let aa = AaSetup {
+        canaries,
+        samples_per_arm: 5000,
+        check_every: 50,
+        requests_per_second: 2.0,
+        profile: ArmProfile::only(RateMetric::Escalation, 0.02),
+        seed: 2024,
+    };
+    let detect = DetectionSetup {
+        runs,
+        metric: RateMetric::Escalation,
+        base_rate: 0.02,
+        bad_rate: 0.04,
+        check_every: 50,
+        max_samples_per_arm: 20_000,
+        requests_per_second: 2.0,
+        seed: 2024,
+    };
+    let config = JudgeConfig::default();
+    let t = Instant::now();
+    let a = aa_false_freeze_rate(&aa, &guardrails, &config);
+    let d = samples_to_detect(&detect, &guardrails, &config);
+    let took = t.elapsed();
+    let pct = |r: f64| format!("{:.1}%", r * 100.0);
+    let med = |m: Option<f64>| m.map_or_else(|| "none (half missed)".into(), |m| format!("{m:.0}"));
+    let (seq, fixed) = (&a.sequential, &a.fixed_threshold);
+    let mut s = Section::new(5, "Judgement quality");
+    s.baseline = format!(
+        "a Flagger-style fixed threshold on the same draws: every 60-second interval ({} samples per \
+         arm at 2 requests/s per arm), breach when the interval's candidate rate exceeds the control's \
+         by more than the guardrail allows",
+        a.interval_samples_per_arm
+    );
+    s.method = format!(
+        "Pure core (`pledger_core::sim`), seeded, with the settings of the core's tests: guardrail \
+         `escalation_rate = {{ max_increase = 0.0 }}` (the boundary of the null: the hardest case), \
+         default `JudgeConfig` (alpha 1%, 100 samples per arm minimum, tau 0.1). False freezes: {} A/A \
+         canaries at 2% escalation in both arms, 5,000 samples per arm, judged every 50 samples per arm \
+         ({} looks per canary), seed 2024. Detection: {} canaries whose candidate escalates 4% against \
+         the control's 2%, judged every 50 samples per arm, up to 20,000. Took {:.1} s.",
+        thousands(canaries as u64),
+        seq.checks_per_canary,
+        runs,
+        took.as_secs_f64()
+    );
+    s.rows.push(row(
+        format!(
+            "A/A false freeze rate ({} canaries)",
+            thousands(canaries as u64)
+        ),
+        format!("{} ({}/{})", pct(seq.rate), seq.frozen, seq.canaries),
+        format!("{} ({}/{})", pct(fixed.rate), fixed.frozen, fixed.canaries),
+        "≤ 1%",
+        Mark::of(seq.rate <= 0.01),
+    ));
+    s.rows.push(row(
+        format!("median samples per arm to detect 2% → 4% ({runs} runs)"),
+        med(d.sequential.median),
+        med(d.fixed_threshold.median),
+        "≤ 2,500",
+        Mark::of(d.sequential.median.is_some_and(|m| m <= 2500.0)),
+    ));
+    s.rows.push(row(
+        "runs not detected within 20,000 samples per arm",
+        d.sequential.missed.to_string(),
+        d.fixed_threshold.missed.to_string(),
+        "",
+        Mark::Info,
+    ));
+    s.notes.push(
+        "The fixed threshold detects sooner because it freezes A/A canaries most of the time: its \
+         speed is bought with false freezes. The sequential test's false-freeze bound holds at any \
+         number of looks."
+            .into(),
+    );
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Resident memory of `pledger up`
+// ---------------------------------------------------------------------------------------------
+
+/// A `pledger up` child; SIGTERM (then SIGKILL) on drop.
+struct UpProcess {
+    child: Option<std::process::Child>,
+}
+
+impl UpProcess {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then waits up to 20 s (then SIGKILL). Returns the exit code and how long it took.
+    fn stop(&mut self) -> Option<(Option<i32>, Duration)> {
+        let mut child = self.child.take()?;
+        let t = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((status.code(), t.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Some((None, t.elapsed()))
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
+    let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("nats://{listen}");
+    let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
+    let log_path = dir.path().join("up.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| fail("up log")(e.to_string()))?;
+    let log_err = log.try_clone().map_err(|e| fail("up log")(e.to_string()))?;
+    let child = std::process::Command::new(&exe)
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &listen])
+        .env("PLEDGER_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| fail("starting pledger up")(e.to_string()))?;
+    let mut up = UpProcess { child: Some(child) };
+    let pid = up.pid();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("ledger ready") {
+            break;
+        }
+        if let Some(c) = up.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(Failure::other(format!(
+                    "bench: pledger up exited ({status}): {text}"
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::other(format!(
+                "bench: pledger up was not ready within 60 s: {text}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let nats_pid = children_named(pid, "nats-server").first().copied();
+    // Let the workers settle, then the baseline: the same process idle, no prompts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = rss_kib(pid).map(|(rss, _)| rss).unwrap_or(0);
+    let nats_idle = nats_pid.and_then(rss_kib).map(|(rss, _)| rss).unwrap_or(0);
+
+    let client = pledger_infra::connect(&url).await?;
+    let ledger = Ledger::new(client);
+    ledger.ensure().await?;
+    let routing = RoutingStore::open(ledger.jetstream()).await?;
+    let healthy = plan(HEALTHY_PLAN);
+    let t = Instant::now();
+    let prompts: Vec<PromptName> = (0..sizes.memory_prompts)
+        .map(|i| PromptName::parse(&format!("bench-mem-{i:03}")))
+        .collect::<Result<_, _>>()?;
+    let rollouts: Vec<Rollout> = futures::stream::iter(
+        prompts
+            .iter()
+            .map(|p| start_rollout(&ledger, &routing, p, &healthy)),
+    )
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    let setup = t.elapsed();
+    let after_setup = rss_kib(pid).map(|(rss, _)| rss).unwrap_or(0);
+
+    // Outcome load: 100-outcome messages round-robin over every prompt.
+    let js = ledger.jetstream();
+    let payloads: Vec<(String, Vec<u8>)> = rollouts
+        .iter()
+        .map(|r| {
+            (
+                outcome_subject(&r.prompt),
+                serde_json::to_vec(&healthy_batch(r, 0, 100)).expect("serializes"),
+            )
+        })
+        .collect();
+    let mut in_flight = VecDeque::new();
+    let (mut sent, mut last_seq) = (0u64, 0u64);
+    let (mut peak_rss, mut peak_nats) = (0u64, 0u64);
+    let sample = |peak_rss: &mut u64, peak_nats: &mut u64| {
+        if let Some((rss, _)) = rss_kib(pid) {
+            *peak_rss = (*peak_rss).max(rss);
+        }
+        if let Some((rss, _)) = nats_pid.and_then(rss_kib) {
+            *peak_nats = (*peak_nats).max(rss);
+        }
+    };
+    let t = Instant::now();
+    let mut last_sample = Instant::now();
+    while t.elapsed() < sizes.memory_load {
+        let (subject, payload) = &payloads[sent as usize % payloads.len()];
+        in_flight.push_back(
+            js.publish(subject.clone(), payload.clone().into())
+                .await
+                .map_err(|e| fail("publishing outcomes")(e.to_string()))?,
+        );
+        sent += 1;
+        if in_flight.len() >= 256 {
+            if let Some(ack) = in_flight.pop_front() {
+                last_seq = ack
+                    .await
+                    .map_err(|e| fail("outcomes not stored")(e.to_string()))?
+                    .sequence;
+            }
+        }
+        if last_sample.elapsed() >= Duration::from_millis(250) {
+            sample(&mut peak_rss, &mut peak_nats);
+            last_sample = Instant::now();
+        }
+    }
+    for ack in in_flight {
+        last_seq = ack
+            .await
+            .map_err(|e| fail("outcomes not stored")(e.to_string()))?
+            .sequence;
+    }
+    let load = t.elapsed();
+    sample(&mut peak_rss, &mut peak_nats);
+    let backlog = {
+        let stream = js
+            .get_stream_no_info(OUTCOMES_STREAM)
+            .await
+            .map_err(|e| fail("outcome stream")(e.to_string()))?;
+        stream
+            .consumer_info("pledger_canary_0_pledger_outcomes")
+            .await
+            .ok()
+            .map(|i| i.num_pending + i.num_ack_pending as u64)
+    };
+    let end_of_load = rss_kib(pid).map(|(rss, _)| rss).unwrap_or(0);
+    // Keep sampling while the monitor works off what it has not consumed yet.
+    let t = Instant::now();
+    let monitor = "pledger_canary_0_pledger_outcomes";
+    let stream = js
+        .get_stream_no_info(OUTCOMES_STREAM)
+        .await
+        .map_err(|e| fail("outcome stream")(e.to_string()))?;
+    let mut drained = None;
+    while t.elapsed() < Duration::from_secs(60) {
+        sample(&mut peak_rss, &mut peak_nats);
+        if let Ok(info) = stream.consumer_info(monitor).await {
+            if info.ack_floor.stream_sequence >= last_seq {
+                drained = Some(t.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, hwm) = rss_kib(pid).unwrap_or((0, 0));
+    let nats_hwm = nats_pid.and_then(rss_kib).map(|(_, h)| h).unwrap_or(0);
+    let message_bytes = payloads.first().map_or(0, |(_, p)| p.len());
+    drop(payloads);
+    let stopped = tokio::task::spawn_blocking(move || {
+        let mut up = up;
+        up.stop()
+    })
+    .await
+    .map_err(|e| fail("stopping pledger up")(e.to_string()))?;
+
+    let outcomes = sent * 100;
+    let mut s = Section::new(
+        6,
+        "Resident memory of `pledger up` with 100 active rollouts under load",
+    );
+    if sizes.memory_prompts != 100 {
+        s.title = "Resident memory of `pledger up` with active rollouts under load";
+    }
+    s.baseline =
+        "the same `pledger up` process idle: started, workers running, no prompt yet".into();
+    s.method = format!(
+        "`pledger up` (this binary, `{}`) runs as a child process with its own data directory and a \
+         free port; it starts its own nats-server and the gatekeeper, router and canary monitor. {} \
+         prompts each get a real rollout (the full command sequence; {:.1} s), then 100-outcome messages \
+         round-robin over every prompt are published as fast as the server acknowledges them for {:.1} s. \
+         VmRSS of the `pledger up` process is read from /proc/<pid>/status every 250 ms during the load \
+         and until its canary monitor has consumed every message; VmHWM is the kernel's peak. \
+         nats-server is a separate process and is reported apart; the target applies to `pledger up` \
+         itself. Then SIGTERM.",
+        exe.display(),
+        sizes.memory_prompts,
+        setup.as_secs_f64(),
+        load.as_secs_f64()
+    );
+    s.rows.push(row(
+        "peak resident (VmHWM)",
+        mib(hwm),
+        mib(idle),
+        "< 150 MiB",
+        Mark::of(hwm < 150 * 1024),
+    ));
+    s.rows.push(row(
+        "largest VmRSS sampled under load",
+        mib(peak_rss),
+        mib(idle),
+        "< 150 MiB",
+        Mark::of(peak_rss < 150 * 1024),
+    ));
+    s.rows.push(row(
+        "VmRSS after the rollouts were created / at end of load",
+        format!("{} / {}", mib(after_setup), mib(end_of_load)),
+        mib(idle),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "nats-server (separate process): peak VmRSS sampled / VmHWM",
+        format!("{} / {}", mib(peak_nats), mib(nats_hwm)),
+        mib(nats_idle),
+        "",
+        Mark::Info,
+    ));
+    s.notes.push(format!(
+        "Load: {} messages ({} outcomes) in {:.1} s: {} outcomes/s offered to {} active rollouts.",
+        thousands(sent),
+        thousands(outcomes),
+        load.as_secs_f64(),
+        thousands(per_sec(outcomes, load)),
+        rollouts.len()
+    ));
+    s.notes.push(match drained {
+        Some(d) => format!(
+            "When the load stopped the canary monitor inside `pledger up` had {} messages not yet \
+             consumed; it had consumed every message {:.1} s later.",
+            backlog.map_or_else(|| "an unknown number of".into(), thousands),
+            d.as_secs_f64()
+        ),
+        None => "The canary monitor inside `pledger up` had NOT consumed every message 60 s after the load stopped.".into(),
+    });
+    if hwm >= 150 * 1024 {
+        s.notes.push(format!(
+            "Profile: these outcome messages are {:.1} KiB each; the canary monitor pulls up to {} \
+             messages per batch with no byte bound (`Batches`, pledger-infra/src/worker/mod.rs), so one \
+             batch can hold {:.0} MiB of payload, plus its decoded outcomes, at once. VmRSS rose from \
+             {} (rollouts created, no load) to a peak of {} while the monitor had a backlog.",
+            message_bytes as f64 / 1024.0,
+            thousands(pledger_infra::worker::MAX_BATCH as u64),
+            (message_bytes * pledger_infra::worker::MAX_BATCH) as f64 / 1024.0 / 1024.0,
+            mib(after_setup),
+            mib(hwm)
+        ));
+    }
+    s.notes.push(match stopped {
+        Some((Some(0), d)) => format!(
+            "SIGTERM: `pledger up` stopped cleanly (exit 0) in {:.1} s.",
+            d.as_secs_f64()
+        ),
+        Some((code, d)) => format!(
+            "SIGTERM: `pledger up` ended with {code:?} after {:.1} s.",
+            d.as_secs_f64()
+        ),
+        None => "`pledger up` was not running at the end.".into(),
+    });
+    Ok(s)
+}
