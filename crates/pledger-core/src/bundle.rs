@@ -44,6 +44,9 @@ pub struct EvalBundle {
     /// User-visible changes the author expects.
     #[serde(default)]
     pub expected_changes: Vec<String>,
+    /// Ids of the regression cases this bundle's suite covers (`pledger regressions export`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covers_regressions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

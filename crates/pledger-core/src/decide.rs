@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::artifact::{json_digest, Artifact};
 use crate::bundle::EvalBundle;
 use crate::event::*;
-use crate::gate::{evaluate_gate, GatePolicy};
+use crate::gate::{evaluate_gate_with_cases, GatePolicy};
 use crate::ids::{Actor, ReleaseId, Timestamp, VersionId};
 use crate::plan::RolloutPlan;
 use crate::state::{PromptState, ReleaseState, ReleaseStatus, VersionLookupError};
@@ -106,6 +106,47 @@ pub enum Command {
         release: ReleaseId,
         reason: String,
     },
+    /// Record a regression case, or more reports of one already recorded (same fingerprint).
+    CollectRegressionCase(NewRegressionCase),
+    CloseRegressionCase {
+        case_id: String,
+        reason: String,
+    },
+}
+
+/// A regression case as a collector or a reviewer submits it (the example already redacted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRegressionCase {
+    pub fingerprint: String,
+    pub tag: crate::outcome::FeedbackTag,
+    pub example: String,
+    pub version: Option<VersionId>,
+    pub release: Option<ReleaseId>,
+    pub source: CaseSource,
+    /// Reports this submission stands for (at least 1).
+    pub count: u64,
+    /// The outcome stream sequence these reports run up to (0 for manual cases).
+    pub through_sequence: u64,
+}
+
+/// The id of the case with this fingerprint: `<prompt>-rc-<first 12 hex digits>`.
+pub fn case_id(prompt: &crate::ids::PromptName, fingerprint: &str) -> String {
+    format!("{prompt}-rc-{}", &fingerprint[..fingerprint.len().min(12)])
+}
+
+/// The prompt of a case id (`support-triage-rc-0a1b2c3d4e5f` → `support-triage`).
+pub fn prompt_of_case(case_id: &str) -> Result<crate::ids::PromptName, crate::error::FieldError> {
+    let bad = || {
+        crate::error::FieldError::new(
+            "case",
+            format!("`{case_id}` is not a regression case id (`<prompt>-rc-<hex>`)"),
+        )
+    };
+    let (prompt, hex) = case_id.rsplit_once("-rc-").ok_or_else(bad)?;
+    if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    crate::ids::PromptName::parse(prompt).map_err(|_| bad())
 }
 
 /// Every rule a command can break. `code()` is the name users see and docs list.
@@ -143,6 +184,7 @@ pub enum Rule {
     NothingToRollBack,
     InvalidInput,
     StageNotReady,
+    UnknownRegressionCase,
 }
 
 impl Rule {
@@ -179,6 +221,7 @@ impl Rule {
             Rule::NothingToRollBack => "nothing-to-roll-back",
             Rule::InvalidInput => "invalid-input",
             Rule::StageNotReady => "stage-not-ready",
+            Rule::UnknownRegressionCase => "unknown-regression-case",
         }
     }
 
@@ -463,7 +506,17 @@ pub fn decide(
                     );
                 }
             }
-            let outcome = evaluate_gate(&bundle.bundle, &state.policy, evidence.tradeoff_accepted);
+            let required: Vec<String> = state
+                .cases_to_cover()
+                .into_iter()
+                .map(|c| c.case_id.clone())
+                .collect();
+            let outcome = evaluate_gate_with_cases(
+                &bundle.bundle,
+                &state.policy,
+                evidence.tradeoff_accepted,
+                &required,
+            );
             Ok(vec![Event::GateDecided(GateDecided {
                 release: release.clone(),
                 passed: outcome.passed,
@@ -741,6 +794,64 @@ pub fn decide(
                 release: target.id.clone(),
                 from_version: target.candidate.clone(),
                 to_version: baseline,
+                reason: reason.trim().to_string(),
+            })])
+        }
+        Command::CollectRegressionCase(case) => {
+            if case.fingerprint.len() < 12 || case.count == 0 {
+                return reject(
+                    Rule::InvalidInput,
+                    "a regression case needs a fingerprint and at least one report",
+                );
+            }
+            if case.example.trim().is_empty() {
+                return reject(Rule::InvalidInput, "a regression case needs an example");
+            }
+            if let Some(existing) = state.case_by_fingerprint(&case.fingerprint) {
+                // More reports of a known failure raise its count; a replay adds nothing.
+                if case.source == CaseSource::Manual
+                    || case.through_sequence <= existing.through_sequence
+                {
+                    return Ok(vec![]);
+                }
+                return Ok(vec![Event::RegressionCaseRecurred(
+                    RegressionCaseRecurred {
+                        prompt: prompt.clone(),
+                        case_id: existing.case_id.clone(),
+                        additional: case.count,
+                        through_sequence: case.through_sequence,
+                    },
+                )]);
+            }
+            Ok(vec![Event::RegressionCaseCollected(
+                RegressionCaseCollected {
+                    prompt: prompt.clone(),
+                    case_id: case_id(prompt, &case.fingerprint),
+                    fingerprint: case.fingerprint.clone(),
+                    tag: case.tag,
+                    example: case.example.clone(),
+                    version: case.version.clone(),
+                    release: case.release.clone(),
+                    source: case.source,
+                    count: case.count,
+                    through_sequence: case.through_sequence,
+                },
+            )])
+        }
+        Command::CloseRegressionCase { case_id, reason } => {
+            require_reason(reason, "closing a regression case")?;
+            let Some(case) = state.regression_cases.get(case_id) else {
+                return reject(
+                    Rule::UnknownRegressionCase,
+                    format!("prompt `{prompt}` has no regression case {case_id}"),
+                );
+            };
+            if case.closed.is_some() {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::RegressionCaseClosed(RegressionCaseClosed {
+                prompt: prompt.clone(),
+                case_id: case_id.clone(),
                 reason: reason.trim().to_string(),
             })])
         }

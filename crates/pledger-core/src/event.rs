@@ -238,6 +238,55 @@ pub struct ProposalWithdrawn {
     pub reason: String,
 }
 
+/// Where a regression case came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseSource {
+    /// Feedback in production outcomes, collected by the feedback collector.
+    Production,
+    /// Filed by a reviewer with `pledger regressions add`.
+    Manual,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegressionCaseCollected {
+    pub prompt: PromptName,
+    /// `<prompt>-rc-<12 hex of the fingerprint>`.
+    pub case_id: String,
+    /// SHA-256 of the prompt, the tag and the normalised, redacted example.
+    pub fingerprint: String,
+    pub tag: crate::outcome::FeedbackTag,
+    /// The example after redaction: no personal data reaches the ledger.
+    pub example: String,
+    #[serde(default)]
+    pub version: Option<VersionId>,
+    #[serde(default)]
+    pub release: Option<ReleaseId>,
+    pub source: CaseSource,
+    /// Reports folded into this event (1 or more).
+    pub count: u64,
+    /// For production cases: the outcome stream sequence the reports run up to (replays at or
+    /// below it are not counted again).
+    #[serde(default)]
+    pub through_sequence: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegressionCaseRecurred {
+    pub prompt: PromptName,
+    pub case_id: String,
+    /// Reports since the case's last event.
+    pub additional: u64,
+    pub through_sequence: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegressionCaseClosed {
+    pub prompt: PromptName,
+    pub case_id: String,
+    pub reason: String,
+}
+
 macro_rules! events {
     ($( $variant:ident = $kind:literal ),* $(,)?) => {
         /// Every kind of ledger event. `kind()` is its wire name.
@@ -283,6 +332,9 @@ events! {
     RolledBack = "release.rolled_back",
     ReleaseCompleted = "release.completed",
     ProposalWithdrawn = "release.withdrawn",
+    RegressionCaseCollected = "prompt.regression_case_collected",
+    RegressionCaseRecurred = "prompt.regression_case_recurred",
+    RegressionCaseClosed = "prompt.regression_case_closed",
 }
 
 impl Event {
@@ -313,6 +365,9 @@ impl Event {
             Event::RolledBack(e) => Aggregate::Release(e.release.clone()),
             Event::ReleaseCompleted(e) => Aggregate::Release(e.release.clone()),
             Event::ProposalWithdrawn(e) => Aggregate::Release(e.release.clone()),
+            Event::RegressionCaseCollected(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::RegressionCaseRecurred(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::RegressionCaseClosed(e) => Aggregate::Prompt(e.prompt.clone()),
         }
     }
 }

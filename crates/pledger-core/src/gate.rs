@@ -30,6 +30,11 @@ pub struct GatePolicy {
     pub max_tokens_increase: f64,
     /// Largest relative rise of cost per request without an accepted trade-off [0.10].
     pub max_cost_increase: f64,
+    /// Require the bundle to cover (`covers_regressions`) every open regression case collected
+    /// since the last completed release [unset: on whenever there are such cases; `false`
+    /// turns it off].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_regression_coverage: Option<bool>,
 }
 
 impl Default for GatePolicy {
@@ -42,6 +47,7 @@ impl Default for GatePolicy {
             max_latency_p95_increase: 0.10,
             max_tokens_increase: 0.10,
             max_cost_increase: 0.10,
+            require_regression_coverage: None,
         }
     }
 }
@@ -106,6 +112,8 @@ pub enum CheckKind {
     TokensPerRequest,
     /// Relative rise of cost per request.
     CostPerRequest,
+    /// Regression cases collected since the last release that the bundle does not cover.
+    RegressionCoverage,
 }
 
 impl CheckKind {
@@ -153,7 +161,46 @@ pub fn evaluate_gate(
     policy: &GatePolicy,
     tradeoff_accepted: bool,
 ) -> GateOutcome {
+    evaluate_gate_with_cases(bundle, policy, tradeoff_accepted, &[])
+}
+
+/// [`evaluate_gate`], also checking that the bundle covers every regression case in
+/// `required_cases` (the prompt's open cases since its last completed release).
+pub fn evaluate_gate_with_cases(
+    bundle: &EvalBundle,
+    policy: &GatePolicy,
+    tradeoff_accepted: bool,
+    required_cases: &[String],
+) -> GateOutcome {
     let mut checks = Vec::new();
+    if !required_cases.is_empty() && policy.require_regression_coverage != Some(false) {
+        let missing: Vec<&str> = required_cases
+            .iter()
+            .filter(|c| !bundle.covers_regressions.contains(c))
+            .map(String::as_str)
+            .collect();
+        checks.push(GateCheck {
+            name: "regressions.coverage".to_string(),
+            kind: CheckKind::RegressionCoverage,
+            observed: missing.len() as f64,
+            limit: 0.0,
+            passed: missing.is_empty(),
+            waived_by_tradeoff: false,
+            detail: if missing.is_empty() {
+                format!(
+                    "covers all {} regression cases collected since the last release",
+                    required_cases.len()
+                )
+            } else {
+                format!(
+                    "misses {} of {} regression cases: {}",
+                    missing.len(),
+                    required_cases.len(),
+                    missing.join(", ")
+                )
+            },
+        });
+    }
     for (name, limit) in &policy.segment_max_pass_rate_drop {
         if !bundle.segments.iter().any(|s| &s.name == name) {
             checks.push(uncovered(

@@ -25,8 +25,50 @@ pub struct PromptState {
     pub policy: GatePolicy,
     /// Releases by number (`<prompt>-r<number>`).
     pub releases: BTreeMap<u32, ReleaseState>,
+    /// Regression cases by id.
+    pub regression_cases: BTreeMap<String, RegressionCase>,
+    /// `event_count` when the last release completed: cases collected after it are the ones
+    /// the next release's bundle must cover.
+    pub last_completed_at_event: u64,
     /// Events folded so far.
     pub event_count: u64,
+}
+
+/// A regression case: a production failure (or a reviewer's example) the next eval bundle
+/// must cover.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RegressionCase {
+    pub case_id: String,
+    pub fingerprint: String,
+    pub tag: crate::outcome::FeedbackTag,
+    pub example: String,
+    pub version: Option<VersionId>,
+    pub release: Option<ReleaseId>,
+    pub source: crate::event::CaseSource,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub count: u64,
+    pub through_sequence: u64,
+    /// `event_count` at collection (orders cases against releases).
+    pub collected_at_event: u64,
+    pub closed: Option<String>,
+}
+
+impl PromptState {
+    /// Open cases collected since the last completed release: what a gate requires covered.
+    pub fn cases_to_cover(&self) -> Vec<&RegressionCase> {
+        self.regression_cases
+            .values()
+            .filter(|c| c.closed.is_none() && c.collected_at_event > self.last_completed_at_event)
+            .collect()
+    }
+
+    /// The case with this fingerprint, if any.
+    pub fn case_by_fingerprint(&self, fingerprint: &str) -> Option<&RegressionCase> {
+        self.regression_cases
+            .values()
+            .find(|c| c.fingerprint == fingerprint)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -176,6 +218,8 @@ impl PromptState {
             stable: None,
             policy: GatePolicy::default(),
             releases: BTreeMap::new(),
+            regression_cases: BTreeMap::new(),
+            last_completed_at_event: 0,
             event_count: 0,
         }
     }
@@ -360,10 +404,44 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
             state.stable = Some(e.to_version.clone());
         }
         Event::ReleaseCompleted(e) => {
+            state.last_completed_at_event = state.event_count;
             with_release(state, &e.release, |r| {
                 r.status = ReleaseStatus::Completed { at }
             });
             state.stable = Some(e.version.clone());
+        }
+        Event::RegressionCaseCollected(e) => {
+            let collected_at_event = state.event_count;
+            state
+                .regression_cases
+                .entry(e.case_id.clone())
+                .or_insert_with(|| RegressionCase {
+                    case_id: e.case_id.clone(),
+                    fingerprint: e.fingerprint.clone(),
+                    tag: e.tag,
+                    example: e.example.clone(),
+                    version: e.version.clone(),
+                    release: e.release.clone(),
+                    source: e.source,
+                    first_seen: at,
+                    last_seen: at,
+                    count: e.count,
+                    through_sequence: e.through_sequence,
+                    collected_at_event,
+                    closed: None,
+                });
+        }
+        Event::RegressionCaseRecurred(e) => {
+            if let Some(c) = state.regression_cases.get_mut(&e.case_id) {
+                c.count += e.additional;
+                c.last_seen = at;
+                c.through_sequence = c.through_sequence.max(e.through_sequence);
+            }
+        }
+        Event::RegressionCaseClosed(e) => {
+            if let Some(c) = state.regression_cases.get_mut(&e.case_id) {
+                c.closed = Some(e.reason.clone());
+            }
         }
         Event::ProposalWithdrawn(e) => with_release(state, &e.release, |r| {
             r.status = ReleaseStatus::Withdrawn {

@@ -101,6 +101,23 @@ pub fn summarize(event: &Event) -> String {
             format!("{} completed: {} is stable", e.release, short(&e.version))
         }
         Event::ProposalWithdrawn(e) => format!("{} withdrawn: {}", e.release, e.reason),
+        Event::RegressionCaseCollected(e) => format!(
+            "regression case {} collected ({:?}, {} report{}): {}",
+            e.case_id,
+            e.tag,
+            e.count,
+            if e.count == 1 { "" } else { "s" },
+            e.example
+        ),
+        Event::RegressionCaseRecurred(e) => format!(
+            "regression case {} seen {} more time{}",
+            e.case_id,
+            e.additional,
+            if e.additional == 1 { "" } else { "s" }
+        ),
+        Event::RegressionCaseClosed(e) => {
+            format!("regression case {} closed: {}", e.case_id, e.reason)
+        }
     }
 }
 

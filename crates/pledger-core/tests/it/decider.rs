@@ -12,7 +12,7 @@ use ReviewLayer::{Product, Technical};
 
 /// Every variant of [`Rule`]. The match below stops compiling when a variant is added, so
 /// the list (and the table of `every_rule_has_a_rejection`) cannot silently fall behind.
-const ALL_RULES: [Rule; 31] = [
+const ALL_RULES: [Rule; 32] = [
     Rule::UnknownPrompt,
     Rule::PromptAlreadyRegistered,
     Rule::UnknownVersion,
@@ -44,6 +44,7 @@ const ALL_RULES: [Rule; 31] = [
     Rule::NothingToRollBack,
     Rule::InvalidInput,
     Rule::StageNotReady,
+    Rule::UnknownRegressionCase,
 ];
 
 #[allow(dead_code)]
@@ -79,7 +80,8 @@ fn every_variant_is_listed(rule: Rule) {
         | Rule::StageMoved
         | Rule::NothingToRollBack
         | Rule::InvalidInput
-        | Rule::StageNotReady => {}
+        | Rule::StageNotReady
+        | Rule::UnknownRegressionCase => {}
     }
 }
 
@@ -230,6 +232,7 @@ fn rejection_cases() -> Vec<Case> {
         case(baking().with_tick(3_600_000), OPS, advance(1, "internal"), Rule::StageNotReady, "stage-not-ready", &["no canary judgement", "200 samples"]),
         case(baking().with_tick(3_600_000), OPS, advance_with(1, "internal", 250, 150, false), Rule::StageNotReady, "stage-not-ready", &["250 candidate", "150 control", "200"]),
         case(baking().with_tick(3_600_000), OPS, advance_with(1, "internal", 900, 900, true), Rule::StageNotReady, "stage-not-ready", &["breach"]),
+        case(adopted(), OPS, Command::CloseRegressionCase { case_id: "support-triage-rc-000000000000".into(), reason: "fixed".into() }, Rule::UnknownRegressionCase, "unknown-regression-case", &["support-triage-rc-000000000000"]),
         case(rolling(), OPS, advance(1, "canary"), Rule::StageMoved, "stage-moved", &[R1, "`internal`", "`canary`"]),
         case(rolling(), OPS, Command::AdvanceStage { release: rid(1), from_stage: "internal".into(), force_reason: Some(" ".into()), readiness: None }, Rule::ReasonRequired, "reason-required", &["forced advance"]),
         case(rolling(), OPS, Command::PauseRollout { release: rid(1), reason: "".into() }, Rule::ReasonRequired, "reason-required", &["pausing"]),
@@ -1527,6 +1530,109 @@ fn a_ready_stage_advances_and_force_overrides_readiness() {
     );
     assert!(
         matches!(&events[..], [Event::StageAdvanced(e)] if e.forced),
+        "{events:?}"
+    );
+}
+
+fn new_case(fingerprint: &str, count: u64, through: u64) -> Command {
+    Command::CollectRegressionCase(pledger_core::decide::NewRegressionCase {
+        fingerprint: fingerprint.into(),
+        tag: pledger_core::outcome::FeedbackTag::UnexpectedRefusal,
+        example: "refused to reset a password".into(),
+        version: Some(vid(1)),
+        release: None,
+        source: pledger_core::event::CaseSource::Production,
+        count,
+        through_sequence: through,
+    })
+}
+
+#[test]
+fn regression_cases_are_collected_once_and_counted() {
+    let mut w = adopted();
+    let fp = "ab".repeat(32);
+    let events = w.run(CI, new_case(&fp, 3, 10));
+    let [Event::RegressionCaseCollected(e)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    let case_id = e.case_id.clone();
+    assert_eq!(case_id, format!("support-triage-rc-{}", &fp[..12]));
+    assert_eq!(
+        pledger_core::decide::prompt_of_case(&case_id)
+            .unwrap()
+            .as_str(),
+        PROMPT
+    );
+    // The same failure again raises the count; a replay of reports already counted adds nothing.
+    let events = w.run(CI, new_case(&fp, 2, 15));
+    assert!(
+        matches!(&events[..], [Event::RegressionCaseRecurred(r)] if r.additional == 2),
+        "{events:?}"
+    );
+    assert_noop(&w, CI, new_case(&fp, 2, 15));
+    assert_noop(&w, CI, new_case(&fp, 9, 12));
+    assert_eq!(w.state.regression_cases[&case_id].count, 5);
+    // Closing is idempotent and needs a reason.
+    let close = |reason: &str| Command::CloseRegressionCase {
+        case_id: case_id.clone(),
+        reason: reason.into(),
+    };
+    assert_rejected(
+        &w,
+        OWNER,
+        close(" "),
+        Rule::ReasonRequired,
+        "reason-required",
+        &["regression case"],
+    );
+    w.run(OWNER, close("covered by suite v7"));
+    assert_noop(&w, OWNER, close("again"));
+    assert!(w.state.regression_cases[&case_id].closed.is_some());
+}
+
+#[test]
+fn the_gate_requires_cases_collected_since_the_last_release() {
+    let fp = "cd".repeat(32);
+    let w = approved().with(CI, new_case(&fp, 1, 1));
+    let case_id = format!("support-triage-rc-{}", &fp[..12]);
+    // A bundle that does not list the case fails the gate, naming it.
+    let mut w1 = w.clone().with(CI, attach(1, bundle(&vid(2), &vid(1))));
+    let events = w1.run(CI, gate(1));
+    let [Event::GateDecided(g)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert!(!g.passed);
+    let check = g
+        .checks
+        .iter()
+        .find(|c| c.name == "regressions.coverage")
+        .unwrap();
+    assert!(
+        !check.passed && check.detail.contains(&case_id),
+        "{check:?}"
+    );
+    // One that covers it passes.
+    let mut covering = bundle(&vid(2), &vid(1));
+    covering.covers_regressions = vec![case_id.clone()];
+    let mut w2 = w.clone().with(CI, attach(1, covering));
+    let events = w2.run(CI, gate(1));
+    assert!(
+        matches!(&events[..], [Event::GateDecided(g)] if g.passed),
+        "{events:?}"
+    );
+    // A closed case is not required.
+    let mut w3 = w
+        .with(
+            OWNER,
+            Command::CloseRegressionCase {
+                case_id,
+                reason: "not a regression".into(),
+            },
+        )
+        .with(CI, attach(1, bundle(&vid(2), &vid(1))));
+    let events = w3.run(CI, gate(1));
+    assert!(
+        matches!(&events[..], [Event::GateDecided(g)] if g.passed && !g.checks.iter().any(|c| c.name == "regressions.coverage")),
         "{events:?}"
     );
 }

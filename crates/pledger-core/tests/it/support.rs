@@ -169,6 +169,7 @@ impl BundleBuilder {
             }],
             hard_negatives,
             regressions: vec![],
+            covers_regressions: vec![],
             latency_ms: LatencyMs {
                 candidate_p50: 400.0,
                 baseline_p50: 400.0,
@@ -720,6 +721,20 @@ pub fn completed() -> World {
 }
 
 /// A world whose ledger holds at least one event of every kind.
+/// A production regression case whose fingerprint repeats `byte`, with reports up to `through`.
+pub fn collect_case(byte: &str, through: u64) -> Command {
+    Command::CollectRegressionCase(pledger_core::decide::NewRegressionCase {
+        fingerprint: byte.repeat(32),
+        tag: pledger_core::outcome::FeedbackTag::HallucinatedField,
+        example: "invented an order_id field".into(),
+        version: Some(vid(1)),
+        release: None,
+        source: pledger_core::event::CaseSource::Production,
+        count: 1,
+        through_sequence: through,
+    })
+}
+
 pub fn every_kind() -> World {
     use pledger_core::GatePolicy;
     published(3)
@@ -731,6 +746,15 @@ pub fn every_kind() -> World {
                     max_cost_increase: 0.2,
                     ..GatePolicy::default()
                 },
+            },
+        )
+        .with(CI, collect_case("ef", 1))
+        .with(CI, collect_case("ef", 2))
+        .with(
+            OWNER,
+            Command::CloseRegressionCase {
+                case_id: format!("{PROMPT}-rc-{}", "ef".repeat(6)),
+                reason: "covered".into(),
             },
         )
         .with(AUTHOR, propose(3))

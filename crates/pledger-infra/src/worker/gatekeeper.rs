@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pledger_core::decide::Rule;
 use pledger_core::event::{ReviewLayer, ReviewVerdict};
-use pledger_core::gate::evaluate_gate;
+use pledger_core::gate::evaluate_gate_with_cases;
 use pledger_core::state::{PromptState, ReleaseState, ReleaseStatus};
 use pledger_core::{Command, PromptName};
 use tracing::{info, info_span, warn, Instrument};
@@ -55,7 +55,17 @@ pub fn gate_action(state: &PromptState, r: &ReleaseState) -> GateAction {
             return GateAction::Nothing;
         }
     }
-    let outcome = evaluate_gate(&bundle.bundle, &state.policy, evidence.tradeoff_accepted);
+    let required: Vec<String> = state
+        .cases_to_cover()
+        .into_iter()
+        .map(|c| c.case_id.clone())
+        .collect();
+    let outcome = evaluate_gate_with_cases(
+        &bundle.bundle,
+        &state.policy,
+        evidence.tradeoff_accepted,
+        &required,
+    );
     if !outcome.passed
         && !evidence.tradeoff_accepted
         && outcome.failed_checks().all(|c| c.kind.waivable())
