@@ -4,6 +4,7 @@ mod bench;
 mod canary;
 mod fixture;
 mod input;
+mod learning;
 mod lifecycle;
 mod races;
 mod rules;

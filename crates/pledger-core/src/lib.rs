@@ -15,6 +15,7 @@ pub mod gate;
 pub mod ids;
 pub mod outcome;
 pub mod plan;
+pub mod redact;
 pub mod routing;
 pub mod schema;
 pub mod sim;

@@ -98,6 +98,26 @@ impl ProjectionStore {
         }
     }
 
+    /// Every value whose key starts with `prefix`.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, ProjectionError> {
+        let mut out = Vec::new();
+        for item in self.state.scan_prefix(prefix.as_bytes()) {
+            let (_, bytes) = item?;
+            out.push(codec::decode(&bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Removes one value outside any stream sequence, and flushes.
+    pub fn remove(&self, key: &str) -> Result<(), ProjectionError> {
+        self.state.remove(key.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Writes one derived value outside any stream sequence (a value the worker can always
     /// derive again from the ledger), and flushes it.
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), ProjectionError> {

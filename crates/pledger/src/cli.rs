@@ -77,6 +77,45 @@ pub enum TopCommand {
     Sim(SimArgs),
     /// Measure pledger against its performance targets on a private throwaway server.
     Bench(BenchArgs),
+    /// Regression cases: production failures (and reviewers' examples) the next release's eval
+    /// bundle must cover.
+    #[command(subcommand)]
+    Regressions(RegressionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegressionsCommand {
+    /// File a case by hand (the example is redacted like production feedback).
+    Add {
+        prompt: String,
+        /// unexpected_refusal, wrong_tool_sequence, hallucinated_field or excessive_verbosity.
+        #[arg(long)]
+        tag: String,
+        #[arg(long, value_name = "FILE")]
+        example_file: PathBuf,
+        /// The version the failure was seen on (default: the stable version).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Open cases (with --all, closed ones too).
+    List {
+        prompt: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Open cases as JSONL, one case a line, ready to add to an eval suite.
+    Export {
+        prompt: String,
+        /// Only cases first seen after this release was proposed.
+        #[arg(long, value_name = "RELEASE")]
+        since: Option<String>,
+    },
+    /// Retire a case.
+    Close {
+        case: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +163,7 @@ pub enum WorkerChoice {
     Gatekeeper,
     Router,
     Canary,
+    Feedback,
     All,
 }
 

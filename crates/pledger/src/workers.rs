@@ -14,6 +14,7 @@ pub fn kinds(choice: WorkerChoice) -> Vec<WorkerKind> {
         WorkerChoice::Gatekeeper => vec![WorkerKind::Gatekeeper],
         WorkerChoice::Router => vec![WorkerKind::Router],
         WorkerChoice::Canary => vec![WorkerKind::Canary],
+        WorkerChoice::Feedback => vec![WorkerKind::Feedback],
         WorkerChoice::All => WorkerKind::ALL.to_vec(),
     }
 }
@@ -53,6 +54,7 @@ pub async fn spawn_one(
                 WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await,
                 WorkerKind::Router => router::run(ctx, rx).await,
                 WorkerKind::Canary => pledger_infra::worker::canary::run(ctx, rx).await,
+                WorkerKind::Feedback => pledger_infra::worker::feedback::run(ctx, rx).await,
             };
             (kind, result.map_err(|e| format!("{}: {e}", kind.name())))
         });

@@ -12,6 +12,7 @@ mod gate;
 mod ids;
 mod outcome;
 mod plan;
+mod redact;
 mod routing;
 mod schemas;
 mod sim;

@@ -6,6 +6,7 @@
 //! through [`Ledger::execute`]'s conditional appends, so two replicas make one decision.
 
 pub mod canary;
+pub mod feedback;
 pub mod gatekeeper;
 pub mod router;
 
@@ -37,13 +38,15 @@ pub enum WorkerKind {
     Gatekeeper,
     Router,
     Canary,
+    Feedback,
 }
 
 impl WorkerKind {
-    pub const ALL: [WorkerKind; 3] = [
+    pub const ALL: [WorkerKind; 4] = [
         WorkerKind::Gatekeeper,
         WorkerKind::Router,
         WorkerKind::Canary,
+        WorkerKind::Feedback,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl WorkerKind {
             WorkerKind::Gatekeeper => "gatekeeper",
             WorkerKind::Router => "router",
             WorkerKind::Canary => "canary",
+            WorkerKind::Feedback => "feedback",
         }
     }
 }
@@ -82,6 +86,7 @@ impl WorkerContext {
         let store = Arc::new(ProjectionStore::open(&dir)?);
         let actor = Actor::parse(match kind {
             WorkerKind::Canary => "canary-monitor",
+            WorkerKind::Feedback => "feedback-collector",
             other => other.name(),
         })
         .expect("worker actor names are valid");

@@ -29,7 +29,9 @@ async fn spawn(
         match kind {
             WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await.unwrap(),
             WorkerKind::Router => router::run(ctx, rx).await.unwrap(),
-            WorkerKind::Canary => unreachable!(),
+            WorkerKind::Canary | WorkerKind::Feedback => {
+                unreachable!("end-to-end tests cover these")
+            }
         }
     });
     (handle, tx)

@@ -1,0 +1,236 @@
+//! The learning loop: production feedback becomes redacted, de-duplicated regression cases that
+//! the next release's eval bundle must cover.
+
+use std::time::Duration;
+
+use pledger_e2e::*;
+use serde_json::Value;
+
+use crate::fixture::*;
+
+fn publish(w: &World, subject: &str, payload: Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.publish(
+            subject.to_string(),
+            serde_json::to_vec(&payload).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    });
+}
+
+fn report(p: &Prepared, n: u32, tag: &str, example: &str) -> Value {
+    serde_json::json!({
+        "prompt": "triage", "version": p.v1, "request_id": format!("r{n}"),
+        "fallback": false, "escalated": false, "manually_corrected": true, "refusal": tag == "unexpected_refusal",
+        "latency_ms": 300.0, "tokens_in": 100, "tokens_out": 40,
+        "feedback": { "tag": tag, "example": example }
+    })
+}
+
+fn cases(w: &World) -> Vec<Value> {
+    w.json("reviewer", &["regressions", "list", "triage"])["cases"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn production_feedback_becomes_redacted_deduplicated_cases_the_gate_requires() {
+    let w = World::new();
+    let _collector = w.worker("feedback", "a");
+    let p = reviewed(&w, "triage");
+    // Five reports of one failure (different people, numbers and spacing), two of another.
+    let refusals = [
+        "Refused to reset the password for jane.doe@example.com, call +1 415 555 0100",
+        "refused to reset the password for  bob.smith@example.org, call (415) 555-0199",
+        "Refused to reset the password for a@b.io, call +44 20 7946 0958",
+        "Refused to reset the password for x.y@example.com, call +1 415 555 0101.",
+        "REFUSED to reset the password for q@example.net, call +1 212 555 0123",
+    ];
+    let mut batch: Vec<Value> = refusals
+        .iter()
+        .enumerate()
+        .map(|(i, e)| report(&p, i as u32, "unexpected_refusal", e))
+        .collect();
+    batch.push(report(
+        &p,
+        10,
+        "hallucinated_field",
+        "Invented card_number 4111 1111 1111 1111 in the reply",
+    ));
+    batch.push(report(
+        &p,
+        11,
+        "hallucinated_field",
+        "Invented card_number 5555-5555-5555-4444 in the reply",
+    ));
+    publish(&w, "pledger.outcomes.triage", Value::Array(batch));
+
+    let found = w.wait_for("two cases", Duration::from_secs(30), || {
+        let c = cases(&w);
+        (c.len() == 2 && c.iter().map(|c| c["count"].as_u64().unwrap()).sum::<u64>() == 7)
+            .then_some(c)
+    });
+    let mut counts: Vec<u64> = found.iter().map(|c| c["count"].as_u64().unwrap()).collect();
+    counts.sort();
+    assert_eq!(counts, [2, 5], "de-duplicated by fingerprint, counted");
+
+    // Three more reports of the first failure raise its count; they do not add a case.
+    let more: Vec<Value> = (20..23)
+        .map(|n| {
+            report(
+                &p,
+                n,
+                "unexpected_refusal",
+                "Refused to reset the password for z@z.com, call +1 650 555 0000",
+            )
+        })
+        .collect();
+    publish(&w, "pledger.outcomes.triage", Value::Array(more));
+    w.wait_for("the repeats to be counted", Duration::from_secs(30), || {
+        let c = cases(&w);
+        (c.len() == 2 && c.iter().any(|c| c["count"] == 8)).then_some(())
+    });
+
+    // Nothing personal reached the ledger.
+    let log = w
+        .run("auditor", &["--json", "audit", "log", "triage"])
+        .ok()
+        .stdout;
+    for secret in [
+        // Whole values: fragments like `555` also occur in random ids and digests.
+        "jane.doe@example.com",
+        "bob.smith@example.org",
+        "a@b.io",
+        "415 555 0100",
+        "(415) 555-0199",
+        "20 7946 0958",
+        "650 555 0000",
+        "4111 1111 1111 1111",
+        "5555-5555-5555-4444",
+    ] {
+        assert!(!log.contains(secret), "`{secret}` reached the ledger");
+    }
+    assert!(
+        log.contains("prompt.regression_case_collected")
+            && log.contains("prompt.regression_case_recurred")
+    );
+
+    // A reviewer files one by hand; it is redacted the same way.
+    let file = w.file("example.txt", "Called the wrong tool twice; customer sk-abcdefghijklmnopqrstuvwxyz123456 was billed twice");
+    let added = w.json(
+        "reviewer",
+        &[
+            "regressions",
+            "add",
+            "triage",
+            "--tag",
+            "wrong_tool_sequence",
+            "--example-file",
+            &file,
+        ],
+    );
+    assert!(
+        !added["example"].as_str().unwrap().contains("sk-abc"),
+        "{added}"
+    );
+
+    // Export: JSONL, one open case a line.
+    let export = w
+        .run("reviewer", &["regressions", "export", "triage"])
+        .ok()
+        .stdout;
+    let lines: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| l["case_id"].as_str().unwrap().to_string())
+        .collect();
+
+    // A bundle that omits a case fails the gate, naming it; one that covers them all passes.
+    let missing_one = bundle_covering(&p, &ids[..2]);
+    w.run(
+        "ci",
+        &[
+            "release",
+            "attach-eval",
+            &p.release,
+            &w.file("b1.json", &missing_one),
+        ],
+    )
+    .ok();
+    let gate = w.run("ci", &["--json", "release", "gate", &p.release]);
+    assert_eq!(gate.code, 6, "{gate:?}");
+    let check = gate.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "regressions.coverage")
+        .unwrap()
+        .clone();
+    assert!(
+        check["detail"].as_str().unwrap().contains(&ids[2]),
+        "{check}"
+    );
+    w.run(
+        "ci",
+        &[
+            "release",
+            "attach-eval",
+            &p.release,
+            &w.file("b2.json", &bundle_covering(&p, &ids)),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        w.json("ci", &["release", "gate", &p.release])["passed"],
+        true
+    );
+
+    // A case can be retired; it is no longer exported.
+    w.run(
+        "reviewer",
+        &[
+            "regressions",
+            "close",
+            &ids[0],
+            "--reason",
+            "duplicate of a known issue",
+        ],
+    )
+    .ok();
+    let export = w
+        .run("reviewer", &["regressions", "export", "triage"])
+        .ok()
+        .stdout;
+    assert_eq!(export.lines().count(), 2);
+    w.run(
+        "reviewer",
+        &[
+            "regressions",
+            "close",
+            "triage-rc-000000000000",
+            "--reason",
+            "x",
+        ],
+    )
+    .rejected("unknown-regression-case");
+}
+
+fn bundle_covering(p: &Prepared, ids: &[String]) -> String {
+    let mut b: Value = serde_json::from_str(&bundle_json(&p.v2, &p.v1, 0.0)).unwrap();
+    b["covers_regressions"] = serde_json::json!(ids);
+    b.to_string()
+}
