@@ -234,3 +234,36 @@ fn bundle_covering(p: &Prepared, ids: &[String]) -> String {
     b["covers_regressions"] = serde_json::json!(ids);
     b.to_string()
 }
+
+#[test]
+fn a_flood_of_new_failures_is_rate_limited_and_says_so() {
+    let w = World::new();
+    let _collector = w.worker("feedback", "a");
+    let p = reviewed(&w, "triage");
+    // 25 different failures in one minute: 20 become cases, 5 are counted as refused.
+    let flood: Vec<Value> = (0..25)
+        .map(|n| {
+            report(
+                &p,
+                n,
+                "excessive_verbosity",
+                &format!(
+                    "answer {} words too long about topic {}",
+                    n,
+                    ["alpha", "beta", "gamma", "delta", "epsilon"][n as usize % 5]
+                        .repeat(n as usize / 5 + 1)
+                ),
+            )
+        })
+        .collect();
+    publish(&w, "pledger.outcomes.triage", Value::Array(flood));
+    let listed = w.wait_for("the collector's counters", Duration::from_secs(30), || {
+        let l = w.json("reviewer", &["regressions", "list", "triage"]);
+        (l["collector"]["reports"] == 25
+            && l["collector"]["rate_limited"].as_u64().unwrap_or(0) > 0)
+            .then_some(l)
+    });
+    assert_eq!(listed["cases"].as_array().unwrap().len(), 20, "{listed}");
+    assert_eq!(listed["collector"]["cases_recorded"], 20);
+    assert_eq!(listed["collector"]["rate_limited"], 5);
+}

@@ -240,7 +240,13 @@ async fn flush(
             .await
         {
             Ok(done) => {
-                if !done.recorded.is_empty() && !known {
+                let collected = done.recorded.iter().any(|r| {
+                    matches!(
+                        r.envelope.event,
+                        pledger_core::Event::RegressionCaseCollected(_)
+                    )
+                });
+                if collected {
                     counters.cases_recorded += 1;
                 }
             }
