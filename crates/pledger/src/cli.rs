@@ -187,7 +187,7 @@ pub struct UpArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = pledger_infra::server::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Run only the server, without the gatekeeper, router and canary monitor.
+    /// Run only the server, without the workers (gatekeeper, router, canary monitor, feedback collector).
     #[arg(long)]
     pub no_workers: bool,
 }
