@@ -139,6 +139,11 @@ impl World {
             .len()
     }
 
+    /// How many events of `kind` the prompt's family holds.
+    pub fn count(&self, prompt: &str, kind: &str) -> usize {
+        self.kinds(prompt).iter().filter(|k| *k == kind).count()
+    }
+
     /// Every event kind of the prompt's family, in order.
     pub fn kinds(&self, prompt: &str) -> Vec<String> {
         self.json("auditor", &["audit", "log", prompt])["events"]

@@ -54,10 +54,6 @@ fn sim(w: &World, args: &[&str]) -> Value {
     w.json("svc", &all)
 }
 
-fn count(w: &World, kind: &str) -> usize {
-    w.kinds("triage").iter().filter(|k| *k == kind).count()
-}
-
 fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
     let w = World::new();
     let monitors: Vec<WorkerProcess> = replicas.iter().map(|r| w.worker("canary", r)).collect();
@@ -113,7 +109,7 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
         Duration::from_secs(30),
         || (show(&w, &p.release)["release"]["status"]["stage"] == 1).then_some(()),
     );
-    assert_eq!(count(&w, "release.stage_advanced"), 1);
+    assert_eq!(w.count("triage", "release.stage_advanced"), 1);
 
     // The candidate's escalation rate jumps to 20%: one freeze, one rollback, with evidence.
     sim(
@@ -143,8 +139,16 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
             std::fs::read_to_string(m.log_path()).unwrap_or_default()
         );
     }
-    assert_eq!(count(&w, "release.rollout_frozen"), 1, "exactly one freeze");
-    assert_eq!(count(&w, "release.rolled_back"), 1, "exactly one rollback");
+    assert_eq!(
+        w.count("triage", "release.rollout_frozen"),
+        1,
+        "exactly one freeze"
+    );
+    assert_eq!(
+        w.count("triage", "release.rolled_back"),
+        1,
+        "exactly one rollback"
+    );
     let log = w.json("auditor", &["audit", "log", "triage"]);
     let frozen = log["events"]
         .as_array()
@@ -471,7 +475,7 @@ fn a_freeze_without_automatic_rollback_waits_and_a_resume_counts_afresh() {
         (show(&w, &p.release)["state"] == "frozen").then_some(())
     });
     assert_eq!(
-        count(&w, "release.rolled_back"),
+        w.count("triage", "release.rolled_back"),
         0,
         "the plan leaves the rollback to a person"
     );
@@ -499,5 +503,5 @@ fn a_freeze_without_automatic_rollback_waits_and_a_resume_counts_afresh() {
                 .then_some(())
         },
     );
-    assert_eq!(count(&w, "release.rollout_frozen"), 1);
+    assert_eq!(w.count("triage", "release.rollout_frozen"), 1);
 }

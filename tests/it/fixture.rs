@@ -69,30 +69,8 @@ pub fn proposed(w: &World, prompt: &str) -> Prepared {
 
 pub fn reviewed(w: &World, prompt: &str) -> Prepared {
     let p = proposed(w, prompt);
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &p.release,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &p.release,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
+    approve(w, "priya", &p.release, "product");
+    approve(w, "tomas", &p.release, "technical");
     p
 }
 
@@ -154,30 +132,8 @@ pub fn ready_to_start(w: &World, prompt: &str, version: &str, baseline: &str) ->
         .as_str()
         .unwrap()
         .to_string();
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &release,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &release,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
+    approve(w, "priya", &release, "product");
+    approve(w, "tomas", &release, "technical");
     let bundle = w.file(
         &format!("{release}-bundle.json"),
         &bundle_json(version, baseline, 0.0),
@@ -188,4 +144,13 @@ pub fn ready_to_start(w: &World, prompt: &str, version: &str, baseline: &str) ->
     let plan = w.file(&format!("{release}-plan.toml"), PLAN);
     w.run("maria", &["rollout", "plan", &release, &plan]).ok();
     release
+}
+
+/// `actor` approves `release` in the `layer` review.
+pub fn approve(w: &World, actor: &str, release: &str, layer: &str) {
+    w.run(
+        actor,
+        &["release", "review", release, "--layer", layer, "--approve"],
+    )
+    .ok();
 }

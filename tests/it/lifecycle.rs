@@ -235,13 +235,7 @@ fn the_same_artifact_in_toml_and_json_is_one_version_and_diff_shows_changes() {
         second["new"], false,
         "publishing identical content is idempotent"
     );
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "prompt.version_published")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "prompt.version_published"), 1);
 
     let changed = w.file("b.toml", "known_limitations = []\ninstructions = \"Be brief.\\nBe very kind.\"\n[tools]\nschema_version = \"v2\"\n[model]\ntemperature = 1\nfamily = \"gpt-4o\"\n");
     let third = w.json("maria", &["prompt", "publish", "triage", &changed]);

@@ -42,13 +42,7 @@ fn eight_people_pressing_advance_at_once_move_the_release_one_stage() {
         7,
         "the others are told it moved: {codes:?}"
     );
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "release.stage_advanced")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "release.stage_advanced"), 1);
     assert_eq!(
         w.json("maria", &["release", "show", &p.release])["release"]["status"]["stage"],
         1
@@ -76,13 +70,7 @@ fn racing_reviews_by_one_actor_record_one_review() {
         codes.iter().all(|c| *c == 0),
         "an identical review is idempotent: {codes:?}"
     );
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "release.review_submitted")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "release.review_submitted"), 1);
 }
 
 #[test]
@@ -120,13 +108,7 @@ fn racing_reviewers_of_both_layers_by_one_actor_get_one_layer() {
         codes.contains(&3),
         "one layer is refused to the same actor: {codes:?}"
     );
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "release.review_submitted")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "release.review_submitted"), 1);
 }
 
 #[test]
@@ -137,13 +119,7 @@ fn racing_gates_on_one_bundle_decide_once() {
     let codes = codes(spawn_all(&w, 4, "ci", &["release", "gate", &p.release]));
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 3).count(), 3, "{codes:?}");
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "release.gate_decided")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "release.gate_decided"), 1);
 }
 
 #[test]
@@ -155,13 +131,7 @@ fn racing_starts_of_two_releases_leave_one_rollout() {
     children.extend(spawn_all(&w, 2, "maria", &["rollout", "start", &second]));
     let codes = codes(children);
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "release.rollout_started")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "release.rollout_started"), 1);
 }
 
 #[test]
@@ -192,13 +162,7 @@ fn two_on_calls_rolling_back_at_once_roll_back_one_release() {
     );
     let codes = codes(children);
     assert_eq!(codes, [0, 0], "the second rollback finds it already done");
-    assert_eq!(
-        w.kinds("triage")
-            .iter()
-            .filter(|k| *k == "release.rolled_back")
-            .count(),
-        1
-    );
+    assert_eq!(w.count("triage", "release.rolled_back"), 1);
     assert_eq!(
         w.json("maria", &["prompt", "show", "triage"])["state"]["stable"],
         p.v2.as_str()

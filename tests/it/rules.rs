@@ -41,18 +41,7 @@ fn the_author_cannot_review_and_the_layers_need_two_reviewers() {
         "{}",
         run.stderr
     );
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &p.release,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
+    approve(&w, "priya", &p.release, "product");
     refused(
         &w,
         "triage",
@@ -96,18 +85,7 @@ fn a_request_for_changes_blocks_the_gate_until_that_layer_approves() {
         "changes-requested",
     );
     assert!(run.stderr.contains("tomas"), "{}", run.stderr);
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &p.release,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
+    approve(&w, "tomas", &p.release, "technical");
     w.run("ci", &["release", "gate", &p.release]).ok();
 }
 
@@ -149,30 +127,8 @@ fn the_gate_needs_approvals_and_an_eval_bundle() {
         &["release", "gate", &p.release],
         "gate-needs-approvals",
     );
-    w.run(
-        "priya",
-        &[
-            "release",
-            "review",
-            &p.release,
-            "--layer",
-            "product",
-            "--approve",
-        ],
-    )
-    .ok();
-    w.run(
-        "tomas",
-        &[
-            "release",
-            "review",
-            &p.release,
-            "--layer",
-            "technical",
-            "--approve",
-        ],
-    )
-    .ok();
+    approve(&w, "priya", &p.release, "product");
+    approve(&w, "tomas", &p.release, "technical");
     refused(
         &w,
         "triage",

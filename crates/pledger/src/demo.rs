@@ -130,20 +130,8 @@ impl Demo {
         release: &str,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<(), Failure> {
-        let cli = Cli::try_parse_from([
-            "pledger",
-            "--nats",
-            &self.app_url,
-            "--json",
-            "release",
-            "show",
-            release,
-        ])
-        .expect("parses");
-        let app = App::from_cli(&cli);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let cli = Cli::try_parse_from([
+        let show = || {
+            Cli::try_parse_from([
                 "pledger",
                 "--nats",
                 &self.app_url,
@@ -152,8 +140,12 @@ impl Demo {
                 "show",
                 release,
             ])
-            .expect("parses");
-            if let Ok(report) = app.run(cli.command).await {
+            .expect("parses")
+        };
+        let app = App::from_cli(&show());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(report) = app.run(show().command).await {
                 if done(&report.json) {
                     return Ok(());
                 }

@@ -671,21 +671,20 @@ impl Monitor {
 
     async fn publish_status(&mut self, status: &CanaryStatus) -> Result<(), WorkerError> {
         let verdict = status.judgement.verdict;
-        let due = match self.last_status.get(&status.release) {
-            Some((at, v)) => *v != verdict || at.elapsed() >= STATUS_EVERY,
-            None => true,
+        // Write at once when the verdict changes, otherwise at most every STATUS_EVERY.
+        let last_write = self
+            .last_status
+            .get(&status.release)
+            .filter(|(_, v)| *v == verdict)
+            .map(|(at, _)| *at);
+        let due = last_write.is_none_or(|at| at.elapsed() >= STATUS_EVERY);
+        let at = if due {
+            Instant::now()
+        } else {
+            last_write.expect("not due only after a write")
         };
-        self.last_status.insert(
-            status.release.clone(),
-            (
-                if due {
-                    Instant::now()
-                } else {
-                    self.last_status[&status.release].0
-                },
-                verdict,
-            ),
-        );
+        self.last_status
+            .insert(status.release.clone(), (at, verdict));
         if due {
             let bytes = serde_json::to_vec(status).expect("status serializes");
             self.status
