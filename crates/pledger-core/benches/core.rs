@@ -90,10 +90,10 @@ fn main() {
     let mut seq = 0i64;
     let mut apply =
         |state: &mut PromptState, actor: &str, command: Command, history: &mut Vec<Envelope>| {
-            let ctx = Context {
-                actor: Actor::parse(actor).unwrap(),
-                now: Timestamp::from_unix_millis(seq),
-            };
+            let ctx = Context::new(
+                Actor::parse(actor).unwrap(),
+                Timestamp::from_unix_millis(seq),
+            );
             for event in decide(state, &command, &ctx).unwrap() {
                 seq += 1;
                 let env = Envelope::new(
@@ -182,10 +182,10 @@ fn main() {
             black_box(s);
         },
     );
-    let ctx = Context {
-        actor: Actor::parse("tomas").unwrap(),
-        now: Timestamp::from_unix_millis(0),
-    };
+    let ctx = Context::new(
+        Actor::parse("tomas").unwrap(),
+        Timestamp::from_unix_millis(0),
+    );
     let review = Command::SubmitReview {
         release,
         layer: ReviewLayer::Technical,

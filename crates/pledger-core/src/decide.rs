@@ -18,6 +18,19 @@ use crate::state::{PromptState, ReleaseState, ReleaseStatus, VersionLookupError}
 pub struct Context {
     pub actor: Actor,
     pub now: Timestamp,
+    /// The global release windows (from `pledger.ledger._fleet.windows`), read by the edge.
+    /// A prompt's own windows, when it has them, replace these.
+    pub fleet_windows: Option<crate::window::ReleaseWindows>,
+}
+
+impl Context {
+    pub fn new(actor: Actor, now: Timestamp) -> Context {
+        Context {
+            actor,
+            now,
+            fleet_windows: None,
+        }
+    }
 }
 
 /// What a person or worker asks of a prompt. Versions are full ids here; the edge resolves
@@ -70,6 +83,8 @@ pub enum Command {
     StartRollout {
         release: ReleaseId,
         bucketing_salt: String,
+        /// Start outside a release window (a person's `--force --reason`).
+        force_reason: Option<String>,
     },
     /// Advance from `from_stage` (the stage the caller saw) to the next one.
     AdvanceStage {
@@ -94,6 +109,17 @@ pub enum Command {
     },
     CompleteRelease {
         release: ReleaseId,
+        /// Complete outside a release window (a person's `--force --reason`).
+        force_reason: Option<String>,
+    },
+    /// Set (or clear, `None`) the prompt's own release windows.
+    SetReleaseWindows {
+        windows: Option<crate::window::ReleaseWindows>,
+    },
+    /// Record a scheduler notice, once per stage visit (stage notices) or candidate (reviews).
+    RaiseNotice {
+        release: ReleaseId,
+        notice: Notice,
     },
     /// Roll back a release: the one named, or (`None`) the prompt's active rollout, else its
     /// last completed release. Callers pin the release they saw, so that two people rolling
@@ -185,6 +211,7 @@ pub enum Rule {
     InvalidInput,
     StageNotReady,
     UnknownRegressionCase,
+    OutsideReleaseWindow,
 }
 
 impl Rule {
@@ -222,6 +249,7 @@ impl Rule {
             Rule::InvalidInput => "invalid-input",
             Rule::StageNotReady => "stage-not-ready",
             Rule::UnknownRegressionCase => "unknown-regression-case",
+            Rule::OutsideReleaseWindow => "outside-release-window",
         }
     }
 
@@ -555,6 +583,7 @@ pub fn decide(
         Command::StartRollout {
             release,
             bucketing_salt,
+            force_reason,
         } => {
             let r = known_release(state, release)?;
             if let Some(active) = state.active_rollout() {
@@ -624,12 +653,15 @@ pub fn decide(
                     ),
                 );
             }
+            let forced = window_or_force(state, ctx, force_reason.as_deref(), "start a rollout")?;
             Ok(vec![Event::RolloutStarted(RolloutStarted {
                 release: release.clone(),
                 candidate: r.candidate.clone(),
                 baseline: stable.clone(),
                 stage: first_stage.name.clone(),
                 bucketing_salt: bucketing_salt.clone(),
+                forced: forced.is_some(),
+                reason: forced,
             })])
         }
         Command::AdvanceStage {
@@ -664,7 +696,10 @@ pub fn decide(
             };
             match force_reason {
                 Some(reason) => require_reason(reason, "a forced advance")?,
-                None => stage_ready(r, stage, readiness.as_ref(), ctx.now)?,
+                None => {
+                    stage_ready(r, stage, readiness.as_ref(), ctx.now)?;
+                    window_or_force(state, ctx, None, "advance a stage")?;
+                }
             }
             Ok(vec![Event::StageAdvanced(StageAdvanced {
                 release: release.clone(),
@@ -727,7 +762,10 @@ pub fn decide(
                 evidence: evidence.clone(),
             })])
         }
-        Command::CompleteRelease { release } => {
+        Command::CompleteRelease {
+            release,
+            force_reason,
+        } => {
             let r = known_release(state, release)?;
             let (stage, paused) = rolling(r)?;
             if paused {
@@ -747,6 +785,8 @@ pub fn decide(
                     ),
                 );
             }
+            let forced =
+                window_or_force(state, ctx, force_reason.as_deref(), "complete a release")?;
             Ok(vec![Event::ReleaseCompleted(ReleaseCompleted {
                 release: release.clone(),
                 version: r.candidate.clone(),
@@ -754,6 +794,8 @@ pub fn decide(
                     .baseline
                     .clone()
                     .expect("a started release has a baseline"),
+                forced: forced.is_some(),
+                reason: forced,
             })])
         }
         Command::Rollback { release, reason } => {
@@ -855,6 +897,73 @@ pub fn decide(
                 reason: reason.trim().to_string(),
             })])
         }
+        Command::SetReleaseWindows { windows } => {
+            if let Some(w) = windows {
+                if let Err(e) = w.compile() {
+                    return reject(
+                        Rule::InvalidInput,
+                        format!("release windows: {}: {}", e.field, e.message),
+                    );
+                }
+            }
+            if &state.windows == windows {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::ReleaseWindowsSet(ReleaseWindowsSet {
+                prompt: prompt.clone(),
+                windows: windows.clone(),
+            })])
+        }
+        Command::RaiseNotice { release, notice } => {
+            let r = known_release(state, release)?;
+            let key = match (notice, &r.status) {
+                (Notice::StaleReview { candidate, .. }, ReleaseStatus::Proposed) => {
+                    if candidate != &r.candidate {
+                        return reject(
+                            Rule::CandidateUnchanged,
+                            format!("{release}'s candidate is now {}", r.candidate.short()),
+                        );
+                    }
+                    notice.key(None)
+                }
+                (Notice::StaleReview { .. }, _) => {
+                    return reject(
+                        Rule::ReleaseNotOpen,
+                        format!("{release} is {}, not waiting for reviews", r.status.name()),
+                    )
+                }
+                (
+                    Notice::BakeReached { stage } | Notice::StuckOnData { stage, .. },
+                    ReleaseStatus::RollingOut {
+                        stage: index,
+                        stage_entered_at,
+                        ..
+                    },
+                ) => {
+                    if r.stage_name(*index) != Some(stage.as_str()) {
+                        return reject(
+                            Rule::StageMoved,
+                            format!("{release} is no longer at stage `{stage}`"),
+                        );
+                    }
+                    notice.key(Some(*stage_entered_at))
+                }
+                _ => {
+                    return reject(
+                        Rule::NotRollingOut,
+                        format!("{release} is {}, not rolling out", r.status.name()),
+                    )
+                }
+            };
+            if r.notices.contains(&key) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::NoticeRaised(NoticeRaised {
+                release: release.clone(),
+                key,
+                notice: notice.clone(),
+            })])
+        }
         Command::WithdrawProposal { release, reason } => {
             let r = known_release(state, release)?;
             require_reason(reason, "withdrawing a proposal")?;
@@ -885,6 +994,60 @@ pub struct StageReadiness {
 
 /// An unforced advance needs the stage's bake time, and, when the stage asks for samples,
 /// a judgement of the canary monitor with enough samples in both arms and no breach.
+/// Checks the release windows that apply to the prompt (its own, else the global ones) at
+/// `ctx.now`. Returns the trimmed override reason when a person forces past a closed window,
+/// `None` when the window is open (or there are no windows).
+fn window_or_force(
+    state: &PromptState,
+    ctx: &Context,
+    force_reason: Option<&str>,
+    what: &str,
+) -> Result<Option<String>, Rejection> {
+    if let Some(reason) = force_reason {
+        require_reason(reason, "overriding a release window")?;
+    }
+    let (windows, scope) = match (&state.windows, &ctx.fleet_windows) {
+        (Some(w), _) => (w, format!("prompt `{}`", state.name)),
+        (None, Some(w)) => (w, "the global windows".to_string()),
+        (None, None) => return Ok(force_reason.map(|r| r.trim().to_string())),
+    };
+    let compiled = windows.compile().map_err(|e| Rejection {
+        rule: Rule::InvalidInput,
+        message: format!(
+            "the release windows of {scope} do not compile: {}: {}",
+            e.field, e.message
+        ),
+    })?;
+    match compiled.state(ctx.now) {
+        crate::window::WindowState::Open { .. } => Ok(force_reason.map(|r| r.trim().to_string())),
+        crate::window::WindowState::Closed { opens_at, blackout } => {
+            if let Some(reason) = force_reason {
+                return Ok(Some(reason.trim().to_string()));
+            }
+            let why = match blackout {
+                Some(b) => format!("inside the closed window `{b}`"),
+                None => "outside every open window".to_string(),
+            };
+            let next = match opens_at {
+                Some(t) => format!(
+                    "the next window opens at {} ({}, in {})",
+                    t.to_rfc3339(),
+                    compiled.local(t),
+                    crate::ids::DurationSpec::from_millis(t.millis_since(ctx.now).max(0) as u64)
+                ),
+                None => "no window opens within 400 days".to_string(),
+            };
+            reject(
+                Rule::OutsideReleaseWindow,
+                format!(
+                    "cannot {what} now: {} is {why} of {scope}; {next} (use --force --reason to override)",
+                    compiled.local(ctx.now)
+                ),
+            )
+        }
+    }
+}
+
 fn stage_ready(
     r: &ReleaseState,
     stage: usize,

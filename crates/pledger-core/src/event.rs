@@ -18,20 +18,36 @@ use crate::plan::RolloutPlan;
 pub enum Aggregate {
     Prompt(PromptName),
     Release(ReleaseId),
+    /// Facts about the whole ledger rather than one prompt: the global release windows and the
+    /// weekly digests. Their subjects start with `_fleet`, which no prompt name can.
+    Fleet(FleetTopic),
+}
+
+/// What a fleet-wide event is about. Each topic is its own subject.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FleetTopic {
+    /// The global release windows (`pledger.ledger._fleet.windows`).
+    Windows,
+    /// The digest of one week (`pledger.ledger._fleet.digest.<week>`, e.g. `2026-W48`).
+    Digest(String),
 }
 
 impl Aggregate {
-    pub fn prompt(&self) -> &PromptName {
+    /// The prompt whose family the event belongs to (none for fleet-wide events).
+    pub fn prompt(&self) -> Option<&PromptName> {
         match self {
-            Aggregate::Prompt(p) => p,
-            Aggregate::Release(r) => r.prompt(),
+            Aggregate::Prompt(p) => Some(p),
+            Aggregate::Release(r) => Some(r.prompt()),
+            Aggregate::Fleet(_) => None,
         }
     }
-    /// `prompt:<name>` or `release:<id>`.
+    /// `prompt:<name>`, `release:<id>`, `fleet:windows` or `fleet:digest-<week>`.
     pub fn id(&self) -> String {
         match self {
             Aggregate::Prompt(p) => format!("prompt:{p}"),
             Aggregate::Release(r) => format!("release:{r}"),
+            Aggregate::Fleet(FleetTopic::Windows) => "fleet:windows".to_string(),
+            Aggregate::Fleet(FleetTopic::Digest(week)) => format!("fleet:digest-{week}"),
         }
     }
 }
@@ -176,6 +192,11 @@ pub struct RolloutStarted {
     pub stage: String,
     /// Salt of the sticky bucketing for this rollout.
     pub bucketing_salt: String,
+    /// Started outside a release window with `--force`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -183,7 +204,7 @@ pub struct StageAdvanced {
     pub release: ReleaseId,
     pub from_stage: String,
     pub to_stage: String,
-    /// Advanced over a guardrail or readiness objection with `--force`.
+    /// Advanced over a readiness or release-window objection with `--force`.
     #[serde(default)]
     pub forced: bool,
     #[serde(default)]
@@ -230,6 +251,11 @@ pub struct ReleaseCompleted {
     /// The new stable version.
     pub version: VersionId,
     pub previous_stable: VersionId,
+    /// Completed outside a release window with `--force`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -287,6 +313,72 @@ pub struct RegressionCaseClosed {
     pub reason: String,
 }
 
+/// A prompt's own release windows set (or cleared, `windows: None`: the global ones apply).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseWindowsSet {
+    pub prompt: PromptName,
+    #[serde(default)]
+    pub windows: Option<crate::window::ReleaseWindows>,
+}
+
+/// The global release windows set (or cleared): they apply to every prompt without its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FleetWindowsSet {
+    #[serde(default)]
+    pub windows: Option<crate::window::ReleaseWindows>,
+}
+
+/// Something about a release that needs a person, found by the scheduler's periodic checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum Notice {
+    /// The stage baked and is healthy, and the plan advances by hand: someone should advance.
+    BakeReached { stage: String },
+    /// The stage baked long ago but lacks the samples to judge it (reported, never passed).
+    StuckOnData {
+        stage: String,
+        samples: u64,
+        min_samples: u64,
+        /// How long past its bake time the stage has been.
+        overdue: crate::ids::DurationSpec,
+    },
+    /// The candidate has waited for a review longer than the limit.
+    StaleReview {
+        candidate: VersionId,
+        missing: Vec<ReviewLayer>,
+        waiting: crate::ids::DurationSpec,
+    },
+}
+
+impl Notice {
+    /// What a notice is about, for de-duplication: one notice per stage visit, per candidate.
+    pub fn key(&self, stage_entered_at: Option<Timestamp>) -> String {
+        let visit = stage_entered_at
+            .map(|t| t.unix_millis())
+            .unwrap_or_default();
+        match self {
+            Notice::BakeReached { stage } => format!("bake_reached:{stage}:{visit}"),
+            Notice::StuckOnData { stage, .. } => format!("stuck_on_data:{stage}:{visit}"),
+            Notice::StaleReview { candidate, .. } => format!("stale_review:{candidate}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NoticeRaised {
+    pub release: ReleaseId,
+    /// De-duplication key ([`Notice::key`]).
+    pub key: String,
+    pub notice: Notice,
+}
+
+/// One week's digest, written once per week by the scheduler (or `pledger digest`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DigestRecorded {
+    pub week: String,
+    pub digest: crate::digest::Digest,
+}
+
 macro_rules! events {
     ($( $variant:ident = $kind:literal ),* $(,)?) => {
         /// Every kind of ledger event. `kind()` is its wire name.
@@ -335,6 +427,10 @@ events! {
     RegressionCaseCollected = "prompt.regression_case_collected",
     RegressionCaseRecurred = "prompt.regression_case_recurred",
     RegressionCaseClosed = "prompt.regression_case_closed",
+    ReleaseWindowsSet = "prompt.release_windows_set",
+    FleetWindowsSet = "fleet.release_windows_set",
+    NoticeRaised = "release.notice_raised",
+    DigestRecorded = "fleet.digest_recorded",
 }
 
 impl Event {
@@ -368,6 +464,10 @@ impl Event {
             Event::RegressionCaseCollected(e) => Aggregate::Prompt(e.prompt.clone()),
             Event::RegressionCaseRecurred(e) => Aggregate::Prompt(e.prompt.clone()),
             Event::RegressionCaseClosed(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::ReleaseWindowsSet(e) => Aggregate::Prompt(e.prompt.clone()),
+            Event::FleetWindowsSet(_) => Aggregate::Fleet(FleetTopic::Windows),
+            Event::NoticeRaised(e) => Aggregate::Release(e.release.clone()),
+            Event::DigestRecorded(e) => Aggregate::Fleet(FleetTopic::Digest(e.week.clone())),
         }
     }
 }
@@ -433,7 +533,7 @@ pub struct WireEnvelope<P = serde_json::Value> {
     pub event_id: String,
     pub kind: String,
     pub schema_version: u32,
-    /// `prompt:<name>` or `release:<prompt>-r<n>`.
+    /// `prompt:<name>`, `release:<prompt>-r<n>`, `fleet:windows` or `fleet:digest-<week>`.
     pub aggregate_id: String,
     pub occurred_at: Timestamp,
     pub actor: Actor,

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod canary;
 pub mod decide;
 pub mod diff;
+pub mod digest;
 pub mod error;
 pub mod event;
 pub mod gate;
@@ -20,6 +21,7 @@ pub mod routing;
 pub mod schema;
 pub mod sim;
 pub mod state;
+pub mod window;
 
 pub use artifact::Artifact;
 pub use bundle::EvalBundle;

@@ -30,6 +30,8 @@ pub struct PromptState {
     /// `event_count` when the last release completed: cases collected after it are the ones
     /// the next release's bundle must cover.
     pub last_completed_at_event: u64,
+    /// The prompt's own release windows (`None`: the global ones apply, if any).
+    pub windows: Option<crate::window::ReleaseWindows>,
     /// Events folded so far.
     pub event_count: u64,
 }
@@ -87,6 +89,10 @@ pub struct ReleaseState {
     pub rationale: String,
     pub expected_changes: Vec<String>,
     pub proposed_at: Timestamp,
+    /// When the current candidate started waiting for reviews (proposal or last revision).
+    pub candidate_since: Timestamp,
+    /// Keys of the notices raised about this release ([`crate::event::Notice::key`]).
+    pub notices: std::collections::BTreeSet<String>,
     /// The latest review of each layer for the current candidate.
     pub reviews: BTreeMap<ReviewLayer, Review>,
     pub bundle: Option<AttachedBundle>,
@@ -220,6 +226,7 @@ impl PromptState {
             releases: BTreeMap::new(),
             regression_cases: BTreeMap::new(),
             last_completed_at_event: 0,
+            windows: None,
             event_count: 0,
         }
     }
@@ -305,6 +312,8 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
                     rationale: e.rationale.clone(),
                     expected_changes: e.expected_changes.clone(),
                     proposed_at: at,
+                    candidate_since: at,
+                    notices: Default::default(),
                     reviews: BTreeMap::new(),
                     bundle: None,
                     tradeoff: None,
@@ -317,6 +326,7 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
         }
         Event::CandidateRevised(e) => with_release(state, &e.release, |r| {
             r.candidate = e.candidate.clone();
+            r.candidate_since = at;
             r.reviews.clear();
         }),
         Event::ReviewSubmitted(e) => with_release(state, &e.release, |r| {
@@ -443,6 +453,16 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
                 c.closed = Some(e.reason.clone());
             }
         }
+        Event::ReleaseWindowsSet(e) => {
+            if e.prompt == state.name {
+                state.windows = e.windows.clone();
+            }
+        }
+        Event::NoticeRaised(e) => with_release(state, &e.release, |r| {
+            r.notices.insert(e.key.clone());
+        }),
+        // Fleet-wide: not part of any prompt's family.
+        Event::DigestRecorded(_) | Event::FleetWindowsSet(_) => {}
         Event::ProposalWithdrawn(e) => with_release(state, &e.release, |r| {
             r.status = ReleaseStatus::Withdrawn {
                 reason: e.reason.clone(),

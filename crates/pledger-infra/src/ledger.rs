@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use pledger_core::event::{Aggregate, Envelope, Event, EventMeta};
+use pledger_core::event::{Aggregate, Envelope, Event, EventMeta, FleetTopic, FleetWindowsSet};
+use pledger_core::window::ReleaseWindows;
 use pledger_core::{Actor, Command, Context, PromptName, PromptState, Rejection, Timestamp};
 use tracing::{debug, info_span, Instrument};
 
@@ -48,8 +49,22 @@ pub fn subject_for(aggregate: &Aggregate) -> String {
     match aggregate {
         Aggregate::Prompt(p) => prompt_subject(p),
         Aggregate::Release(r) => format!("pledger.ledger.{}.release.{}", r.prompt(), r.token()),
+        Aggregate::Fleet(FleetTopic::Windows) => FLEET_WINDOWS_SUBJECT.to_string(),
+        Aggregate::Fleet(FleetTopic::Digest(week)) => digest_subject(week),
     }
 }
+
+/// The global release windows: one subject, its last event is in force.
+pub const FLEET_WINDOWS_SUBJECT: &str = "pledger.ledger._fleet.windows";
+
+/// The subject of one week's digest. It holds at most one event: the digest is appended only
+/// if the subject is still empty (`Nats-Expected-Last-Subject-Sequence: 0`).
+pub fn digest_subject(week: &str) -> String {
+    format!("pledger.ledger._fleet.digest.{week}")
+}
+
+/// Every digest subject.
+pub const DIGEST_FILTER: &str = "pledger.ledger._fleet.digest.*";
 
 /// An event as read back from the stream.
 #[derive(Clone, Debug)]
@@ -310,10 +325,8 @@ impl Ledger {
                 let family = self.load(prompt).await?;
                 let command = make(&family.state)?;
                 let now = now();
-                let ctx = Context {
-                    actor: actor.clone(),
-                    now,
-                };
+                let mut ctx = Context::new(actor.clone(), now);
+                ctx.fleet_windows = self.fleet_windows().await?.0;
                 let events = pledger_core::decide(&family.state, &command, &ctx)?;
                 if events.is_empty() {
                     debug!(attempt, "already recorded; nothing to append");
@@ -374,6 +387,192 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// The last event on `subject`, with its sequence (`None`: the subject is empty).
+    pub async fn last_on_subject(&self, subject: &str) -> Result<Option<Recorded>, InfraError> {
+        let stream = self
+            .js
+            .get_stream_no_info(LEDGER_STREAM)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(m) => {
+                let envelope: Envelope =
+                    serde_json::from_slice(&m.payload).map_err(|e| InfraError::CorruptEvent {
+                        sequence: m.sequence,
+                        subject: subject.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(Some(Recorded {
+                    sequence: m.sequence,
+                    subject: subject.to_string(),
+                    envelope,
+                }))
+            }
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(InfraError::read(e)),
+        }
+    }
+
+    /// The global release windows in force, and the sequence they were set at (0: never set).
+    pub async fn fleet_windows(&self) -> Result<(Option<ReleaseWindows>, u64), InfraError> {
+        Ok(match self.last_on_subject(FLEET_WINDOWS_SUBJECT).await? {
+            Some(Recorded {
+                sequence,
+                envelope:
+                    Envelope {
+                        event: Event::FleetWindowsSet(e),
+                        ..
+                    },
+                ..
+            }) => (e.windows, sequence),
+            Some(other) => {
+                return Err(InfraError::CorruptEvent {
+                    sequence: other.sequence,
+                    subject: FLEET_WINDOWS_SUBJECT.to_string(),
+                    reason: format!(
+                        "expected fleet.release_windows_set, found {}",
+                        other.envelope.kind()
+                    ),
+                })
+            }
+            None => (None, 0),
+        })
+    }
+
+    /// Sets (or clears) the global release windows. Conditional on the subject's last
+    /// sequence, so two people editing at once do not silently overwrite each other; an
+    /// identical setting records nothing. Returns the recorded event, if any.
+    pub async fn set_fleet_windows(
+        &self,
+        windows: Option<ReleaseWindows>,
+        actor: &Actor,
+    ) -> Result<Option<Recorded>, ExecuteError> {
+        if let Some(w) = &windows {
+            w.compile().map_err(|e| Rejection {
+                rule: pledger_core::Rule::InvalidInput,
+                message: format!("release windows: {}: {}", e.field, e.message),
+            })?;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let (current, sequence) = self.fleet_windows().await?;
+            if current == windows {
+                return Ok(None);
+            }
+            let envelope = envelope_for(
+                Event::FleetWindowsSet(FleetWindowsSet {
+                    windows: windows.clone(),
+                }),
+                actor,
+                now(),
+                &new_correlation_id(),
+                None,
+            );
+            if let Some(seq) = self
+                .append_on_subject(FLEET_WINDOWS_SUBJECT, sequence, &envelope)
+                .await?
+            {
+                return Ok(Some(Recorded {
+                    sequence: seq,
+                    subject: FLEET_WINDOWS_SUBJECT.to_string(),
+                    envelope,
+                }));
+            }
+        }
+        Err(ExecuteError::Conflict {
+            prompt: PromptName::parse("fleet").expect("valid"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// The recorded digest of a week, if there is one.
+    pub async fn digest(&self, week: &str) -> Result<Option<Recorded>, InfraError> {
+        self.last_on_subject(&digest_subject(week)).await
+    }
+
+    /// Appends a week's digest unless that week already has one. `Ok(None)`: another writer
+    /// recorded it first (theirs stands; it was composed from the same ledger).
+    pub async fn record_digest(&self, envelope: &Envelope) -> Result<Option<u64>, InfraError> {
+        let Event::DigestRecorded(d) = &envelope.event else {
+            panic!("record_digest takes a digest event");
+        };
+        self.append_on_subject(&digest_subject(&d.week), 0, envelope)
+            .await
+    }
+
+    /// Appends to one fleet subject if its last sequence is still `expected` (0: empty).
+    async fn append_on_subject(
+        &self,
+        subject: &str,
+        expected: u64,
+        envelope: &Envelope,
+    ) -> Result<Option<u64>, InfraError> {
+        let payload = serde_json::to_vec(envelope).expect("envelope serializes");
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(InfraError::TooLarge {
+                kind: envelope.kind(),
+                size: payload.len(),
+                limit: MAX_EVENT_BYTES,
+            });
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.event_id.as_str());
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expected.to_string().as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_string(), headers, payload.into())
+            .await
+            .map_err(InfraError::publish)?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(InfraError::publish(e)),
+        }
+    }
+
+    /// Every event on the ledger matching `filter` (e.g. [`LEDGER_SUBJECTS`]), in order.
+    pub async fn read_all(&self, filter: &str) -> Result<Vec<Recorded>, InfraError> {
+        self.read_after(filter, 0).await
+    }
+
+    /// The events matching `filter` after stream sequence `after`, in order.
+    pub async fn read_after(&self, filter: &str, after: u64) -> Result<Vec<Recorded>, InfraError> {
+        let stream = self
+            .js
+            .get_stream_no_info(LEDGER_STREAM)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        let mut consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: filter.to_string(),
+                deliver_policy: if after == 0 {
+                    consumer::DeliverPolicy::All
+                } else {
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: after + 1,
+                    }
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(InfraError::read)?;
+        let info = consumer.info().await.map_err(InfraError::read)?;
+        let (name, pending) = (info.name.clone(), info.num_pending);
+        let result = read_messages(&consumer, filter, pending).await;
+        let _ = stream.delete_consumer(&name).await;
+        result
+    }
+}
+
 /// Is a nats-server version string (`2.15.1`, `v2.11.0-RC.1`) at least [`MIN_SERVER_VERSION`]?
 pub fn server_version_supported(version: &str) -> bool {
     let mut parts = version
@@ -390,13 +589,27 @@ async fn read_family(
     filter: &str,
     pending: u64,
 ) -> Result<Family, InfraError> {
-    let mut family = Family {
-        state: PromptState::new(prompt.clone()),
-        last_sequence: 0,
-        events: Vec::new(),
-    };
+    let events = read_messages(consumer, filter, pending).await?;
+    let mut state = PromptState::new(prompt.clone());
+    for r in &events {
+        pledger_core::evolve(&mut state, &r.envelope);
+    }
+    Ok(Family {
+        state,
+        last_sequence: events.last().map(|r| r.sequence).unwrap_or(0),
+        events,
+    })
+}
+
+/// Reads `pending` messages from an ephemeral consumer, decoded.
+async fn read_messages(
+    consumer: &consumer::PullConsumer,
+    filter: &str,
+    pending: u64,
+) -> Result<Vec<Recorded>, InfraError> {
+    let mut events = Vec::new();
     if pending == 0 {
-        return Ok(family);
+        return Ok(events);
     }
     let mut messages = consumer.messages().await.map_err(InfraError::read)?;
     while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -414,9 +627,7 @@ async fn read_family(
                 subject: message.subject.to_string(),
                 reason: e.to_string(),
             })?;
-        pledger_core::evolve(&mut family.state, &envelope);
-        family.last_sequence = sequence;
-        family.events.push(Recorded {
+        events.push(Recorded {
             sequence,
             subject: message.subject.to_string(),
             envelope,
@@ -425,7 +636,7 @@ async fn read_family(
             break;
         }
     }
-    Ok(family)
+    Ok(events)
 }
 
 /// Wraps an event for the ledger with a fresh UUIDv7 event id.
@@ -448,8 +659,27 @@ pub fn envelope_for(
     )
 }
 
-/// The wall clock, at the edge (the core never reads it).
+/// Names a file holding the time pledger should believe it is (RFC 3339 UTC), for tests and
+/// drills of release windows and digests: see `docs/RUNBOOK.md`. Unset in production.
+pub const CLOCK_FILE_ENV: &str = "PLEDGER_CLOCK_FILE";
+
+/// The clock, at the edge (the core never reads it): the wall clock, or the time written in
+/// the file named by [`CLOCK_FILE_ENV`], re-read on every call so a test can move it.
 pub fn now() -> Timestamp {
+    static CLOCK_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    if let Some(path) = CLOCK_FILE.get_or_init(|| std::env::var_os(CLOCK_FILE_ENV).map(Into::into))
+    {
+        match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Timestamp::parse_rfc3339(t.trim()).map_err(|e| e.message))
+        {
+            Ok(t) => return t,
+            Err(e) => tracing::error!(
+                "{CLOCK_FILE_ENV}={}: {e}; using the wall clock",
+                path.display()
+            ),
+        }
+    }
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -31,7 +31,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn ok(text: impl Into<String>, json: Value) -> Report {
+    pub(crate) fn ok(text: impl Into<String>, json: Value) -> Report {
         Report {
             text: text.into(),
             json,
@@ -49,9 +49,9 @@ pub struct App {
     pub correlation_id: String,
 }
 
-struct Conn {
-    ledger: Ledger,
-    routing: RoutingStore,
+pub(crate) struct Conn {
+    pub(crate) ledger: Ledger,
+    pub(crate) routing: RoutingStore,
 }
 
 impl App {
@@ -64,7 +64,7 @@ impl App {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, Failure> {
+    pub(crate) async fn connect(&self) -> Result<Conn, Failure> {
         let client = pledger_infra::connect(&self.url).await?;
         let ledger = Ledger::new(client);
         ledger.ensure().await?;
@@ -72,7 +72,7 @@ impl App {
         Ok(Conn { ledger, routing })
     }
 
-    fn actor(&self) -> Result<Actor, Failure> {
+    pub(crate) fn actor(&self) -> Result<Actor, Failure> {
         let raw = self
             .actor
             .clone()
@@ -94,6 +94,8 @@ impl App {
             }
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
             TopCommand::Regressions(c) => self.regressions(c).await,
+            TopCommand::Windows(c) => self.windows(c).await,
+            TopCommand::Digest { week } => self.digest(week).await,
             TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Bench(_) => {
                 unreachable!("handled in main")
             }
@@ -176,7 +178,12 @@ impl App {
         }
     }
 
-    async fn exec<F>(&self, conn: &Conn, prompt: &PromptName, make: F) -> Result<Executed, Failure>
+    pub(crate) async fn exec<F>(
+        &self,
+        conn: &Conn,
+        prompt: &PromptName,
+        make: F,
+    ) -> Result<Executed, Failure>
     where
         F: Fn(&PromptState) -> Result<Command, Rejection>,
     {
@@ -674,12 +681,12 @@ impl App {
         // state the caller did not see (advance pins its stage here).
         let release = match &command {
             RolloutCommand::Plan { release, .. }
-            | RolloutCommand::Start { release }
+            | RolloutCommand::Start { release, .. }
             | RolloutCommand::Advance { release, .. }
             | RolloutCommand::Pause { release, .. }
             | RolloutCommand::Resume { release }
             | RolloutCommand::Freeze { release, .. }
-            | RolloutCommand::Complete { release } => ReleaseId::parse(release)?,
+            | RolloutCommand::Complete { release, .. } => ReleaseId::parse(release)?,
         };
         let r = release.clone();
         let command = match command {
@@ -689,9 +696,10 @@ impl App {
                     .map_err(|e| file_failure(&plan_file, e))?;
                 Command::PlanRollout { release: r, plan }
             }
-            RolloutCommand::Start { .. } => Command::StartRollout {
+            RolloutCommand::Start { force, reason, .. } => Command::StartRollout {
                 release: r,
                 bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
+                force_reason: if force { reason } else { None },
             },
             RolloutCommand::Advance {
                 from,
@@ -731,7 +739,10 @@ impl App {
                 reason,
                 evidence: None,
             },
-            RolloutCommand::Complete { .. } => Command::CompleteRelease { release: r },
+            RolloutCommand::Complete { force, reason, .. } => Command::CompleteRelease {
+                release: r,
+                force_reason: if force { reason } else { None },
+            },
         };
         let make = |_: &PromptState| Ok(command.clone());
         let done = self.exec(&conn, release.prompt(), make).await?;
@@ -1041,12 +1052,12 @@ fn known_release<'a>(
     })
 }
 
-fn format_of(path: &Path) -> FileFormat {
+pub(crate) fn format_of(path: &Path) -> FileFormat {
     FileFormat::from_path(&path.to_string_lossy())
 }
 
 /// Reads an input file, refusing huge ones before reading them.
-fn read_input(path: &Path) -> Result<String, Failure> {
+pub(crate) fn read_input(path: &Path) -> Result<String, Failure> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", path.display())))?;
     if meta.len() > MAX_INPUT_FILE {

@@ -650,6 +650,7 @@ async fn start_rollout(
         Command::StartRollout {
             release: release.clone(),
             bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
+            force_reason: None,
         },
     )
     .await?;

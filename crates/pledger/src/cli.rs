@@ -71,7 +71,19 @@ pub enum TopCommand {
     /// The ledger's history.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Run workers (gatekeeper, router, canary monitor) in the foreground until SIGTERM/Ctrl-C.
+    /// Release windows: when rollouts may start, advance and complete.
+    #[command(subcommand)]
+    Windows(WindowsCommand),
+    /// The weekly digest: shipped, frozen, rolled back, failed gates, trade-offs, open cases,
+    /// stale reviews. A finished week's digest is recorded on the ledger once.
+    Digest {
+        /// Any date in the week (`2026-11-24`) or an ISO week (`2026-W48`); default: the last
+        /// finished week.
+        #[arg(long, value_name = "DATE")]
+        week: Option<String>,
+    },
+    /// Run workers (gatekeeper, router, canary monitor, feedback collector, scheduler) in the
+    /// foreground until SIGTERM/Ctrl-C.
     Worker(WorkerArgs),
     /// Publish simulated outcome traffic for a prompt, routed by its current routing table.
     Sim(SimArgs),
@@ -164,6 +176,7 @@ pub enum WorkerChoice {
     Router,
     Canary,
     Feedback,
+    Scheduler,
     All,
 }
 
@@ -187,7 +200,8 @@ pub struct UpArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = pledger_infra::server::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Run only the server, without the workers (gatekeeper, router, canary monitor, feedback collector).
+    /// Run only the server, without the workers (gatekeeper, router, canary monitor, feedback
+    /// collector, scheduler).
     #[arg(long)]
     pub no_workers: bool,
 }
@@ -298,15 +312,22 @@ pub enum ReleaseCommand {
 pub enum RolloutCommand {
     /// Attach a rollout plan (TOML) to a release.
     Plan { release: String, plan_file: PathBuf },
-    /// Start the rollout at its first stage.
-    Start { release: String },
+    /// Start the rollout at its first stage (inside a release window).
+    Start {
+        release: String,
+        /// Start outside the release windows (needs --reason; recorded and shown in the digest).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Move to the next stage.
     Advance {
         release: String,
         /// The stage to advance from (default: the current stage when the command starts).
         #[arg(long, value_name = "STAGE")]
         from: Option<String>,
-        /// Advance over a readiness or guardrail objection (needs --reason).
+        /// Advance over a readiness objection or outside the release windows (needs --reason).
         #[arg(long, requires = "reason")]
         force: bool,
         #[arg(long)]
@@ -327,7 +348,40 @@ pub enum RolloutCommand {
         reason: String,
     },
     /// Make the candidate the stable version (from the last stage).
-    Complete { release: String },
+    Complete {
+        release: String,
+        /// Complete outside the release windows (needs --reason).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WindowsCommand {
+    /// Set release windows from a TOML or JSON file: for one prompt, or (--global) for every
+    /// prompt without its own.
+    Set {
+        /// The prompt (omit with --global).
+        #[arg(required_unless_present = "global", conflicts_with = "global")]
+        prompt: Option<String>,
+        #[arg(long)]
+        global: bool,
+        /// The windows file (`-` reads standard input).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove a prompt's own windows (the global ones apply again), or (--global) the global ones.
+    Clear {
+        #[arg(required_unless_present = "global", conflicts_with = "global")]
+        prompt: Option<String>,
+        #[arg(long)]
+        global: bool,
+    },
+    /// The windows that apply to a prompt (or the global ones), whether they are open now, and
+    /// when they next open or close.
+    Show { prompt: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

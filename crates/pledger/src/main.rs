@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod failure;
 mod render;
+mod schedule;
 mod sim;
 mod up;
 mod workers;

@@ -9,6 +9,18 @@ fn short(v: &pledger_core::VersionId) -> &str {
     v.short()
 }
 
+/// ` (forced outside a release window: <reason>)`, or nothing.
+fn forced_note(forced: bool, reason: &Option<String>) -> String {
+    if forced {
+        format!(
+            " (forced outside a release window: {})",
+            reason.as_deref().unwrap_or_default()
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// A one-line summary of an event's payload.
 pub fn summarize(event: &Event) -> String {
     match event {
@@ -75,7 +87,12 @@ pub fn summarize(event: &Event) -> String {
                 .collect::<Vec<_>>()
                 .join(" -> ")
         ),
-        Event::RolloutStarted(e) => format!("{} rollout started at stage `{}`", e.release, e.stage),
+        Event::RolloutStarted(e) => format!(
+            "{} rollout started at stage `{}`{}",
+            e.release,
+            e.stage,
+            forced_note(e.forced, &e.reason)
+        ),
         Event::StageAdvanced(e) => format!(
             "{} advanced `{}` -> `{}`{}",
             e.release,
@@ -98,7 +115,12 @@ pub fn summarize(event: &Event) -> String {
             e.reason
         ),
         Event::ReleaseCompleted(e) => {
-            format!("{} completed: {} is stable", e.release, short(&e.version))
+            format!(
+                "{} completed: {} is stable{}",
+                e.release,
+                short(&e.version),
+                forced_note(e.forced, &e.reason)
+            )
         }
         Event::ProposalWithdrawn(e) => format!("{} withdrawn: {}", e.release, e.reason),
         Event::RegressionCaseCollected(e) => format!(
@@ -118,6 +140,36 @@ pub fn summarize(event: &Event) -> String {
         Event::RegressionCaseClosed(e) => {
             format!("regression case {} closed: {}", e.case_id, e.reason)
         }
+        Event::ReleaseWindowsSet(e) => match &e.windows {
+            Some(w) => format!(
+                "release windows set: {} open, {} closed, in {}",
+                w.open.len(),
+                w.closed.len(),
+                w.timezone
+            ),
+            None => "own release windows cleared (the global ones apply)".to_string(),
+        },
+        Event::FleetWindowsSet(e) => match &e.windows {
+            Some(w) => format!(
+                "global release windows set: {} open, {} closed, in {}",
+                w.open.len(),
+                w.closed.len(),
+                w.timezone
+            ),
+            None => "global release windows cleared".to_string(),
+        },
+        Event::NoticeRaised(e) => format!(
+            "{} needs a person: {}",
+            e.release,
+            pledger_infra::worker::scheduler::describe(&e.notice)
+        ),
+        Event::DigestRecorded(e) => format!(
+            "digest of {} recorded: {} shipped, {} frozen, {} rolled back",
+            e.week,
+            e.digest.shipped.len(),
+            e.digest.frozen.len(),
+            e.digest.rolled_back.len()
+        ),
     }
 }
 

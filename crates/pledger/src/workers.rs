@@ -15,6 +15,7 @@ pub fn kinds(choice: WorkerChoice) -> Vec<WorkerKind> {
         WorkerChoice::Router => vec![WorkerKind::Router],
         WorkerChoice::Canary => vec![WorkerKind::Canary],
         WorkerChoice::Feedback => vec![WorkerKind::Feedback],
+        WorkerChoice::Scheduler => vec![WorkerKind::Scheduler],
         WorkerChoice::All => WorkerKind::ALL.to_vec(),
     }
 }
@@ -55,6 +56,7 @@ pub async fn spawn_one(
                 WorkerKind::Router => router::run(ctx, rx).await,
                 WorkerKind::Canary => pledger_infra::worker::canary::run(ctx, rx).await,
                 WorkerKind::Feedback => pledger_infra::worker::feedback::run(ctx, rx).await,
+                WorkerKind::Scheduler => pledger_infra::worker::scheduler::run(ctx, rx).await,
             };
             (kind, result.map_err(|e| format!("{}: {e}", kind.name())))
         });

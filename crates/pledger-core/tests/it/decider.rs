@@ -12,7 +12,7 @@ use ReviewLayer::{Product, Technical};
 
 /// Every variant of [`Rule`]. The match below stops compiling when a variant is added, so
 /// the list (and the table of `every_rule_has_a_rejection`) cannot silently fall behind.
-const ALL_RULES: [Rule; 32] = [
+const ALL_RULES: [Rule; 33] = [
     Rule::UnknownPrompt,
     Rule::PromptAlreadyRegistered,
     Rule::UnknownVersion,
@@ -45,6 +45,7 @@ const ALL_RULES: [Rule; 32] = [
     Rule::InvalidInput,
     Rule::StageNotReady,
     Rule::UnknownRegressionCase,
+    Rule::OutsideReleaseWindow,
 ];
 
 #[allow(dead_code)]
@@ -81,7 +82,8 @@ fn every_variant_is_listed(rule: Rule) {
         | Rule::NothingToRollBack
         | Rule::InvalidInput
         | Rule::StageNotReady
-        | Rule::UnknownRegressionCase => {}
+        | Rule::UnknownRegressionCase
+        | Rule::OutsideReleaseWindow => {}
     }
 }
 
@@ -233,6 +235,7 @@ fn rejection_cases() -> Vec<Case> {
         case(baking().with_tick(3_600_000), OPS, advance_with(1, "internal", 250, 150, false), Rule::StageNotReady, "stage-not-ready", &["250 candidate", "150 control", "200"]),
         case(baking().with_tick(3_600_000), OPS, advance_with(1, "internal", 900, 900, true), Rule::StageNotReady, "stage-not-ready", &["breach"]),
         case(adopted(), OPS, Command::CloseRegressionCase { case_id: "support-triage-rc-000000000000".into(), reason: "fixed".into() }, Rule::UnknownRegressionCase, "unknown-regression-case", &["support-triage-rc-000000000000"]),
+        case(planned().with_fleet_windows(SATURDAYS), OPS, start(1), Rule::OutsideReleaseWindow, "outside-release-window", &["start a rollout", "global windows", "2026-11-28T00:00:00.000Z", "in 3d14h", "--force --reason"]),
         case(rolling(), OPS, advance(1, "canary"), Rule::StageMoved, "stage-moved", &[R1, "`internal`", "`canary`"]),
         case(rolling(), OPS, Command::AdvanceStage { release: rid(1), from_stage: "internal".into(), force_reason: Some(" ".into()), readiness: None }, Rule::ReasonRequired, "reason-required", &["forced advance"]),
         case(rolling(), OPS, Command::PauseRollout { release: rid(1), reason: "".into() }, Rule::ReasonRequired, "reason-required", &["pausing"]),
@@ -1464,6 +1467,10 @@ fn happy_path_lifecycle() {
 }
 
 /// r1 rolling out under a plan whose first stage needs 30 minutes and 200 samples per arm.
+/// Global windows open only on Saturdays (UTC).
+pub const SATURDAYS: &str =
+    "timezone = \"UTC\"\n[[open]]\ncron = \"0 0 0 * * Sat\"\nduration = \"1d\"\n";
+
 fn baking() -> World {
     let mut plan = standard_plan();
     plan.stages[0].min_bake = pledger_core::DurationSpec::parse("30m").unwrap();

@@ -96,9 +96,18 @@ fn envelope_new_fills_schema_version_and_aggregate() {
         assert_eq!(e.schema_version, e.event.schema_version());
         assert_eq!(e.schema_version, CURRENT_SCHEMA_VERSION);
         assert_eq!(e.aggregate_id, e.event.aggregate().id());
-        assert_eq!(e.event.aggregate().prompt(), &prompt());
         let (family, _) = e.kind().split_once('.').unwrap();
         match e.event.aggregate() {
+            Aggregate::Fleet(topic) => {
+                assert_eq!(family, "fleet", "{}", e.kind());
+                assert_eq!(e.event.aggregate().prompt(), None);
+                assert!(e.aggregate_id.starts_with("fleet:"), "{topic:?}");
+                continue;
+            }
+            _ => assert_eq!(e.event.aggregate().prompt(), Some(&prompt())),
+        }
+        match e.event.aggregate() {
+            Aggregate::Fleet(_) => unreachable!(),
             Aggregate::Prompt(p) => {
                 assert_eq!(family, "prompt", "{}", e.kind());
                 assert_eq!(e.aggregate_id, format!("prompt:{p}"));

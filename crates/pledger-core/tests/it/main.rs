@@ -14,5 +14,7 @@ mod outcome;
 mod plan;
 mod redact;
 mod routing;
+mod schedule;
 mod schemas;
 mod sim;
+mod window;

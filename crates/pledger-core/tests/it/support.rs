@@ -424,6 +424,7 @@ pub fn start(release: u32) -> Command {
     Command::StartRollout {
         release: rid(release),
         bucketing_salt: SALT.into(),
+        force_reason: None,
     }
 }
 
@@ -460,6 +461,7 @@ pub fn freeze(release: u32) -> Command {
 pub fn complete(release: u32) -> Command {
     Command::CompleteRelease {
         release: rid(release),
+        force_reason: None,
     }
 }
 
@@ -497,6 +499,8 @@ pub struct World {
     pub state: PromptState,
     pub log: Vec<Envelope>,
     pub now: Timestamp,
+    /// The global release windows the edge would read from the ledger.
+    pub fleet_windows: Option<pledger_core::window::ReleaseWindows>,
     commands: u64,
 }
 
@@ -512,15 +516,15 @@ impl World {
             state: PromptState::new(prompt()),
             log: Vec::new(),
             now: T0,
+            fleet_windows: None,
             commands: 0,
         }
     }
 
     pub fn ctx(&self, who: &str) -> Context {
-        Context {
-            actor: actor(who),
-            now: self.now,
-        }
+        let mut ctx = Context::new(actor(who), self.now);
+        ctx.fleet_windows = self.fleet_windows.clone();
+        ctx
     }
 
     /// Decides without recording anything.
@@ -760,7 +764,24 @@ pub fn every_kind() -> World {
         .with(AUTHOR, propose(3))
         .with(AUTHOR, revise(1, 2))
         .with(AUTHOR, withdraw(1))
+        .with(
+            OWNER,
+            Command::SetReleaseWindows {
+                windows: Some(windows("timezone = \"UTC\"")),
+            },
+        )
         .with(AUTHOR, propose(2))
+        .with(
+            "scheduler",
+            Command::RaiseNotice {
+                release: rid(2),
+                notice: pledger_core::event::Notice::StaleReview {
+                    candidate: vid(2),
+                    missing: vec![ReviewLayer::Product, ReviewLayer::Technical],
+                    waiting: DurationSpec::parse("3d").unwrap(),
+                },
+            },
+        )
         .with(PRODUCT, approve(2, ReviewLayer::Product))
         .with(TECH, approve(2, ReviewLayer::Technical))
         .with(CI, attach(2, bundle(&vid(2), &vid(1))))
@@ -777,4 +798,64 @@ pub fn every_kind() -> World {
         .with(OPS, advance(2, "half"))
         .with(OPS, complete(2))
         .with(OPS, rollback())
+        .with_fleet_event(
+            "erin",
+            pledger_core::Event::FleetWindowsSet(pledger_core::event::FleetWindowsSet {
+                windows: Some(windows("timezone = \"UTC\"")),
+            }),
+        )
+        .with_digest()
+}
+
+/// Release windows from TOML (must be valid).
+pub fn windows(toml: &str) -> pledger_core::window::ReleaseWindows {
+    pledger_core::window::ReleaseWindows::from_toml(toml)
+        .unwrap_or_else(|e| panic!("{}: {}", e.field, e.message))
+}
+
+impl World {
+    /// Appends a fleet-wide event to the log (the edge records these outside any prompt's
+    /// family; `evolve` ignores them).
+    pub fn with_fleet_event(mut self, who: &str, event: pledger_core::Event) -> World {
+        let meta = EventMeta {
+            event_id: format!("evt-{:06}", self.log.len() + 1),
+            occurred_at: self.now,
+            actor: actor(who),
+            causation_id: None,
+            correlation_id: format!("fleet-{:06}", self.log.len() + 1),
+        };
+        let envelope = Envelope::new(event, meta);
+        evolve(&mut self.state, &envelope);
+        self.log.push(envelope);
+        self
+    }
+
+    /// The world with these global release windows in force.
+    pub fn with_fleet_windows(mut self, toml: &str) -> World {
+        self.fleet_windows = Some(windows(toml));
+        self
+    }
+
+    /// Appends the digest of the week the log so far falls in.
+    pub fn with_digest(self) -> World {
+        let end = self.now.plus(DurationSpec::from_millis(1));
+        let mut b = pledger_core::digest::DigestBuilder::new(
+            "2026-W48",
+            T0,
+            end,
+            "UTC",
+            DurationSpec::parse("3d").unwrap(),
+        );
+        for e in &self.log {
+            b.observe(e);
+        }
+        let digest = b.finish();
+        self.with_fleet_event(
+            "scheduler",
+            pledger_core::Event::DigestRecorded(pledger_core::event::DigestRecorded {
+                week: "2026-W48".into(),
+                digest,
+            }),
+        )
+    }
 }

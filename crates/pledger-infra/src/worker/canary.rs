@@ -120,6 +120,9 @@ pub struct CanaryStatus {
     pub min_bake_ms: u64,
     /// Samples and bake time met and no breach.
     pub ready: bool,
+    /// Ready, but the release windows are closed: the refusal, naming when they next open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_window: Option<String>,
     pub updated_at: Timestamp,
     pub monitor_replica: String,
 }
@@ -249,7 +252,13 @@ struct Monitor {
     config: JudgeConfig,
     status: async_nats::jetstream::kv::Store,
     last_status: BTreeMap<ReleaseId, (Instant, Verdict)>,
+    /// Releases whose ready stage waits for a release window: when the monitor last tried,
+    /// and the refusal (retried every [`WINDOW_RETRY`], as the window's clock moves).
+    deferred: BTreeMap<ReleaseId, (Instant, String)>,
 }
+
+/// How often a stage that waits for a release window is tried again.
+const WINDOW_RETRY: Duration = Duration::from_secs(2);
 
 pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), WorkerError> {
     let span = info_span!("worker", kind = "canary", replica = %ctx.replica);
@@ -269,6 +278,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
             config: JudgeConfig::default(),
             status,
             last_status: BTreeMap::new(),
+            deferred: BTreeMap::new(),
         };
         monitor.bootstrap().await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -539,6 +549,11 @@ impl Monitor {
             stage_entered_at: r.stage_entered_at,
             min_bake_ms: stage.min_bake.millis(),
             ready,
+            waiting_for_window: self
+                .deferred
+                .get(release)
+                .filter(|_| ready)
+                .map(|(_, m)| m.clone()),
             updated_at: now,
             monitor_replica: self.ctx.replica.clone(),
         };
@@ -546,7 +561,15 @@ impl Monitor {
 
         match judgement.verdict {
             Verdict::Breached if r.state != "frozen" => self.freeze(&r, &judgement).await?,
-            Verdict::Healthy if ready && r.state == "rolling_out" && r.plan.advance.automatic => {
+            Verdict::Healthy
+                if ready
+                    && r.state == "rolling_out"
+                    && r.plan.advance.automatic
+                    && self
+                        .deferred
+                        .get(release)
+                        .map_or(true, |(at, _)| at.elapsed() >= WINDOW_RETRY) =>
+            {
                 let readiness = status.readiness();
                 let last = r.stage + 1 == r.plan.stages.len();
                 let rid = release.clone();
@@ -562,6 +585,7 @@ impl Monitor {
                             Ok(if last {
                                 Command::CompleteRelease {
                                     release: rid.clone(),
+                                    force_reason: None,
                                 }
                             } else {
                                 Command::AdvanceStage {
@@ -574,7 +598,24 @@ impl Monitor {
                         },
                     )
                     .await;
-                self.after(release, result, "advance").await?;
+                match result {
+                    Err(ExecuteError::Rejected(r)) if r.rule == Rule::OutsideReleaseWindow => {
+                        let first = self
+                            .deferred
+                            .insert(release.clone(), (Instant::now(), r.message.clone()))
+                            .map_or(true, |(_, before)| before != r.message);
+                        if first {
+                            info!(release = %release, "ready, waiting for a release window: {}", r.message);
+                            let mut status = status.clone();
+                            status.waiting_for_window = Some(r.message);
+                            self.publish_status(&status).await?;
+                        }
+                    }
+                    result => {
+                        self.deferred.remove(release);
+                        self.after(release, result, "advance").await?;
+                    }
+                }
             }
             _ => {}
         }

@@ -9,6 +9,7 @@ pub mod canary;
 pub mod feedback;
 pub mod gatekeeper;
 pub mod router;
+pub mod scheduler;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,14 +40,16 @@ pub enum WorkerKind {
     Router,
     Canary,
     Feedback,
+    Scheduler,
 }
 
 impl WorkerKind {
-    pub const ALL: [WorkerKind; 4] = [
+    pub const ALL: [WorkerKind; 5] = [
         WorkerKind::Gatekeeper,
         WorkerKind::Router,
         WorkerKind::Canary,
         WorkerKind::Feedback,
+        WorkerKind::Scheduler,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +58,7 @@ impl WorkerKind {
             WorkerKind::Router => "router",
             WorkerKind::Canary => "canary",
             WorkerKind::Feedback => "feedback",
+            WorkerKind::Scheduler => "scheduler",
         }
     }
 }
@@ -209,6 +213,8 @@ pub enum WorkerError {
     Projection(#[from] ProjectionError),
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A shutdown signal shared by the workers of one process.
@@ -282,7 +288,9 @@ pub async fn touched_prompts(
         }
         match serde_json::from_slice::<pledger_core::Envelope>(&m.payload) {
             Ok(e) if relevant(&e) => {
-                prompts.insert(e.event.aggregate().prompt().clone());
+                if let Some(p) = e.event.aggregate().prompt() {
+                    prompts.insert(p.clone());
+                }
             }
             Ok(_) => {}
             Err(err) => {

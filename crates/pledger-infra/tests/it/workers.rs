@@ -29,7 +29,7 @@ async fn spawn(
         match kind {
             WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await.unwrap(),
             WorkerKind::Router => router::run(ctx, rx).await.unwrap(),
-            WorkerKind::Canary | WorkerKind::Feedback => {
+            WorkerKind::Canary | WorkerKind::Feedback | WorkerKind::Scheduler => {
                 unreachable!("end-to-end tests cover these")
             }
         }

@@ -1,0 +1,374 @@
+//! The scheduler: the weekly digest, on a cron schedule, exactly once per week, and the
+//! periodic checks that find releases needing a person (a baked stage waiting for a manual
+//! advance, a stage stuck on too little data, a review waiting too long).
+//!
+//! Exactly once: a week's digest goes to its own subject
+//! (`pledger.ledger._fleet.digest.<week>`) with `Nats-Expected-Last-Subject-Sequence: 0`, so of
+//! any number of replicas (or a replica and `pledger digest`) one append wins and the others
+//! find the digest recorded. Catch-up: on every tick the scheduler asks which firing of the
+//! cron schedule is the latest at or before now and makes sure *its* week has a digest, so a
+//! scheduler that was down across a firing records that week's digest once when it is back,
+//! and never one per missed tick. Notices go through the decider like every other fact, once
+//! per stage visit or candidate.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use pledger_core::digest::{missing_approvals, DigestBuilder};
+use pledger_core::event::{DigestRecorded, Event, Notice};
+use pledger_core::state::ReleaseStatus;
+use pledger_core::window::{last_completed_week, CronSchedule, Week};
+use pledger_core::{Command, DurationSpec, PromptName, PromptState, Timestamp};
+use tracing::{info, info_span, warn, Instrument};
+
+use super::canary::read_status;
+use super::{stopping, Shutdown, WorkerContext, WorkerError};
+use crate::ledger::{
+    envelope_for, new_correlation_id, now, ExecuteError, Ledger, Recorded, LEDGER_SUBJECTS,
+};
+
+/// When the digest is written, its weeks' zone, and the limits of the periodic checks.
+/// Read from the environment so that every scheduler replica and `pledger digest` agree.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// `PLEDGER_DIGEST_CRON` (default `0 0 9 * * Mon`: Mondays 09:00).
+    pub digest_cron: String,
+    /// `PLEDGER_DIGEST_TIMEZONE` (default `UTC`): weeks run Monday 00:00 to Monday 00:00 here.
+    pub timezone: String,
+    /// `PLEDGER_STALE_REVIEW_AFTER` (default `3d`).
+    pub stale_review_after: DurationSpec,
+    /// `PLEDGER_STUCK_AFTER` (default `2h`): how long past its bake time a stage may lack
+    /// samples before it is reported.
+    pub stuck_after: DurationSpec,
+}
+
+impl SchedulerConfig {
+    pub fn from_env() -> Result<SchedulerConfig, WorkerError> {
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        let duration = |name: &str, default: &str| {
+            DurationSpec::parse(&var(name, default))
+                .map_err(|e| WorkerError::Config(format!("{name}: {}", e.message)))
+        };
+        let config = SchedulerConfig {
+            digest_cron: var("PLEDGER_DIGEST_CRON", "0 0 9 * * Mon"),
+            timezone: var("PLEDGER_DIGEST_TIMEZONE", "UTC"),
+            stale_review_after: duration("PLEDGER_STALE_REVIEW_AFTER", "3d")?,
+            stuck_after: duration("PLEDGER_STUCK_AFTER", "2h")?,
+        };
+        config.schedule()?;
+        Ok(config)
+    }
+
+    pub fn schedule(&self) -> Result<CronSchedule, WorkerError> {
+        CronSchedule::parse(&self.digest_cron, &self.timezone).map_err(|e| {
+            WorkerError::Config(format!(
+                "PLEDGER_DIGEST_CRON/PLEDGER_DIGEST_TIMEZONE: {}: {}",
+                e.field, e.message
+            ))
+        })
+    }
+}
+
+/// Composes a week's digest from the ledger as it stood when the week ended.
+pub async fn compose_digest(
+    ledger: &Ledger,
+    week: &Week,
+    config: &SchedulerConfig,
+) -> Result<pledger_core::digest::Digest, WorkerError> {
+    let mut builder = DigestBuilder::new(
+        &week.label,
+        week.start,
+        week.end,
+        &config.timezone,
+        config.stale_review_after,
+    );
+    for r in ledger.read_all(LEDGER_SUBJECTS).await? {
+        builder.observe(&r.envelope);
+    }
+    Ok(builder.finish())
+}
+
+/// Makes sure the week has its digest: returns the recorded one, and whether this call
+/// recorded it.
+pub async fn ensure_digest(
+    ledger: &Ledger,
+    week: &Week,
+    config: &SchedulerConfig,
+    actor: &pledger_core::Actor,
+) -> Result<(Recorded, bool), WorkerError> {
+    if let Some(r) = ledger.digest(&week.label).await? {
+        return Ok((r, false));
+    }
+    let digest = compose_digest(ledger, week, config).await?;
+    let envelope = envelope_for(
+        Event::DigestRecorded(DigestRecorded {
+            week: week.label.clone(),
+            digest,
+        }),
+        actor,
+        now(),
+        &new_correlation_id(),
+        None,
+    );
+    match ledger.record_digest(&envelope).await? {
+        Some(sequence) => Ok((
+            Recorded {
+                sequence,
+                subject: crate::ledger::digest_subject(&week.label),
+                envelope,
+            },
+            true,
+        )),
+        // Another writer won; theirs stands.
+        None => match ledger.digest(&week.label).await? {
+            Some(r) => Ok((r, false)),
+            None => Err(WorkerError::Nats(format!(
+                "digest {} was refused as already recorded but cannot be read",
+                week.label
+            ))),
+        },
+    }
+}
+
+/// How often the scheduler looks at the clock and the ledger.
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let span = info_span!("worker", kind = "scheduler", replica = %ctx.replica);
+    async move {
+        let config = SchedulerConfig::from_env()?;
+        let schedule = config.schedule()?;
+        let mut scheduler = Scheduler {
+            ctx,
+            config,
+            schedule,
+            prompts: BTreeMap::new(),
+            read_through: 0,
+            digest_done_for: None,
+            last_error_log: None,
+        };
+        info!(
+            cron = %scheduler.config.digest_cron,
+            timezone = %scheduler.config.timezone,
+            "scheduler started"
+        );
+        while !stopping(&shutdown) {
+            if let Err(e) = scheduler.tick().await {
+                // A failed tick is retried on the next one; say so at most once a minute.
+                if scheduler
+                    .last_error_log
+                    .map_or(true, |t: Instant| t.elapsed() > Duration::from_secs(60))
+                {
+                    warn!("scheduler tick failed (retrying every {TICK:?}): {e}");
+                    scheduler.last_error_log = Some(Instant::now());
+                }
+            }
+            let mut s = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = s.changed() => {}
+            }
+        }
+        info!("scheduler stopped");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+struct Scheduler {
+    ctx: WorkerContext,
+    config: SchedulerConfig,
+    schedule: CronSchedule,
+    /// Every prompt's state, folded from the ledger (read incrementally each tick).
+    prompts: BTreeMap<PromptName, PromptState>,
+    read_through: u64,
+    /// The cron firing whose week is known to have its digest.
+    digest_done_for: Option<Timestamp>,
+    last_error_log: Option<Instant>,
+}
+
+impl Scheduler {
+    async fn tick(&mut self) -> Result<(), WorkerError> {
+        let now = now();
+        self.digest(now).await?;
+        self.catch_up().await?;
+        self.checks(now).await
+    }
+
+    /// The latest firing at or before now: its week must have a digest.
+    async fn digest(&mut self, now: Timestamp) -> Result<(), WorkerError> {
+        let Some(fired) = self.schedule.last_at_or_before(now) else {
+            return Ok(());
+        };
+        if self.digest_done_for == Some(fired) {
+            return Ok(());
+        }
+        let week = last_completed_week(fired, &self.config.timezone)
+            .map_err(|e| WorkerError::Config(e.message))?;
+        let (recorded, created) =
+            ensure_digest(&self.ctx.ledger, &week, &self.config, &self.ctx.actor).await?;
+        if created {
+            info!(week = %week.label, sequence = recorded.sequence, fired = %fired.to_rfc3339(), "digest recorded");
+        }
+        self.digest_done_for = Some(fired);
+        Ok(())
+    }
+
+    /// Folds the ledger's new events into the prompts' states.
+    async fn catch_up(&mut self) -> Result<(), WorkerError> {
+        for r in self
+            .ctx
+            .ledger
+            .read_after(LEDGER_SUBJECTS, self.read_through)
+            .await?
+        {
+            self.read_through = r.sequence;
+            if let Some(p) = r.envelope.event.aggregate().prompt() {
+                let state = self
+                    .prompts
+                    .entry(p.clone())
+                    .or_insert_with(|| PromptState::new(p.clone()));
+                pledger_core::evolve(state, &r.envelope);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds what needs a person and records a notice for each, once.
+    async fn checks(&mut self, now: Timestamp) -> Result<(), WorkerError> {
+        let mut notices = Vec::new();
+        for state in self.prompts.values() {
+            for r in state.releases.values() {
+                match r.status {
+                    ReleaseStatus::Proposed => {
+                        let waiting = now.millis_since(r.candidate_since).max(0) as u64;
+                        let missing = missing_approvals(r);
+                        if waiting >= self.config.stale_review_after.millis() && !missing.is_empty()
+                        {
+                            let notice = Notice::StaleReview {
+                                candidate: r.candidate.clone(),
+                                missing,
+                                waiting: DurationSpec::from_millis(waiting / 60_000 * 60_000),
+                            };
+                            if !r.notices.contains(&notice.key(None)) {
+                                notices.push((r.id.clone(), notice));
+                            }
+                        }
+                    }
+                    ReleaseStatus::RollingOut {
+                        stage,
+                        stage_entered_at,
+                        paused: false,
+                    } => {
+                        let Some(plan) = &r.plan else { continue };
+                        let s = &plan.stages[stage];
+                        let baked_at = stage_entered_at.plus(s.min_bake);
+                        if now < baked_at {
+                            continue;
+                        }
+                        let status = read_status(self.ctx.ledger.jetstream(), &r.id)
+                            .await?
+                            .filter(|x| {
+                                x.stage == s.name && x.stage_entered_at == stage_entered_at
+                            });
+                        let samples = status
+                            .as_ref()
+                            .map(|x| {
+                                x.judgement
+                                    .candidate
+                                    .samples
+                                    .min(x.judgement.control.samples)
+                            })
+                            .unwrap_or(0);
+                        let overdue = now.millis_since(baked_at).max(0) as u64;
+                        let notice = if samples < s.min_samples
+                            && overdue >= self.config.stuck_after.millis()
+                        {
+                            Notice::StuckOnData {
+                                stage: s.name.clone(),
+                                samples,
+                                min_samples: s.min_samples,
+                                overdue: DurationSpec::from_millis(overdue / 60_000 * 60_000),
+                            }
+                        } else if !plan.advance.automatic
+                            && status.as_ref().is_some_and(|x| x.ready)
+                        {
+                            Notice::BakeReached {
+                                stage: s.name.clone(),
+                            }
+                        } else {
+                            continue;
+                        };
+                        if !r.notices.contains(&notice.key(Some(stage_entered_at))) {
+                            notices.push((r.id.clone(), notice));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (release, notice) in notices {
+            let n = notice.clone();
+            let rid = release.clone();
+            let result = self
+                .ctx
+                .ledger
+                .execute(
+                    release.prompt(),
+                    &self.ctx.actor,
+                    &format!("scheduler-{release}"),
+                    move |_| {
+                        Ok(Command::RaiseNotice {
+                            release: rid.clone(),
+                            notice: n.clone(),
+                        })
+                    },
+                )
+                .await;
+            match result {
+                Ok(done) if !done.recorded.is_empty() => {
+                    warn!(release = %release, "needs a person: {}", describe(&notice))
+                }
+                Ok(_) => {}
+                // The release moved on since this replica looked; nothing to report.
+                Err(ExecuteError::Rejected(r)) => {
+                    tracing::debug!(release = %release, "notice not raised: {r}")
+                }
+                Err(ExecuteError::Infra(e)) => return Err(e.into()),
+                Err(e @ ExecuteError::Conflict { .. }) => {
+                    return Err(WorkerError::Nats(e.to_string()))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line for people about a notice.
+pub fn describe(notice: &Notice) -> String {
+    match notice {
+        Notice::BakeReached { stage } => {
+            format!("stage `{stage}` baked and is healthy; its plan advances by hand")
+        }
+        Notice::StuckOnData {
+            stage,
+            samples,
+            min_samples,
+            overdue,
+        } => format!(
+            "stage `{stage}` is {overdue} past its bake time with {samples} of {min_samples} samples per arm (not passed; send traffic or change the plan)"
+        ),
+        Notice::StaleReview {
+            missing, waiting, ..
+        } => format!(
+            "waiting {waiting} for the {} review",
+            missing
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    }
+}
