@@ -88,6 +88,9 @@ impl Run {
 pub struct World {
     pub server: EphemeralServer,
     pub files: tempfile::TempDir,
+    /// The clock file every command and worker of this world reads (`PLEDGER_CLOCK_FILE`),
+    /// when the test controls time.
+    clock: Option<PathBuf>,
 }
 
 impl World {
@@ -97,7 +100,26 @@ impl World {
         World {
             server,
             files: tempfile::tempdir().unwrap(),
+            clock: None,
         }
+    }
+
+    /// A world whose commands and workers believe it is `at` (RFC 3339 UTC) until
+    /// [`World::set_clock`] moves the time.
+    pub fn with_clock(at: &str) -> World {
+        let mut w = World::new();
+        let path = w.files.path().join("clock");
+        w.clock = Some(path);
+        w.set_clock(at);
+        w
+    }
+
+    /// Moves this world's clock (atomically: readers see the old time or the new one).
+    pub fn set_clock(&self, at: &str) {
+        let path = self.clock.as_ref().expect("a world made with_clock");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, at).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
     }
 
     pub fn command(&self, actor: &str, args: &[&str]) -> Command {
@@ -110,6 +132,9 @@ impl World {
         c.env_remove("PLEDGER_ACTOR")
             .env_remove("PLEDGER_NATS_URL")
             .stdin(Stdio::null());
+        if let Some(clock) = &self.clock {
+            c.env("PLEDGER_CLOCK_FILE", clock);
+        }
         c
     }
 
@@ -163,6 +188,7 @@ impl World {
             kind: kind.to_string(),
             replica: replica.to_string(),
             data_dir: self.files.path().join("workers"),
+            clock: self.clock.clone(),
             child: None,
         };
         p.start();
@@ -217,13 +243,18 @@ pub struct WorkerProcess {
     kind: String,
     replica: String,
     data_dir: PathBuf,
+    clock: Option<PathBuf>,
     child: Option<std::process::Child>,
 }
 
 impl WorkerProcess {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(pledger_bin())
+        let mut command = Command::new(pledger_bin());
+        if let Some(clock) = &self.clock {
+            command.env("PLEDGER_CLOCK_FILE", clock);
+        }
+        let child = command
             .args([
                 "--nats",
                 &self.url,

@@ -8,4 +8,5 @@ mod learning;
 mod lifecycle;
 mod races;
 mod rules;
+mod schedule;
 mod server;

@@ -98,6 +98,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
+use cron::TimeUnitSpec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -200,14 +201,17 @@ impl ReleaseWindows {
 }
 
 /// A deserialization error as a [`FieldError`]: the path to the bad value is the field; for an
-/// unknown field, the path to the unknown field itself.
+/// unknown or missing field, the path to that field itself.
 fn syntax_error(path: &str, message: String) -> FieldError {
     let mut field = if path.is_empty() || path == "." {
         String::new()
     } else {
         path.to_string()
     };
-    if let Some(rest) = message.split("unknown field `").nth(1) {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|marker| message.split(marker).nth(1));
+    if let Some(rest) = named {
         if let Some(name) = rest.split('`').next() {
             let already_named = field == name || field.ends_with(&format!(".{name}"));
             if !already_named {
@@ -222,6 +226,12 @@ fn syntax_error(path: &str, message: String) -> FieldError {
     if field.is_empty() {
         field = "windows".to_string();
     }
+    // A value's own parser may already name its field (`duration: ...`): say it once.
+    let last = field.rsplit('.').next().unwrap_or_default();
+    let message = match message.strip_prefix(&format!("{last}: ")) {
+        Some(rest) => rest.to_string(),
+        None => message,
+    };
     FieldError::new(field, message)
 }
 
@@ -511,8 +521,23 @@ impl CronSchedule {
 
     /// The mirror of `first_after`, walking back.
     fn last_before(&self, from: &DateTime<Tz>, at: Timestamp) -> Option<Timestamp> {
+        let mut from = *from;
+        let year = from.year();
+        let year_included = u32::try_from(year).is_ok_and(|y| self.schedule.years().includes(y));
+        if !year_included {
+            // cron 0.17 walks back wrongly from a year its expression leaves out (it keeps the
+            // starting month, day and time as bounds in the earlier year): start from the end
+            // of the last year it includes instead.
+            let last_year = self
+                .schedule
+                .years()
+                .range(..u32::try_from(year).unwrap_or(0))
+                .next_back()?;
+            let next_new_year = NaiveDate::from_ymd_opt(i32::try_from(last_year).ok()? + 1, 1, 1)?;
+            from = to_zoned(self.tz, local_midnight(self.tz, next_new_year)?)?;
+        }
         self.schedule
-            .after(from)
+            .after(&from)
             .rev()
             .take(8)
             .map(|d| Timestamp::from_unix_millis(d.timestamp_millis()))

@@ -95,7 +95,8 @@ impl App {
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
             TopCommand::Regressions(c) => self.regressions(c).await,
             TopCommand::Windows(c) => self.windows(c).await,
-            TopCommand::Digest { week } => self.digest(week).await,
+            TopCommand::Digest { week, list: false } => self.digest(week).await,
+            TopCommand::Digest { list: true, .. } => self.digest_list().await,
             TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Bench(_) => {
                 unreachable!("handled in main")
             }

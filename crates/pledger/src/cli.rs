@@ -79,8 +79,11 @@ pub enum TopCommand {
     Digest {
         /// Any date in the week (`2026-11-24`) or an ISO week (`2026-W48`); default: the last
         /// finished week.
-        #[arg(long, value_name = "DATE")]
+        #[arg(long, value_name = "DATE", conflicts_with = "list")]
         week: Option<String>,
+        /// List the recorded digests (week, who recorded it, when) instead.
+        #[arg(long)]
+        list: bool,
     },
     /// Run workers (gatekeeper, router, canary monitor, feedback collector, scheduler) in the
     /// foreground until SIGTERM/Ctrl-C.

@@ -8,7 +8,7 @@ use pledger_core::window::{
     last_completed_week, parse_week, week_containing, ReleaseWindows, WindowState,
 };
 use pledger_core::{Command, DurationSpec, FileFormat, PromptName, Timestamp};
-use pledger_infra::ledger::now;
+use pledger_infra::ledger::{now, DIGEST_FILTER};
 use pledger_infra::worker::scheduler::{compose_digest, ensure_digest, SchedulerConfig};
 use serde_json::json;
 
@@ -214,6 +214,43 @@ impl App {
             render_digest(&digest, &status),
             json!({ "status": status, "digest": digest }),
         ))
+    }
+}
+
+impl App {
+    /// `pledger digest --list`: every recorded digest, oldest week first.
+    pub(crate) async fn digest_list(&self) -> Result<Report, Failure> {
+        let conn = self.connect().await?;
+        let mut rows = Vec::new();
+        for r in conn.ledger.read_all(DIGEST_FILTER).await? {
+            if let Event::DigestRecorded(d) = &r.envelope.event {
+                rows.push(json!({
+                    "week": d.week,
+                    "recorded_by": r.envelope.actor,
+                    "recorded_at": r.envelope.occurred_at,
+                    "sequence": r.sequence,
+                    "quiet": d.digest.is_quiet(),
+                }));
+            }
+        }
+        rows.sort_by(|a, b| a["week"].as_str().cmp(&b["week"].as_str()));
+        let mut text = format!("{} recorded digest(s)", rows.len());
+        for r in &rows {
+            let _ = write!(
+                text,
+                "\n  {}  recorded by {} at {} (sequence {}){}",
+                r["week"].as_str().unwrap_or_default(),
+                r["recorded_by"].as_str().unwrap_or_default(),
+                r["recorded_at"].as_str().unwrap_or_default(),
+                r["sequence"],
+                if r["quiet"] == true {
+                    ", a quiet week"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(Report::ok(text, json!({ "digests": rows })))
     }
 }
 

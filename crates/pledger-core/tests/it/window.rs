@@ -847,9 +847,11 @@ fn searches_stop_at_400_days() {
             blackout: None
         }
     );
-    // Open in 2028 only: more than 400 days after 2026-11-30, but within 400 days of 2027-12-01.
+    // Open on 2028-01-01 only: more than 400 days after 2026-11-01 (2027-12-06), but within
+    // 400 days of 2027-12-01.
     let later = windows("UTC", &[("0 0 9 1 Jan * 2028", "1h")], &[]);
-    assert_eq!(later.next_open(now), None);
+    assert_eq!(later.next_open(ts("2026-11-01T00:00:00.000Z")), None);
+    assert_eq!(later.next_open(now), Some(ts("2028-01-01T09:00:00.000Z")));
     assert_eq!(
         later.next_open(ts("2027-12-01T00:00:00.000Z")),
         Some(ts("2028-01-01T09:00:00.000Z"))
@@ -914,9 +916,9 @@ fn errors_name_their_field() {
             "unknown field",
         ),
         // Missing cron.
-        ("timezone = \"UTC\"\n[[open]]\nduration = \"1h\"", "open[0]", "cron"),
+        ("timezone = \"UTC\"\n[[open]]\nduration = \"1h\"", "open[0].cron", "missing field"),
         // Missing zone.
-        ("[[open]]\ncron = \"0 0 9 * * Mon\"\nduration = \"1h\"", "windows", "timezone"),
+        ("[[open]]\ncron = \"0 0 9 * * Mon\"\nduration = \"1h\"", "timezone", "missing field"),
     ];
     for (text, field, piece) in cases {
         let err = ReleaseWindows::from_toml(text).unwrap_err();

@@ -209,9 +209,13 @@ impl Scheduler {
             .map_err(|e| WorkerError::Config(e.message))?;
         let (recorded, created) =
             ensure_digest(&self.ctx.ledger, &week, &self.config, &self.ctx.actor).await?;
-        if created {
-            info!(week = %week.label, sequence = recorded.sequence, fired = %fired.to_rfc3339(), "digest recorded");
-        }
+        info!(
+            sequence = recorded.sequence,
+            fired = %fired.to_rfc3339(),
+            "week {} has its digest ({})",
+            week.label,
+            if created { "recorded now" } else { "recorded before" }
+        );
         self.digest_done_for = Some(fired);
         Ok(())
     }
