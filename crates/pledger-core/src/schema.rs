@@ -41,6 +41,10 @@ pub fn all_schema_files() -> Vec<(String, String)> {
             "outcome.schema.json".to_string(),
             render(schemars::schema_for!(crate::outcome::Outcome)),
         ),
+        (
+            "release-windows.schema.json".to_string(),
+            render(schemars::schema_for!(crate::window::ReleaseWindows)),
+        ),
     ];
     for (kind, payload) in payload_schemas() {
         files.push((

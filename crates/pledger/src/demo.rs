@@ -93,6 +93,35 @@ fn bundle(candidate: &str, baseline: &str) -> String {
     .to_string()
 }
 
+const ARTIFACT_V3: &str = r#"# support-triage v3: v2's clarifying question, without refusing account recovery
+instructions = """
+You are the support triage assistant for Acme.
+Classify the customer's message into one of: billing, outage, account, other.
+If the message is ambiguous, ask exactly one clarifying question instead of guessing.
+Password resets and account recovery are routine: never refuse them; classify them as account.
+Look a ticket up before citing it, and cite only tickets the lookup returned.
+Reply with the category and one sentence of reasoning."""
+known_limitations = ["Clarifying question adds one turn on ambiguous messages"]
+
+[model]
+family = "gpt-4o"
+temperature = 0.1
+
+[tools]
+schema_version = "ticket-lookup/2"
+"#;
+
+/// v3's bundle: flat cost, and `covers` as the regression cases it tested.
+fn bundle_v3(candidate: &str, baseline: &str, covers: &[String]) -> String {
+    let mut b: serde_json::Value =
+        serde_json::from_str(&bundle(candidate, baseline)).expect("json");
+    b["suite"] = "triage-regression-2026-11b".into();
+    b["tokens_per_request"] = serde_json::json!({ "candidate": 470, "baseline": 455 });
+    b["cost_per_request_usd"] = serde_json::json!({ "candidate": 0.00225, "baseline": 0.0022 });
+    b["covers_regressions"] = serde_json::json!(covers);
+    b.to_string()
+}
+
 struct Demo {
     app_url: String,
     dir: tempfile::TempDir,
@@ -153,6 +182,40 @@ impl Demo {
             if std::time::Instant::now() > deadline {
                 return Err(Failure::other(format!(
                     "demo: the workers did not act on {release} within 60 s"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs a command quietly with `--json` and returns its object (for values the story
+    /// needs, such as case ids).
+    async fn json(&self, actor: &str, args: &[&str]) -> Result<serde_json::Value, Failure> {
+        let mut argv = vec!["pledger", "--nats", &self.app_url, "--as", actor, "--json"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv)
+            .map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
+        Ok(App::from_cli(&cli).run(cli.command).await?.json)
+    }
+
+    /// Polls `check` (every 100 ms, up to 60 s) until it holds: the workers act on their own.
+    async fn until(
+        &self,
+        what: &str,
+        actor: &str,
+        args: &[&str],
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<(), Failure> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(v) = self.json(actor, args).await {
+                if check(&v) {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Failure::other(format!(
+                    "demo: {what} did not happen within 60 s"
                 )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -514,11 +577,170 @@ pub async fn run() -> Result<(), Failure> {
         Success,
     )
     .await?;
+    demo.act("7. The learning loop: production feedback becomes regression cases");
+    demo.say("Agents flag what went wrong while the candidate served traffic; the feedback names real people:");
+    let examples = [
+        (
+            "unexpected_refusal",
+            "Refused to reset the password for jane.doe@example.com, call +1 415 555 0100",
+        ),
+        (
+            "unexpected_refusal",
+            "refused to reset the password for  omar@example.org, call (415) 555-0199",
+        ),
+        (
+            "unexpected_refusal",
+            "Refused to reset the password for li.wei@example.net, call +44 20 7946 0958",
+        ),
+        (
+            "wrong_tool_sequence",
+            "Cited ticket 88231 before calling ticket lookup",
+        ),
+        (
+            "wrong_tool_sequence",
+            "cited ticket 90412 before calling ticket lookup",
+        ),
+    ];
+    let feedback: Vec<serde_json::Value> = examples
+        .iter()
+        .enumerate()
+        .map(|(i, (tag, example))| {
+            println!("  {tag}: {example}");
+            serde_json::json!({
+                "prompt": "support-triage", "version": v2, "release": release,
+                "request_id": format!("fb-{i}"), "fallback": false, "escalated": true,
+                "manually_corrected": true, "refusal": *tag == "unexpected_refusal",
+                "latency_ms": 900.0, "tokens_in": 420, "tokens_out": 90,
+                "feedback": { "tag": tag, "example": example }
+            })
+        })
+        .collect();
+    let client = pledger_infra::connect(&demo.app_url).await?;
+    async_nats::jetstream::new(client)
+        .publish(
+            "pledger.outcomes.support-triage",
+            serde_json::to_vec(&feedback).expect("json").into(),
+        )
+        .await
+        .map_err(|e| Failure::other(format!("demo: {e}")))?
+        .await
+        .map_err(|e| Failure::other(format!("demo: {e}")))?;
+    demo.until(
+        "the feedback collector",
+        "reviewer",
+        &["regressions", "list", "support-triage"],
+        |v| {
+            v["cases"].as_array().is_some_and(|c| {
+                c.len() == 2 && c.iter().filter_map(|c| c["count"].as_u64()).sum::<u64>() == 5
+            })
+        },
+    )
+    .await?;
+    demo.say("The feedback collector redacted them, folded repeats of one failure into one case, and counted them:");
+    demo.run("priya", &["regressions", "list", "support-triage"], Success)
+        .await?;
+    demo.say("Exported as JSONL, ready to add to the eval suite:");
+    demo.run(
+        "priya",
+        &["regressions", "export", "support-triage"],
+        Success,
+    )
+    .await?;
     let _ = stop_workers.send(true);
     while workers.join_next().await.is_some() {}
+    let cases: Vec<String> = demo
+        .json("priya", &["regressions", "list", "support-triage"])
+        .await?["cases"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["case_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    demo.act("8. A new candidate must cover the cases before its gate passes");
+    let v3_file = demo.file("triage-v3.toml", ARTIFACT_V3)?;
+    let v3 = demo
+        .json("ana", &["prompt", "publish", "support-triage", &v3_file])
+        .await?["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let release2 = demo
+        .json(
+            "ana",
+            &[
+                "release",
+                "propose",
+                "support-triage",
+                &v3,
+                "--rationale",
+                "Keep the clarifying question; never refuse account recovery; look tickets up first",
+            ],
+        )
+        .await?["release"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("\n(ana proposed {release2}: candidate {})", &v3[7..19]);
+    for (who, layer) in [("priya", "product"), ("tomas", "technical")] {
+        demo.run(
+            who,
+            &[
+                "release",
+                "review",
+                &release2,
+                "--layer",
+                layer,
+                "--approve",
+                "--note",
+                "replayed both regression cases",
+            ],
+            Success,
+        )
+        .await?;
+    }
+    let v1_full = v1.clone();
+    demo.say("Its first bundle lists only one of the two cases; the gate names the one it misses (exit 6):");
+    let partial = demo.file(
+        "bundle-v3-partial.json",
+        &bundle_v3(&v3, &v1_full, &cases[..cases.len().min(1)]),
+    )?;
+    demo.run(
+        "ci-bot",
+        &["release", "attach-eval", &release2, &partial],
+        Success,
+    )
+    .await?;
+    demo.run("ci-bot", &["release", "gate", &release2], GateFailed)
+        .await?;
+    demo.say("The suite now replays both cases, and the gate passes:");
+    let full = demo.file("bundle-v3.json", &bundle_v3(&v3, &v1_full, &cases))?;
+    demo.run(
+        "ci-bot",
+        &["release", "attach-eval", &release2, &full],
+        Success,
+    )
+    .await?;
+    demo.run("ci-bot", &["release", "gate", &release2], Success)
+        .await?;
+
+    demo.act("9. The weekly digest");
+    demo.say("Every Monday the scheduler records last week's digest on the ledger, once; this week's is a preview:");
+    demo.run(
+        "maria",
+        &[
+            "digest",
+            "--week",
+            &pledger_infra::ledger::now().to_rfc3339()[..10],
+        ],
+        Success,
+    )
+    .await?;
 
     demo.act(
-        "7. The audit log: every proposal, review, eval, gate, rollout step, freeze and rollback",
+        "10. The audit log: every proposal, review, eval, gate, rollout step, freeze, rollback and case",
     );
     demo.run("auditor", &["audit", "log", "support-triage"], Success)
         .await?;

@@ -345,9 +345,12 @@ pub fn render_digest(d: &Digest, status: &str) -> String {
             )
         },
     );
-    section(&mut t, "Open regression cases", &d.open_cases, |c| {
-        format!("{}: {} open ({})", c.prompt, c.count, c.case_ids.join(", "))
-    });
+    section(
+        &mut t,
+        "Open regression cases, by prompt",
+        &d.open_cases,
+        |c| format!("{}: {} open ({})", c.prompt, c.count, c.case_ids.join(", ")),
+    );
     section(
         &mut t,
         &format!("Stale reviews (waiting over {})", d.stale_review_after),
