@@ -568,7 +568,7 @@ impl Monitor {
                     && self
                         .deferred
                         .get(release)
-                        .map_or(true, |(at, _)| at.elapsed() >= WINDOW_RETRY) =>
+                        .is_none_or(|(at, _)| at.elapsed() >= WINDOW_RETRY) =>
             {
                 let readiness = status.readiness();
                 let last = r.stage + 1 == r.plan.stages.len();
@@ -603,7 +603,7 @@ impl Monitor {
                         let first = self
                             .deferred
                             .insert(release.clone(), (Instant::now(), r.message.clone()))
-                            .map_or(true, |(_, before)| before != r.message);
+                            .is_none_or(|(_, before)| before != r.message);
                         if first {
                             info!(release = %release, "ready, waiting for a release window: {}", r.message);
                             let mut status = status.clone();

@@ -158,7 +158,7 @@ pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerErr
                 // A failed tick is retried on the next one; say so at most once a minute.
                 if scheduler
                     .last_error_log
-                    .map_or(true, |t: Instant| t.elapsed() > Duration::from_secs(60))
+                    .is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(60))
                 {
                     warn!("scheduler tick failed (retrying every {TICK:?}): {e}");
                     scheduler.last_error_log = Some(Instant::now());
