@@ -285,3 +285,75 @@ fn the_scheduler_reports_a_stale_review_once() {
     wait_for_log(&w, &s, "week 2026-W48 has its digest", 1);
     assert_eq!(w.count("triage", "release.notice_raised"), 1);
 }
+
+const MANUAL_PLAN: &str = r#"
+[[stages]]
+name = "internal"
+match = { user_kind = "internal" }
+percent = 100
+min_samples = 100
+min_bake = "30m"
+
+[[stages]]
+name = "everyone"
+percent = 100
+min_samples = 100000
+min_bake = "1h"
+
+[guardrails]
+escalation_rate = { max_increase = 0.05 }
+
+[rollback]
+criteria = "escalation rate five points above the control"
+automatic = true
+"#;
+
+#[test]
+fn the_scheduler_reports_a_baked_stage_waiting_for_a_person_and_a_stage_stuck_on_data() {
+    let w = World::with_clock("2026-11-24T10:00:00.000Z");
+    let _monitor = w.worker("canary", "0");
+    let _scheduler = w.worker("scheduler", "0");
+    let p = gated(&w, "triage");
+    let plan = w.file("manual-plan.toml", MANUAL_PLAN);
+    w.run("maria", &["rollout", "plan", &p.release, &plan]).ok();
+    w.run("maria", &["rollout", "start", &p.release]).ok();
+    w.json(
+        "svc",
+        &[
+            "sim",
+            "triage",
+            "--requests",
+            "1200",
+            "--seed",
+            "5",
+            "--segment",
+            "user_kind=internal:1",
+            "--segment",
+            "user_kind=customer:1",
+        ],
+    );
+    // Past the bake time: the stage is ready, and the plan advances by hand.
+    w.set_clock("2026-11-24T10:31:00.000Z");
+    w.wait_for("the bake-reached notice", Duration::from_secs(30), || {
+        (w.count("triage", "release.notice_raised") == 1).then_some(())
+    });
+    let log = w.run("auditor", &["audit", "log", "triage"]).ok().stdout;
+    assert!(
+        log.contains("stage `internal` baked and is healthy"),
+        "{log}"
+    );
+    assert_eq!(w.count("triage", "release.stage_advanced"), 0);
+
+    // The last stage needs 100,000 samples per arm it will not get: three hours after its
+    // bake time it is reported as stuck, and stays where it is.
+    w.run("maria", &["rollout", "advance", &p.release]).ok();
+    w.set_clock("2026-11-24T14:40:00.000Z");
+    w.wait_for("the stuck-on-data notice", Duration::from_secs(30), || {
+        (w.count("triage", "release.notice_raised") == 2).then_some(())
+    });
+    let log = w.run("auditor", &["audit", "log", "triage"]).ok().stdout;
+    assert!(log.contains("stage `everyone` is"), "{log}");
+    assert!(log.contains("not passed"), "{log}");
+    assert_eq!(w.count("triage", "release.completed"), 0);
+    assert_eq!(show(&w, &p.release)["state"], "rolling_out");
+}

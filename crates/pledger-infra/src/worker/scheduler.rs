@@ -2,6 +2,8 @@
 //! periodic checks that find releases needing a person (a baked stage waiting for a manual
 //! advance, a stage stuck on too little data, a review waiting too long).
 //!
+//! The digest is looked after every second, the checks every five.
+//!
 //! Exactly once: a week's digest goes to its own subject
 //! (`pledger.ledger._fleet.digest.<week>`) with `Nats-Expected-Last-Subject-Sequence: 0`, so of
 //! any number of replicas (or a replica and `pledger digest`) one append wins and the others
@@ -131,8 +133,11 @@ pub async fn ensure_digest(
     }
 }
 
-/// How often the scheduler looks at the clock and the ledger.
+/// How often the scheduler looks at the clock (for the digest).
 const TICK: Duration = Duration::from_secs(1);
+/// How often it reads the ledger's new events and runs the periodic checks (each check reads
+/// the canary status of every rolling release whose stage has baked).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerError> {
     let span = info_span!("worker", kind = "scheduler", replica = %ctx.replica);
@@ -146,6 +151,7 @@ pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerErr
             prompts: BTreeMap::new(),
             read_through: 0,
             digest_done_for: None,
+            last_check: None,
             last_error_log: None,
         };
         info!(
@@ -186,6 +192,7 @@ struct Scheduler {
     read_through: u64,
     /// The cron firing whose week is known to have its digest.
     digest_done_for: Option<Timestamp>,
+    last_check: Option<Instant>,
     last_error_log: Option<Instant>,
 }
 
@@ -193,8 +200,13 @@ impl Scheduler {
     async fn tick(&mut self) -> Result<(), WorkerError> {
         let now = now();
         self.digest(now).await?;
+        if self.last_check.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return Ok(());
+        }
         self.catch_up().await?;
-        self.checks(now).await
+        self.checks(now).await?;
+        self.last_check = Some(Instant::now());
+        Ok(())
     }
 
     /// The latest firing at or before now: its week must have a digest.
