@@ -195,5 +195,41 @@ fn main() {
     time("decide a review on that state", 100_000, || {
         black_box(decide(black_box(&state), &review, &ctx).unwrap());
     });
+    // Digest composition over the same history (the scheduler and `pledger digest`).
+    time(
+        &format!("compose a digest over {events} events"),
+        200,
+        || {
+            let mut b = pledger_core::digest::DigestBuilder::new(
+                "1970-W01",
+                Timestamp::from_unix_millis(0),
+                Timestamp::from_unix_millis(i64::MAX),
+                "UTC",
+                pledger_core::DurationSpec::parse("3d").unwrap(),
+            );
+            for e in &history {
+                b.observe(e);
+            }
+            black_box(b.finish());
+        },
+    );
+    // Release windows: weekdays 09:00-16:00 Berlin, never Friday after 12:00.
+    let windows = pledger_core::window::ReleaseWindows::from_toml(
+        "timezone = \"Europe/Berlin\"\n[[open]]\ncron = \"0 0 9 * * Mon-Fri\"\nduration = \"7h\"\n[[closed]]\ncron = \"0 0 12 * * Fri\"\nduration = \"12h\"\n",
+    )
+    .unwrap()
+    .compile()
+    .unwrap();
+    // Tuesday 2026-11-24 10:00 UTC (open) and Saturday 2026-11-28 12:00 UTC (closed).
+    let (open_at, closed_at) = (
+        Timestamp::from_unix_millis(1_795_514_400_000),
+        Timestamp::from_unix_millis(1_795_867_200_000),
+    );
+    time("release windows: is_open (open instant)", 20_000, || {
+        black_box(windows.is_open(black_box(open_at)));
+    });
+    time("release windows: next_open from Saturday noon", 20_000, || {
+        black_box(windows.next_open(black_box(closed_at)));
+    });
     println!("reproduce: cargo bench -p pledger-core");
 }
