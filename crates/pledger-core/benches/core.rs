@@ -228,8 +228,12 @@ fn main() {
     time("release windows: is_open (open instant)", 20_000, || {
         black_box(windows.is_open(black_box(open_at)));
     });
-    time("release windows: next_open from Saturday noon", 20_000, || {
-        black_box(windows.next_open(black_box(closed_at)));
-    });
+    time(
+        "release windows: next_open from Saturday noon",
+        20_000,
+        || {
+            black_box(windows.next_open(black_box(closed_at)));
+        },
+    );
     println!("reproduce: cargo bench -p pledger-core");
 }

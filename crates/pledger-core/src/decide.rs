@@ -996,7 +996,8 @@ pub struct StageReadiness {
 /// a judgement of the canary monitor with enough samples in both arms and no breach.
 /// Checks the release windows that apply to the prompt (its own, else the global ones) at
 /// `ctx.now`. Returns the trimmed override reason when a person forces past a closed window,
-/// `None` when the window is open (or there are no windows).
+/// `None` when the window is open or there are no windows (a `--force` then overrides
+/// nothing and is not recorded as one).
 fn window_or_force(
     state: &PromptState,
     ctx: &Context,
@@ -1009,7 +1010,7 @@ fn window_or_force(
     let (windows, scope) = match (&state.windows, &ctx.fleet_windows) {
         (Some(w), _) => (w, format!("prompt `{}`", state.name)),
         (None, Some(w)) => (w, "the global windows".to_string()),
-        (None, None) => return Ok(force_reason.map(|r| r.trim().to_string())),
+        (None, None) => return Ok(None),
     };
     let compiled = windows.compile().map_err(|e| Rejection {
         rule: Rule::InvalidInput,
@@ -1019,7 +1020,8 @@ fn window_or_force(
         ),
     })?;
     match compiled.state(ctx.now) {
-        crate::window::WindowState::Open { .. } => Ok(force_reason.map(|r| r.trim().to_string())),
+        // Open: nothing was overridden, so nothing is recorded as forced.
+        crate::window::WindowState::Open { .. } => Ok(None),
         crate::window::WindowState::Closed { opens_at, blackout } => {
             if let Some(reason) = force_reason {
                 return Ok(Some(reason.trim().to_string()));

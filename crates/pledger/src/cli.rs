@@ -371,7 +371,7 @@ pub enum WindowsCommand {
         prompt: Option<String>,
         #[arg(long)]
         global: bool,
-        /// The windows file (`-` reads standard input).
+        /// The windows file (TOML, or JSON by its `.json` extension).
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },

@@ -66,7 +66,7 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
         data_dir.display(),
-        if args.no_workers { "" } else { "; gatekeeper, router, canary monitor and feedback collector running" }
+        if args.no_workers { "" } else { "; gatekeeper, router, canary monitor, feedback collector and scheduler running" }
     );
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let outcome: Result<&str, Failure> = loop {
