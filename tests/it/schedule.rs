@@ -45,6 +45,25 @@ automatic = true
 automatic = true
 "#;
 
+/// 1,200 healthy requests, half of them from internal users.
+fn healthy_traffic(w: &World, seed: &str) {
+    w.json(
+        "svc",
+        &[
+            "sim",
+            "triage",
+            "--requests",
+            "1200",
+            "--seed",
+            seed,
+            "--segment",
+            "user_kind=internal:1",
+            "--segment",
+            "user_kind=customer:1",
+        ],
+    );
+}
+
 fn show(w: &World, release: &str) -> Value {
     w.json("auditor", &["release", "show", release])
 }
@@ -105,21 +124,7 @@ fn rollouts_wait_for_a_window_and_the_monitor_advances_once_it_opens() {
 
     // Healthy traffic makes the stage ready, but the window is closed: the monitor waits and
     // says why in its status.
-    w.json(
-        "svc",
-        &[
-            "sim",
-            "triage",
-            "--requests",
-            "1200",
-            "--seed",
-            "3",
-            "--segment",
-            "user_kind=internal:1",
-            "--segment",
-            "user_kind=customer:1",
-        ],
-    );
+    healthy_traffic(&w, "3");
     let waiting = w.wait_for(
         "the monitor to wait for the window",
         Duration::from_secs(30),
@@ -317,21 +322,7 @@ fn the_scheduler_reports_a_baked_stage_waiting_for_a_person_and_a_stage_stuck_on
     let plan = w.file("manual-plan.toml", MANUAL_PLAN);
     w.run("maria", &["rollout", "plan", &p.release, &plan]).ok();
     w.run("maria", &["rollout", "start", &p.release]).ok();
-    w.json(
-        "svc",
-        &[
-            "sim",
-            "triage",
-            "--requests",
-            "1200",
-            "--seed",
-            "5",
-            "--segment",
-            "user_kind=internal:1",
-            "--segment",
-            "user_kind=customer:1",
-        ],
-    );
+    healthy_traffic(&w, "5");
     // Past the bake time: the stage is ready, and the plan advances by hand.
     w.set_clock("2026-11-24T10:31:00.000Z");
     w.wait_for("the bake-reached notice", Duration::from_secs(30), || {

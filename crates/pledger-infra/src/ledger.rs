@@ -274,6 +274,26 @@ impl Ledger {
         expected_last_sequence: u64,
         envelope: &Envelope,
     ) -> Result<Option<u64>, InfraError> {
+        let subject = subject_for(&envelope.event.aggregate());
+        self.publish_conditional(
+            &subject,
+            expected_last_sequence,
+            Some(&family_filter(prompt)),
+            envelope,
+        )
+        .await
+    }
+
+    /// Publishes an envelope on `subject` if the last sequence of `over` (a subject filter;
+    /// `None`: `subject` itself) is still `expected` (0: nothing there yet). `Ok(None)`: it
+    /// moved, nothing was written.
+    async fn publish_conditional(
+        &self,
+        subject: &str,
+        expected: u64,
+        over: Option<&str>,
+        envelope: &Envelope,
+    ) -> Result<Option<u64>, InfraError> {
         let payload = serde_json::to_vec(envelope).expect("envelope serializes");
         if payload.len() > MAX_EVENT_BYTES {
             return Err(InfraError::TooLarge {
@@ -286,16 +306,14 @@ impl Ledger {
         headers.insert("Nats-Msg-Id", envelope.event_id.as_str());
         headers.insert(
             "Nats-Expected-Last-Subject-Sequence",
-            expected_last_sequence.to_string().as_str(),
+            expected.to_string().as_str(),
         );
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence-Subject",
-            family_filter(prompt).as_str(),
-        );
-        let subject = subject_for(&envelope.event.aggregate());
+        if let Some(filter) = over {
+            headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", filter);
+        }
         let ack = self
             .js
-            .publish_with_headers(subject.clone(), headers, payload.into())
+            .publish_with_headers(subject.to_string(), headers, payload.into())
             .await
             .map_err(InfraError::publish)?
             .await;
@@ -471,7 +489,7 @@ impl Ledger {
                 None,
             );
             if let Some(seq) = self
-                .append_on_subject(FLEET_WINDOWS_SUBJECT, sequence, &envelope)
+                .publish_conditional(FLEET_WINDOWS_SUBJECT, sequence, None, &envelope)
                 .await?
             {
                 return Ok(Some(Recorded {
@@ -498,42 +516,8 @@ impl Ledger {
         let Event::DigestRecorded(d) = &envelope.event else {
             panic!("record_digest takes a digest event");
         };
-        self.append_on_subject(&digest_subject(&d.week), 0, envelope)
+        self.publish_conditional(&digest_subject(&d.week), 0, None, envelope)
             .await
-    }
-
-    /// Appends to one fleet subject if its last sequence is still `expected` (0: empty).
-    async fn append_on_subject(
-        &self,
-        subject: &str,
-        expected: u64,
-        envelope: &Envelope,
-    ) -> Result<Option<u64>, InfraError> {
-        let payload = serde_json::to_vec(envelope).expect("envelope serializes");
-        if payload.len() > MAX_EVENT_BYTES {
-            return Err(InfraError::TooLarge {
-                kind: envelope.kind(),
-                size: payload.len(),
-                limit: MAX_EVENT_BYTES,
-            });
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", envelope.event_id.as_str());
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            expected.to_string().as_str(),
-        );
-        let ack = self
-            .js
-            .publish_with_headers(subject.to_string(), headers, payload.into())
-            .await
-            .map_err(InfraError::publish)?
-            .await;
-        match ack {
-            Ok(ack) => Ok(Some(ack.sequence)),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(e) => Err(InfraError::publish(e)),
-        }
     }
 
     /// Every event on the ledger matching `filter` (e.g. [`LEDGER_SUBJECTS`]), in order.

@@ -99,8 +99,12 @@ fn a_person_can_force_past_a_closed_window_with_a_reason_that_is_recorded() {
         }
         other => panic!("{other:?}"),
     }
-    // A start inside a window is not marked forced.
+    // A start inside a window is not marked forced, even with --force: it overrode nothing.
     let events = planned().with_fleet_windows(WEEKDAYS).run(OPS, start(1));
+    assert!(matches!(&events[..], [Event::RolloutStarted(e)] if !e.forced && e.reason.is_none()));
+    let events = planned()
+        .with_fleet_windows(WEEKDAYS)
+        .run(OPS, force(start(1), "habit"));
     assert!(matches!(&events[..], [Event::RolloutStarted(e)] if !e.forced && e.reason.is_none()));
 }
 
