@@ -529,6 +529,7 @@ impl Monitor {
             .unwrap_or_default();
         let Some(r) = view.rollout.filter(|r| &r.release == release) else {
             self.last_status.remove(release);
+            self.deferred.remove(release);
             return Ok(());
         };
         let stats: StageStats = self.ctx.store.get(&stats_key(&r))?.unwrap_or_default();
@@ -600,16 +601,20 @@ impl Monitor {
                     .await;
                 match result {
                     Err(ExecuteError::Rejected(r)) if r.rule == Rule::OutsideReleaseWindow => {
+                        // The message names the time left, so it changes on every try: log
+                        // the first refusal only, keep the status current.
                         let first = self
                             .deferred
                             .insert(release.clone(), (Instant::now(), r.message.clone()))
-                            .is_none_or(|(_, before)| before != r.message);
+                            .is_none();
                         if first {
                             info!(release = %release, "ready, waiting for a release window: {}", r.message);
-                            let mut status = status.clone();
-                            status.waiting_for_window = Some(r.message);
-                            self.publish_status(&status).await?;
+                            // Say so at once, not at the next periodic status write.
+                            self.last_status.remove(release);
                         }
+                        let mut status = status.clone();
+                        status.waiting_for_window = Some(r.message);
+                        self.publish_status(&status).await?;
                     }
                     result => {
                         self.deferred.remove(release);
