@@ -10,66 +10,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use pledger_client::{RequestContext, Resolver};
-use pledger_core::plan::MatchValue;
-use pledger_core::routing::{RoutedRollout, RoutedStage, RoutingTable};
-use pledger_core::{Artifact, FileFormat, PromptName, ReleaseId};
-
-fn artifact(i: usize) -> Artifact {
-    Artifact::from_text(
-        &format!("instructions = \"version {i}\"\nknown_limitations = []\n[model]\nfamily = \"gpt-4o\"\ntemperature = 0.2\n[tools]\nschema_version = \"none\"\n"),
-        FileFormat::Toml,
-    )
-    .unwrap()
-}
-
-fn table() -> RoutingTable {
-    let prompt = PromptName::parse("support-triage").unwrap();
-    let (stable, candidate) = (artifact(0), artifact(1));
-    let one = |v: &str| MatchValue::One(v.into());
-    RoutingTable {
-        prompt: prompt.clone(),
-        stable: Some(stable.version_id()),
-        rollout: Some(RoutedRollout {
-            release: ReleaseId::new(prompt, 1),
-            candidate: candidate.version_id(),
-            state: "rolling_out".into(),
-            current_stage: "eu-quarter".into(),
-            bucketing_salt: "5f0c0a7e9d3b4c21".into(),
-            stages: vec![
-                RoutedStage {
-                    name: "internal".into(),
-                    matches: [("user_kind".to_string(), one("internal"))].into(),
-                    percent: 100.0,
-                },
-                RoutedStage {
-                    name: "low-risk-intents".into(),
-                    matches: [(
-                        "intent".to_string(),
-                        MatchValue::Any(vec!["faq".into(), "greeting".into()]),
-                    )]
-                    .into(),
-                    percent: 100.0,
-                },
-                RoutedStage {
-                    name: "eu-quarter".into(),
-                    matches: [("geo".to_string(), one("eu"))].into(),
-                    percent: 25.0,
-                },
-            ],
-        }),
-        ledger_sequence: 42,
-        artifacts: [
-            (stable.version_id(), stable),
-            (candidate.version_id(), candidate),
-        ]
-        .into(),
-    }
-}
 
 const CALLS: usize = 2_000_000;
 
 fn main() {
-    let table = table();
+    let table = pledger_core::routing::benchmark_table();
     let resolver = Resolver::from_tables([table.clone()]);
     let units: Vec<String> = (0..4096).map(|i| format!("user-{i:06}")).collect();
     let attr_sets: [&[(&str, &str)]; 4] = [

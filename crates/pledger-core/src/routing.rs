@@ -176,3 +176,59 @@ pub fn resolve(
         stable
     }
 }
+
+/// The table the resolve benchmarks measure (`cargo bench -p pledger-client` and
+/// `pledger bench`): a rollout of `support-triage` at its third stage, after an attribute match
+/// at 100% and a list match at 100%, sending 25% of EU units to the candidate.
+pub fn benchmark_table() -> RoutingTable {
+    let artifact = |n: u32| {
+        Artifact::from_text(
+            &format!(
+                "instructions = \"Classify the customer's message (bench version {n}).\"\nknown_limitations = [\"none known\"]\n\n[model]\nfamily = \"gpt-4o\"\ntemperature = 0.2\n\n[tools]\nschema_version = \"none\"\n"
+            ),
+            crate::error::FileFormat::Toml,
+        )
+        .expect("a valid artifact")
+    };
+    let prompt = PromptName::parse("support-triage").expect("valid");
+    let (stable, candidate) = (artifact(1), artifact(2));
+    let one = |v: &str| MatchValue::One(v.into());
+    RoutingTable {
+        prompt: prompt.clone(),
+        stable: Some(stable.version_id()),
+        rollout: Some(RoutedRollout {
+            release: ReleaseId::new(prompt, 1),
+            candidate: candidate.version_id(),
+            state: "rolling_out".into(),
+            current_stage: "eu-quarter".into(),
+            bucketing_salt: "5f0c0a7e9d3b4c21".into(),
+            stages: vec![
+                RoutedStage {
+                    name: "internal".into(),
+                    matches: [("user_kind".to_string(), one("internal"))].into(),
+                    percent: 100.0,
+                },
+                RoutedStage {
+                    name: "low-risk-intents".into(),
+                    matches: [(
+                        "intent".to_string(),
+                        MatchValue::Any(vec!["faq".into(), "greeting".into()]),
+                    )]
+                    .into(),
+                    percent: 100.0,
+                },
+                RoutedStage {
+                    name: "eu-quarter".into(),
+                    matches: [("geo".to_string(), one("eu"))].into(),
+                    percent: 25.0,
+                },
+            ],
+        }),
+        ledger_sequence: 42,
+        artifacts: [
+            (stable.version_id(), stable),
+            (candidate.version_id(), candidate),
+        ]
+        .into(),
+    }
+}

@@ -177,36 +177,32 @@ impl Ledger {
                 detail: "it must use file storage, deny_delete, deny_purge and subjects pledger.ledger.>".into(),
             });
         }
-        let outcomes = stream::Config {
-            name: OUTCOMES_STREAM.to_string(),
-            description: Some(
-                "Prompt Ledger: outcome telemetry from services (limits-based)".into(),
+        // Telemetry and dead letters: limits-based, kept 14 days.
+        for (name, description, subjects) in [
+            (
+                OUTCOMES_STREAM,
+                "Prompt Ledger: outcome telemetry from services (limits-based)",
+                OUTCOMES_SUBJECTS,
             ),
-            subjects: vec![OUTCOMES_SUBJECTS.to_string()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            max_age: Duration::from_secs(14 * 24 * 3600),
-            ..Default::default()
-        };
-        self.js
-            .get_or_create_stream(outcomes)
-            .await
-            .map_err(InfraError::stream_setup)?;
-        let deadletters = stream::Config {
-            name: DEADLETTER_STREAM.to_string(),
-            description: Some(
-                "Prompt Ledger: messages workers could not use, with the reason".into(),
+            (
+                DEADLETTER_STREAM,
+                "Prompt Ledger: messages workers could not use, with the reason",
+                DEADLETTER_SUBJECTS,
             ),
-            subjects: vec![DEADLETTER_SUBJECTS.to_string()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            max_age: Duration::from_secs(14 * 24 * 3600),
-            ..Default::default()
-        };
-        self.js
-            .get_or_create_stream(deadletters)
-            .await
-            .map_err(InfraError::stream_setup)?;
+        ] {
+            self.js
+                .get_or_create_stream(stream::Config {
+                    name: name.to_string(),
+                    description: Some(description.into()),
+                    subjects: vec![subjects.to_string()],
+                    storage: stream::StorageType::File,
+                    retention: stream::RetentionPolicy::Limits,
+                    max_age: Duration::from_secs(14 * 24 * 3600),
+                    ..Default::default()
+                })
+                .await
+                .map_err(InfraError::stream_setup)?;
+        }
         crate::routing::ensure_bucket(&self.js).await?;
         crate::routing::ensure_status_bucket(&self.js).await?;
         Ok(())

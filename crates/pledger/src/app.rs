@@ -1032,7 +1032,7 @@ fn unknown_prompt(prompt: &PromptName) -> Failure {
     .into()
 }
 
-fn registered(family: Family) -> Result<Family, Failure> {
+pub(crate) fn registered(family: Family) -> Result<Family, Failure> {
     if family.state.is_registered() {
         Ok(family)
     } else {

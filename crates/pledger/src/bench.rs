@@ -29,8 +29,8 @@ use pledger_client::{RequestContext, Resolver, ResolverOptions};
 use pledger_core::canary::{judge, ArmStats, JudgeConfig, Verdict};
 use pledger_core::event::{ReviewLayer, ReviewVerdict};
 use pledger_core::outcome::{outcome_subject, parse_outcome_message, Outcome};
-use pledger_core::plan::{GuardrailLimit, Guardrails, MatchValue};
-use pledger_core::routing::{routing_table_for, Arm, RoutedRollout, RoutedStage, RoutingTable};
+use pledger_core::plan::{GuardrailLimit, Guardrails};
+use pledger_core::routing::{routing_table_for, Arm, RoutingTable};
 use pledger_core::sim::{
     aa_false_freeze_rate, samples_to_detect, AaSetup, ArmProfile, DetectionSetup, RateMetric,
 };
@@ -1830,52 +1830,6 @@ async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
 // 4. Resolver::resolve cost
 // ---------------------------------------------------------------------------------------------
 
-/// The table of `crates/pledger-client/benches/resolve.rs`: a rollout at its third stage (an
-/// attribute match at 100%, a list match at 100%, 25% of EU units).
-fn three_stage_table() -> RoutingTable {
-    let prompt = PromptName::parse("support-triage").expect("valid");
-    let (stable, candidate) = (artifact(1), artifact(2));
-    let one = |v: &str| MatchValue::One(v.into());
-    RoutingTable {
-        prompt: prompt.clone(),
-        stable: Some(stable.version_id()),
-        rollout: Some(RoutedRollout {
-            release: ReleaseId::new(prompt, 1),
-            candidate: candidate.version_id(),
-            state: "rolling_out".into(),
-            current_stage: "eu-quarter".into(),
-            bucketing_salt: "5f0c0a7e9d3b4c21".into(),
-            stages: vec![
-                RoutedStage {
-                    name: "internal".into(),
-                    matches: [("user_kind".to_string(), one("internal"))].into(),
-                    percent: 100.0,
-                },
-                RoutedStage {
-                    name: "low-risk-intents".into(),
-                    matches: [(
-                        "intent".to_string(),
-                        MatchValue::Any(vec!["faq".into(), "greeting".into()]),
-                    )]
-                    .into(),
-                    percent: 100.0,
-                },
-                RoutedStage {
-                    name: "eu-quarter".into(),
-                    matches: [("geo".to_string(), one("eu"))].into(),
-                    percent: 25.0,
-                },
-            ],
-        }),
-        ledger_sequence: 42,
-        artifacts: [
-            (stable.version_id(), stable),
-            (candidate.version_id(), candidate),
-        ]
-        .into(),
-    }
-}
-
 /// Best ns per call over `runs` timed runs of `calls` calls, after a warm-up.
 fn ns_per_call(calls: usize, runs: usize, f: &dyn Fn(usize) -> bool) -> f64 {
     let mut sink = 0usize;
@@ -1896,7 +1850,7 @@ fn ns_per_call(calls: usize, runs: usize, f: &dyn Fn(usize) -> bool) -> f64 {
 
 fn resolve_cost(calls: usize, runs: usize) -> Section {
     use std::hint::black_box;
-    let table = three_stage_table();
+    let table = pledger_core::routing::benchmark_table();
     let resolver = Resolver::from_tables([table.clone()]);
     let units: Vec<String> = (0..4096).map(|i| format!("user-{i:06}")).collect();
     let attr_sets: [&[(&str, &str)]; 4] = [

@@ -12,7 +12,7 @@ use pledger_infra::ledger::{now, DIGEST_FILTER};
 use pledger_infra::worker::scheduler::{compose_digest, ensure_digest, SchedulerConfig};
 use serde_json::json;
 
-use crate::app::{format_of, read_input, App, Report};
+use crate::app::{format_of, read_input, registered, App, Report};
 use crate::cli::WindowsCommand;
 use crate::failure::Failure;
 
@@ -87,14 +87,7 @@ impl App {
         let own = match &prompt {
             Some(p) => {
                 let prompt = PromptName::parse(p)?;
-                let family = conn.ledger.load(&prompt).await?;
-                if !family.state.is_registered() {
-                    return Err(Failure::from(pledger_core::Rejection {
-                        rule: pledger_core::Rule::UnknownPrompt,
-                        message: format!("prompt `{prompt}` is not registered"),
-                    }));
-                }
-                family.state.windows
+                registered(conn.ledger.load(&prompt).await?)?.state.windows
             }
             None => None,
         };
