@@ -1,6 +1,8 @@
 //! Support for the end-to-end tests: the built `pledger` binary driven against a real
 //! nats-server started per test (free port, temporary store, removed on drop).
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -84,23 +86,121 @@ impl Run {
     }
 }
 
-/// A test world: a server and a way to run pledger against it.
+/// A test world: a server, a roster, and a way to run pledger against it.
+///
+/// Every world has its own config dir (keyring) and `$HOME` under its temp dir: nothing
+/// touches the user's. Its first admin is `admin`; any other actor a command names is
+/// enrolled on first use with [`PERSON_ROLES`] and a key generated in this process, unless
+/// the test enrolled it itself ([`World::enroll`]).
 pub struct World {
     pub server: EphemeralServer,
     pub files: tempfile::TempDir,
     /// The clock file every command and worker of this world reads (`PLEDGER_CLOCK_FILE`),
     /// when the test controls time.
     clock: Option<PathBuf>,
+    enrolled: RefCell<BTreeSet<String>>,
+    workers_enrolled: RefCell<bool>,
+}
+
+/// The roles an actor gets when a test names it without enrolling it first.
+pub const PERSON_ROLES: [&str; 6] = [
+    "admin",
+    "author",
+    "reviewer",
+    "ci",
+    "release-manager",
+    "oncall",
+];
+
+/// Generates an ed25519 key in this process and writes it (OpenSSH, with its `.pub`) as
+/// `dir/name`. Returns the public key file.
+pub fn write_key(dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+        .expect("key generation");
+    key.set_comment(format!("test:{name}"));
+    let path = dir.join(name);
+    key.write_openssh_file(&path, ssh_key::LineEnding::LF)
+        .unwrap();
+    let public = path.with_extension("pub");
+    std::fs::write(&public, key.public_key().to_openssh().unwrap()).unwrap();
+    public
 }
 
 impl World {
     pub fn new() -> World {
         let server =
             EphemeralServer::start().expect("nats-server starts (run ops/install-nats-server.sh)");
-        World {
+        let w = World {
             server,
             files: tempfile::tempdir().unwrap(),
             clock: None,
+            enrolled: RefCell::new(BTreeSet::new()),
+            workers_enrolled: RefCell::new(false),
+        };
+        std::fs::create_dir_all(w.home()).unwrap();
+        write_key(&w.keys_dir(), "admin");
+        w.enrolled.borrow_mut().insert("admin".into());
+        w.run("admin", &["init", "--admin", "admin"]).ok();
+        w
+    }
+
+    /// The world's config dir (`PLEDGER_CONFIG_DIR`), whose `keys/` is the keyring.
+    pub fn config_dir(&self) -> PathBuf {
+        self.files.path().join("config")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.config_dir().join("keys")
+    }
+
+    /// The `$HOME` of every command of this world (empty: no `~/.ssh` key).
+    pub fn home(&self) -> PathBuf {
+        self.files.path().join("home")
+    }
+
+    /// Enrols `name` with `roles` (a key generated in this process, in the world's keyring),
+    /// as `admin`. Returns the run of `pledger identity add`.
+    pub fn enroll(&self, name: &str, roles: &[&str]) -> Run {
+        let public = if self.keys_dir().join(name).is_file() {
+            self.keys_dir().join(name).with_extension("pub")
+        } else {
+            write_key(&self.keys_dir(), name)
+        };
+        let public = public.display().to_string();
+        let mut args = vec!["identity", "add", name, "--public-key", &public];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        let run = self.run("admin", &args);
+        if run.code == 0 {
+            self.enrolled.borrow_mut().insert(name.to_string());
+        }
+        run
+    }
+
+    /// Enrols every worker identity with the `worker` role, its key under the workers' data dir.
+    pub fn enroll_workers(&self) {
+        if std::mem::replace(&mut *self.workers_enrolled.borrow_mut(), true) {
+            return;
+        }
+        let dir = self.files.path().join("workers").join("keys");
+        for kind in pledger_infra::worker::WorkerKind::ALL {
+            let name = pledger_infra::worker::WorkerContext::identity_name(kind);
+            let public = write_key(&dir, name);
+            self.run(
+                "admin",
+                &[
+                    "identity",
+                    "add",
+                    name,
+                    "--public-key",
+                    &public.display().to_string(),
+                    "--role",
+                    "worker",
+                ],
+            )
+            .ok();
         }
     }
 
@@ -123,14 +223,25 @@ impl World {
     }
 
     pub fn command(&self, actor: &str, args: &[&str]) -> Command {
+        if !self.enrolled.borrow().contains(actor) {
+            // A failure here (a stopped server) shows in the command itself.
+            self.enroll(actor, &PERSON_ROLES);
+        }
+        let mut c = self.bare_command(args);
+        c.arg("--as").arg(actor);
+        c
+    }
+
+    /// A command with no `--as` (and no key selected): what the environment alone gives.
+    pub fn bare_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(pledger_bin());
-        c.arg("--nats")
-            .arg(self.server.url())
-            .arg("--as")
-            .arg(actor)
-            .args(args);
+        c.arg("--nats").arg(self.server.url()).args(args);
         c.env_remove("PLEDGER_ACTOR")
             .env_remove("PLEDGER_NATS_URL")
+            .env_remove("PLEDGER_KEY")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("PLEDGER_CONFIG_DIR", self.config_dir())
+            .env("HOME", self.home())
             .stdin(Stdio::null());
         if let Some(clock) = &self.clock {
             c.env("PLEDGER_CLOCK_FILE", clock);
@@ -181,8 +292,10 @@ impl World {
 }
 
 impl World {
-    /// Starts `pledger worker <kind>` as a child process (its store under this world's files).
+    /// Starts `pledger worker <kind>` as a child process (its store under this world's files,
+    /// signing with the worker identities' keys there).
     pub fn worker(&self, kind: &str, replica: &str) -> WorkerProcess {
+        self.enroll_workers();
         let mut p = WorkerProcess {
             url: self.server.url(),
             kind: kind.to_string(),
@@ -254,6 +367,11 @@ impl WorkerProcess {
         if let Some(clock) = &self.clock {
             command.env("PLEDGER_CLOCK_FILE", clock);
         }
+        command
+            .env_remove("PLEDGER_KEY")
+            .env_remove("PLEDGER_ACTOR")
+            .env("PLEDGER_CONFIG_DIR", self.data_dir.join("no-config"))
+            .env("HOME", self.data_dir.join("no-home"));
         let child = command
             .args([
                 "--nats",

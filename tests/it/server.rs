@@ -7,12 +7,17 @@ use pledger_e2e::*;
 #[test]
 fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("config");
     let port = pledger_infra::server::free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("nats://{listen}");
+    // The person running `pledger up` (maria) gets a key in her keyring and is enrolled as
+    // the first admin; the workers get keys under the data dir.
     let up = std::process::Command::new(pledger_bin())
-        .args(["up", "--listen", &listen, "--data-dir"])
+        .args(["--as", "maria", "up", "--listen", &listen, "--data-dir"])
         .arg(data.path())
+        .env("PLEDGER_CONFIG_DIR", &config)
+        .env("HOME", data.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -22,6 +27,8 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
     loop {
         let init = std::process::Command::new(pledger_bin())
             .args(["--nats", &url, "init"])
+            .env("PLEDGER_CONFIG_DIR", &config)
+            .env("HOME", data.path())
             .output()
             .unwrap();
         if init.status.success() {
@@ -35,13 +42,36 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "pledger up did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Once the roster lists the workers, up has finished its set-up.
+    let roster = loop {
+        let list = std::process::Command::new(pledger_bin())
+            .args(["--nats", &url, "--json", "identity", "list"])
+            .env("PLEDGER_CONFIG_DIR", &config)
+            .env("HOME", data.path())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        if v["identities"].as_array().is_some_and(|a| a.len() == 6) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pledger up did not enrol its identities"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(roster["genesis"]["admin"], "maria");
+    assert!(config.join("keys/maria").is_file());
+    assert!(data.path().join("workers/keys/canary-monitor").is_file());
     let register = std::process::Command::new(pledger_bin())
         .args([
             "--nats", &url, "--as", "maria", "prompt", "register", "triage", "--owner", "support",
         ])
+        .env("PLEDGER_CONFIG_DIR", &config)
+        .env("HOME", data.path())
         .output()
         .unwrap();
-    assert!(register.status.success());
+    assert!(register.status.success(), "{register:?}");
     assert!(
         data.path().join("jetstream").is_dir(),
         "the store lives under the data dir"
@@ -58,8 +88,11 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn the_demo_runs_to_completion() {
+    let home = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(pledger_bin())
         .arg("demo")
+        .env("HOME", home.path())
+        .env_remove("PLEDGER_CONFIG_DIR")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -70,6 +103,8 @@ fn the_demo_runs_to_completion() {
     );
     for step in [
         "author-cannot-review",
+        "1 ledger event(s) ignored",
+        "claims to be carol",
         "gate of support-triage-r1: FAILED",
         "gate of support-triage-r1: PASSED",
         "advanced `internal` -> `eu-quarter`",

@@ -92,6 +92,7 @@ fn main() {
         |state: &mut PromptState, actor: &str, command: Command, history: &mut Vec<Envelope>| {
             let ctx = Context::new(
                 Actor::parse(actor).unwrap(),
+                pledger_core::identity::Role::ALL.into_iter().collect(),
                 Timestamp::from_unix_millis(seq),
             );
             for event in decide(state, &command, &ctx).unwrap() {
@@ -184,6 +185,7 @@ fn main() {
     );
     let ctx = Context::new(
         Actor::parse("tomas").unwrap(),
+        pledger_core::identity::Role::ALL.into_iter().collect(),
         Timestamp::from_unix_millis(0),
     );
     let review = Command::SubmitReview {

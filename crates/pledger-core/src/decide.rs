@@ -1,6 +1,7 @@
 //! The release lifecycle as a pure decider: `decide(state, command, ctx)` returns the events
 //! to record or the rule the command breaks. It never changes the state; `evolve` does.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
@@ -9,26 +10,37 @@ use crate::artifact::{json_digest, Artifact};
 use crate::bundle::EvalBundle;
 use crate::event::*;
 use crate::gate::{evaluate_gate_with_cases, GatePolicy};
+use crate::identity::{check_permitted, Role};
 use crate::ids::{Actor, ReleaseId, Timestamp, VersionId};
 use crate::plan::RolloutPlan;
 use crate::state::{PromptState, ReleaseState, ReleaseStatus, VersionLookupError};
 
-/// Who asks, and when. `now` comes from the caller: the core has no clock.
+/// Who asks, with which roles, and when. `now` comes from the caller: the core has no clock.
+/// The actor is a verified identity: the owner, on the roster, of the key that signs.
 #[derive(Clone, Debug)]
 pub struct Context {
     pub actor: Actor,
+    /// The actor's roles on the roster ([`crate::identity::PERMISSIONS`] says what each allows).
+    pub roles: BTreeSet<Role>,
     pub now: Timestamp,
     /// The global release windows (from `pledger.ledger._fleet.windows`), read by the edge.
     /// A prompt's own windows, when it has them, replace these.
     pub fleet_windows: Option<crate::window::ReleaseWindows>,
+    /// Admission of a recorded event ([`crate::verify::admit`]) rather than a new command:
+    /// what the signer attested from outside the ledger (the release windows at its clock,
+    /// the canary monitor's sample counts) is taken as recorded; every rule that follows
+    /// from the ledger is checked.
+    pub attested: bool,
 }
 
 impl Context {
-    pub fn new(actor: Actor, now: Timestamp) -> Context {
+    pub fn new(actor: Actor, roles: BTreeSet<Role>, now: Timestamp) -> Context {
         Context {
             actor,
+            roles,
             now,
             fleet_windows: None,
+            attested: false,
         }
     }
 }
@@ -140,6 +152,37 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name in the permission table ([`crate::identity::PERMISSIONS`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::RegisterPrompt { .. } => "register",
+            Command::PublishVersion { .. } => "publish",
+            Command::AdoptVersion { .. } => "adopt",
+            Command::SetGatePolicy { .. } => "set-gate-policy",
+            Command::ProposeChange { .. } => "propose",
+            Command::ReviseCandidate { .. } => "revise",
+            Command::SubmitReview { .. } => "review",
+            Command::AttachEvalBundle { .. } => "attach-eval",
+            Command::AcceptTradeoff { .. } => "accept-tradeoff",
+            Command::DecideGate { .. } => "gate",
+            Command::PlanRollout { .. } => "plan",
+            Command::StartRollout { .. } => "start",
+            Command::AdvanceStage { .. } => "advance",
+            Command::PauseRollout { .. } => "pause",
+            Command::ResumeRollout { .. } => "resume",
+            Command::FreezeRollout { .. } => "freeze",
+            Command::CompleteRelease { .. } => "complete",
+            Command::SetReleaseWindows { .. } => "set-release-windows",
+            Command::RaiseNotice { .. } => "raise-notice",
+            Command::Rollback { .. } => "rollback",
+            Command::WithdrawProposal { .. } => "withdraw",
+            Command::CollectRegressionCase(_) => "collect-regression-case",
+            Command::CloseRegressionCase { .. } => "close-regression-case",
+        }
+    }
+}
+
 /// A regression case as a collector or a reviewer submits it (the example already redacted).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewRegressionCase {
@@ -212,6 +255,12 @@ pub enum Rule {
     StageNotReady,
     UnknownRegressionCase,
     OutsideReleaseWindow,
+    NotPermitted,
+    UnknownIdentity,
+    IdentityExists,
+    KeyInUse,
+    LastAdmin,
+    Inadmissible,
 }
 
 impl Rule {
@@ -250,6 +299,12 @@ impl Rule {
             Rule::StageNotReady => "stage-not-ready",
             Rule::UnknownRegressionCase => "unknown-regression-case",
             Rule::OutsideReleaseWindow => "outside-release-window",
+            Rule::NotPermitted => "not-permitted",
+            Rule::UnknownIdentity => "unknown-identity",
+            Rule::IdentityExists => "identity-exists",
+            Rule::KeyInUse => "key-in-use",
+            Rule::LastAdmin => "last-admin",
+            Rule::Inadmissible => "inadmissible",
         }
     }
 
@@ -289,6 +344,7 @@ pub fn decide(
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
     let prompt = &state.name;
+    check_permitted(&ctx.actor, &ctx.roles, command.name())?;
     if !state.is_registered() {
         if let Command::RegisterPrompt { owner } = command {
             if owner.trim().is_empty() {
@@ -697,7 +753,7 @@ pub fn decide(
             match force_reason {
                 Some(reason) => require_reason(reason, "a forced advance")?,
                 None => {
-                    stage_ready(r, stage, readiness.as_ref(), ctx.now)?;
+                    stage_ready(r, stage, readiness.as_ref(), ctx)?;
                     window_or_force(state, ctx, None, "advance a stage")?;
                 }
             }
@@ -1007,6 +1063,10 @@ fn window_or_force(
     if let Some(reason) = force_reason {
         require_reason(reason, "overriding a release window")?;
     }
+    if ctx.attested {
+        // A recorded start or completion: the window was judged at the signer's clock.
+        return Ok(force_reason.map(|r| r.trim().to_string()));
+    }
     let (windows, scope) = match (&state.windows, &ctx.fleet_windows) {
         (Some(w), _) => (w, format!("prompt `{}`", state.name)),
         (None, Some(w)) => (w, "the global windows".to_string()),
@@ -1054,8 +1114,9 @@ fn stage_ready(
     r: &ReleaseState,
     stage: usize,
     readiness: Option<&StageReadiness>,
-    now: Timestamp,
+    ctx: &Context,
 ) -> Result<(), Rejection> {
+    let now = ctx.now;
     let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
     let s = &plan.stages[stage];
     let id = &r.id;
@@ -1075,6 +1136,10 @@ fn stage_ready(
                 ),
             );
         }
+    }
+    if ctx.attested {
+        // A recorded advance: the canary monitor's counts were judged by the signer.
+        return Ok(());
     }
     let readiness = readiness.filter(|x| x.stage == s.name);
     if let Some(x) = readiness.filter(|x| x.breached) {

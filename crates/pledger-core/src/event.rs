@@ -30,6 +30,8 @@ pub enum FleetTopic {
     Windows,
     /// The digest of one week (`pledger.ledger._fleet.digest.<week>`, e.g. `2026-W48`).
     Digest(String),
+    /// The roster of identities, their keys and roles (`pledger.ledger._fleet.roster`).
+    Roster,
 }
 
 impl Aggregate {
@@ -41,13 +43,14 @@ impl Aggregate {
             Aggregate::Fleet(_) => None,
         }
     }
-    /// `prompt:<name>`, `release:<id>`, `fleet:windows` or `fleet:digest-<week>`.
+    /// `prompt:<name>`, `release:<id>`, `fleet:windows`, `fleet:roster` or `fleet:digest-<week>`.
     pub fn id(&self) -> String {
         match self {
             Aggregate::Prompt(p) => format!("prompt:{p}"),
             Aggregate::Release(r) => format!("release:{r}"),
             Aggregate::Fleet(FleetTopic::Windows) => "fleet:windows".to_string(),
             Aggregate::Fleet(FleetTopic::Digest(week)) => format!("fleet:digest-{week}"),
+            Aggregate::Fleet(FleetTopic::Roster) => "fleet:roster".to_string(),
         }
     }
 }
@@ -379,6 +382,39 @@ pub struct DigestRecorded {
     pub digest: crate::digest::Digest,
 }
 
+/// An identity enrolled on the roster. The first event of the roster enrols the first admin,
+/// signed by one of its own keys (trust on first use).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityEnrolled {
+    pub identity: Actor,
+    /// OpenSSH ed25519 public keys (`ssh-ed25519 AAAA… comment`).
+    pub keys: Vec<crate::identity::PublicKey>,
+    pub roles: Vec<crate::identity::Role>,
+}
+
+/// An identity's keys replaced: `key` is added and every key it held before is retired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityKeyRotated {
+    pub identity: Actor,
+    pub key: crate::identity::PublicKey,
+    /// Fingerprints (`SHA256:…`) of the keys retired by this rotation.
+    pub retired: Vec<String>,
+}
+
+/// An identity's roles replaced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityRolesSet {
+    pub identity: Actor,
+    pub roles: Vec<crate::identity::Role>,
+}
+
+/// An identity revoked: none of its keys signs anything after this event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityRevoked {
+    pub identity: Actor,
+    pub reason: String,
+}
+
 macro_rules! events {
     ($( $variant:ident = $kind:literal ),* $(,)?) => {
         /// Every kind of ledger event. `kind()` is its wire name.
@@ -431,6 +467,10 @@ events! {
     FleetWindowsSet = "fleet.release_windows_set",
     NoticeRaised = "release.notice_raised",
     DigestRecorded = "fleet.digest_recorded",
+    IdentityEnrolled = "fleet.identity_enrolled",
+    IdentityKeyRotated = "fleet.identity_key_rotated",
+    IdentityRolesSet = "fleet.identity_roles_set",
+    IdentityRevoked = "fleet.identity_revoked",
 }
 
 impl Event {
@@ -468,6 +508,10 @@ impl Event {
             Event::FleetWindowsSet(_) => Aggregate::Fleet(FleetTopic::Windows),
             Event::NoticeRaised(e) => Aggregate::Release(e.release.clone()),
             Event::DigestRecorded(e) => Aggregate::Fleet(FleetTopic::Digest(e.week.clone())),
+            Event::IdentityEnrolled(_)
+            | Event::IdentityKeyRotated(_)
+            | Event::IdentityRolesSet(_)
+            | Event::IdentityRevoked(_) => Aggregate::Fleet(FleetTopic::Roster),
         }
     }
 }
@@ -499,9 +543,13 @@ pub struct Envelope {
     pub actor: Actor,
     pub causation_id: Option<String>,
     pub correlation_id: String,
-    /// SHA-256 of the previous event of the aggregate (filled by the audit trail).
+    /// `sha256:<hex>` of the stored bytes of the previous accepted event of the event's family
+    /// (`None` for a family's first event). Signed.
     pub prev_hash: Option<String>,
-    /// Signature over the event (filled by the audit trail).
+    /// Fingerprint (`SHA256:…`) of the key that signed the event. Signed.
+    pub key_id: Option<String>,
+    /// The SSH signature (`SSHSIG`, namespace `pledger-event-v1`) over the envelope's signing
+    /// bytes, base64 of its binary encoding ([`crate::verify`]).
     pub signature: Option<String>,
     pub event: Event,
 }
@@ -517,6 +565,7 @@ impl Envelope {
             causation_id: meta.causation_id,
             correlation_id: meta.correlation_id,
             prev_hash: None,
+            key_id: None,
             signature: None,
             event,
         }
@@ -540,8 +589,14 @@ pub struct WireEnvelope<P = serde_json::Value> {
     #[serde(default)]
     pub causation_id: Option<String>,
     pub correlation_id: String,
+    /// `sha256:<hex>` of the previous accepted event of the family (null for the first).
     #[serde(default)]
     pub prev_hash: Option<String>,
+    /// Fingerprint of the signing key (`SHA256:…`, as `ssh-keygen -l` prints it).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// base64 of the binary SSHSIG (namespace `pledger-event-v1`) over the signing bytes: the
+    /// canonical JSON of this object without `signature`. Always the last member.
     #[serde(default)]
     pub signature: Option<String>,
     pub payload: P,
@@ -568,6 +623,7 @@ impl From<Envelope> for WireEnvelope {
             causation_id: e.causation_id,
             correlation_id: e.correlation_id,
             prev_hash: e.prev_hash,
+            key_id: e.key_id,
             signature: e.signature,
             payload,
         }
@@ -605,6 +661,7 @@ impl TryFrom<WireEnvelope> for Envelope {
             causation_id: w.causation_id,
             correlation_id: w.correlation_id,
             prev_hash: w.prev_hash,
+            key_id: w.key_id,
             signature: w.signature,
             event,
         })

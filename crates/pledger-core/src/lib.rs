@@ -13,7 +13,9 @@ pub mod digest;
 pub mod error;
 pub mod event;
 pub mod gate;
+pub mod identity;
 pub mod ids;
+pub mod names;
 pub mod outcome;
 pub mod plan;
 pub mod redact;
@@ -21,6 +23,7 @@ pub mod routing;
 pub mod schema;
 pub mod sim;
 pub mod state;
+pub mod verify;
 pub mod window;
 
 pub use artifact::Artifact;

@@ -462,7 +462,12 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
             r.notices.insert(e.key.clone());
         }),
         // Fleet-wide: not part of any prompt's family.
-        Event::DigestRecorded(_) | Event::FleetWindowsSet(_) => {}
+        Event::DigestRecorded(_)
+        | Event::FleetWindowsSet(_)
+        | Event::IdentityEnrolled(_)
+        | Event::IdentityKeyRotated(_)
+        | Event::IdentityRolesSet(_)
+        | Event::IdentityRevoked(_) => {}
         Event::ProposalWithdrawn(e) => with_release(state, &e.release, |r| {
             r.status = ReleaseStatus::Withdrawn {
                 reason: e.reason.clone(),

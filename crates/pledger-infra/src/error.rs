@@ -26,6 +26,16 @@ pub enum InfraError {
         subject: String,
         reason: String,
     },
+    #[error("{}", not_enrolled(key, *empty))]
+    NotEnrolled { key: String, empty: bool },
+    #[error("--as {claimed}: the signing key {key} belongs to {owner}, not {claimed} (--as selects among your own keys; it never acts for another identity)")]
+    NotYourKey {
+        key: String,
+        owner: String,
+        claimed: String,
+    },
+    #[error("signing the event failed: {0}")]
+    Signing(String),
     #[error("appending to the ledger failed: {0}")]
     Publish(String),
     #[error("the {kind} event is {size} bytes, over the ledger's limit of {limit} bytes")]
@@ -38,6 +48,14 @@ pub enum InfraError {
     Routing(String),
     #[error("routing table for `{prompt}` in the bucket does not decode: {reason}")]
     CorruptRouting { prompt: String, reason: String },
+}
+
+fn not_enrolled(key: &str, empty: bool) -> String {
+    if empty {
+        format!("the roster is empty: no identity is enrolled yet (run `pledger init --admin NAME --key FILE`; this key is {key})")
+    } else {
+        format!("the signing key {key} belongs to no enrolled identity (it is unknown, retired or revoked; see `pledger identity list`)")
+    }
 }
 
 impl InfraError {

@@ -13,7 +13,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use pledger_core::event::{Aggregate, Envelope, Event, EventMeta, FleetTopic, FleetWindowsSet};
+use pledger_core::event::{
+    Aggregate, DigestRecorded, Envelope, Event, EventMeta, FleetTopic, FleetWindowsSet,
+};
+use pledger_core::identity::{check_permitted, Role, Roster, RosterCommand};
+pub use pledger_core::verify::Check;
+use pledger_core::verify::{seal, EventSigner, Finding, LedgerVerifier, Sealed, Verdict};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::{Actor, Command, Context, PromptName, PromptState, Rejection, Timestamp};
 use tracing::{debug, info_span, Instrument};
@@ -21,7 +26,6 @@ use tracing::{debug, info_span, Instrument};
 use crate::error::InfraError;
 
 pub const LEDGER_STREAM: &str = "PLEDGER_LEDGER";
-pub const LEDGER_SUBJECTS: &str = "pledger.ledger.>";
 pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
 pub const OUTCOMES_SUBJECTS: &str = "pledger.outcomes.>";
 pub const ROUTING_BUCKET: &str = "pledger_routing";
@@ -37,36 +41,12 @@ pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
 /// How many times a command re-reads and re-decides after losing a race.
 pub const MAX_ATTEMPTS: usize = 10;
 
-pub fn prompt_subject(prompt: &PromptName) -> String {
-    format!("pledger.ledger.{prompt}.prompt")
-}
+pub use pledger_core::names::{
+    digest_subject, family_filter, prompt_subject, subject_for, DIGEST_FILTER,
+    FLEET_WINDOWS_SUBJECT, LEDGER_SUBJECTS, ROSTER_SUBJECT,
+};
 
-pub fn family_filter(prompt: &PromptName) -> String {
-    format!("pledger.ledger.{prompt}.>")
-}
-
-pub fn subject_for(aggregate: &Aggregate) -> String {
-    match aggregate {
-        Aggregate::Prompt(p) => prompt_subject(p),
-        Aggregate::Release(r) => format!("pledger.ledger.{}.release.{}", r.prompt(), r.token()),
-        Aggregate::Fleet(FleetTopic::Windows) => FLEET_WINDOWS_SUBJECT.to_string(),
-        Aggregate::Fleet(FleetTopic::Digest(week)) => digest_subject(week),
-    }
-}
-
-/// The global release windows: one subject, its last event is in force.
-pub const FLEET_WINDOWS_SUBJECT: &str = "pledger.ledger._fleet.windows";
-
-/// The subject of one week's digest. It holds at most one event: the digest is appended only
-/// if the subject is still empty (`Nats-Expected-Last-Subject-Sequence: 0`).
-pub fn digest_subject(week: &str) -> String {
-    format!("pledger.ledger._fleet.digest.{week}")
-}
-
-/// Every digest subject.
-pub const DIGEST_FILTER: &str = "pledger.ledger._fleet.digest.*";
-
-/// An event as read back from the stream.
+/// An event as read back from the stream, verified and accepted.
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub sequence: u64,
@@ -74,13 +54,89 @@ pub struct Recorded {
     pub envelope: Envelope,
 }
 
-/// A prompt's family as read from the ledger.
+/// A stored message as read, before any check.
+#[derive(Clone, Debug)]
+pub struct RawRecord {
+    pub sequence: u64,
+    pub subject: String,
+    pub payload: bytes::Bytes,
+}
+
+/// A message verification ignored: why, and its bytes (for dead letters).
+#[derive(Clone, Debug)]
+pub struct Ignored {
+    pub finding: Finding,
+    pub payload: bytes::Bytes,
+}
+
+/// What a verified read found: the accepted events, in order, and the ignored ones.
+#[derive(Clone, Debug, Default)]
+pub struct Verified {
+    pub accepted: Vec<Recorded>,
+    pub ignored: Vec<Ignored>,
+}
+
+impl Verified {
+    /// Feeds raw records to `verifier` in order.
+    pub fn of(verifier: &mut LedgerVerifier, raws: &[RawRecord]) -> Verified {
+        let mut out = Verified::default();
+        for r in raws {
+            match verifier.observe(r.sequence, &r.subject, &r.payload) {
+                Verdict::Accepted(envelope) => out.accepted.push(Recorded {
+                    sequence: r.sequence,
+                    subject: r.subject.clone(),
+                    envelope: *envelope,
+                }),
+                Verdict::Ignored(finding) => {
+                    tracing::debug!(
+                        sequence = finding.sequence,
+                        subject = %finding.subject,
+                        check = finding.check.code(),
+                        "ignored a ledger event: {}",
+                        finding.reason
+                    );
+                    out.ignored.push(Ignored {
+                        finding,
+                        payload: r.payload.clone(),
+                    })
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A prompt's family as read from the ledger and verified, with the roster and the global
+/// windows it was verified against.
 #[derive(Clone, Debug)]
 pub struct Family {
     pub state: PromptState,
-    /// Stream sequence of the family's last event (0 if it has none).
+    /// Stream sequence of the family's last message, accepted or not (0 if it has none): what
+    /// the next conditional append states.
     pub last_sequence: u64,
+    /// The family's accepted events.
     pub events: Vec<Recorded>,
+    /// The family's ignored messages (the roster's and windows' too), with the reason.
+    pub ignored: Vec<Ignored>,
+    /// The roster, the family's head and the global windows, as verified.
+    pub verifier: LedgerVerifier,
+}
+
+impl Family {
+    /// The global release windows in force.
+    pub fn fleet_windows(&self) -> Option<ReleaseWindows> {
+        fleet_windows_of(&self.verifier)
+    }
+}
+
+fn fleet_windows_of(verifier: &LedgerVerifier) -> Option<ReleaseWindows> {
+    match verifier.fleet_last(&Aggregate::Fleet(FleetTopic::Windows)) {
+        Some(Envelope {
+            event: Event::FleetWindowsSet(e),
+            ..
+        }) => e.windows.clone(),
+        _ => None,
+    }
 }
 
 /// What a command did.
@@ -93,6 +149,8 @@ pub struct Executed {
     pub last_sequence: u64,
     /// How many times the command lost a race and re-decided.
     pub retries: usize,
+    /// The identity the events were recorded under (the owner of the signing key).
+    pub actor: Actor,
 }
 
 /// A command's failure at the ledger.
@@ -106,6 +164,44 @@ pub enum ExecuteError {
     Conflict { prompt: PromptName, attempts: usize },
     #[error(transparent)]
     Infra(#[from] InfraError),
+}
+
+/// Who signs: the key, and the identity the roster says owns it.
+#[derive(Clone)]
+pub struct Identified {
+    pub actor: Actor,
+    pub roles: std::collections::BTreeSet<Role>,
+}
+
+/// The identity that owns `signer`'s key on `roster` now.
+pub fn identify(
+    roster: &Roster,
+    signer: &(dyn EventSigner + Sync),
+) -> Result<Identified, InfraError> {
+    match roster.current_owner(signer.public_key()) {
+        Some(identity)
+            if signer
+                .claimed_identity()
+                .is_some_and(|c| c != &identity.name) =>
+        {
+            Err(InfraError::NotYourKey {
+                key: pledger_core::verify::key_id(signer.public_key()),
+                owner: identity.name.to_string(),
+                claimed: signer
+                    .claimed_identity()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            })
+        }
+        Some(identity) => Ok(Identified {
+            actor: identity.name.clone(),
+            roles: identity.roles.clone(),
+        }),
+        None => Err(InfraError::NotEnrolled {
+            key: pledger_core::verify::key_id(signer.public_key()),
+            empty: roster.is_empty(),
+        }),
+    }
 }
 
 /// The JetStream ledger.
@@ -208,33 +304,90 @@ impl Ledger {
         Ok(())
     }
 
-    /// Reads every event of a prompt's family and folds it into its state.
-    pub async fn load(&self, prompt: &PromptName) -> Result<Family, InfraError> {
+    /// Reads the raw messages matching `filters` after stream sequence `after`, in order,
+    /// through one short-lived ephemeral consumer.
+    pub async fn read_raw(
+        &self,
+        filters: &[&str],
+        after: u64,
+    ) -> Result<Vec<RawRecord>, InfraError> {
         let stream = self
             .js
             .get_stream_no_info(LEDGER_STREAM)
             .await
             .map_err(InfraError::stream_missing)?;
-        let filter = family_filter(prompt);
-        // A short-lived ephemeral consumer, deleted once read (and reaped by the server after
-        // 30 s of inactivity if this process dies first).
-        let mut consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter.clone(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
+        let mut config = consumer::pull::Config {
+            deliver_policy: if after == 0 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                }
+            },
+            ack_policy: consumer::AckPolicy::None,
+            // Reaped by the server after 30 s of inactivity if this process dies first.
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        };
+        let mut distinct: Vec<String> = Vec::new();
+        for f in filters {
+            if !distinct.iter().any(|d| d == f) {
+                distinct.push(f.to_string());
+            }
+        }
+        match distinct.len() {
+            1 => config.filter_subject = distinct.remove(0),
+            _ => config.filter_subjects = distinct,
+        }
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(config)
             .await
             .map_err(InfraError::read)?;
+        let mut consumer = consumer;
         let info = consumer.info().await.map_err(InfraError::read)?;
         let (name, pending) = (info.name.clone(), info.num_pending);
-        let result = read_family(&consumer, prompt, &filter, pending).await;
+        let result = read_messages(&consumer, &filters.join(", "), pending).await;
         // Best effort: the server reaps it anyway.
         let _ = stream.delete_consumer(&name).await;
         result
+    }
+
+    /// Reads a prompt's family with the roster and the global windows, verifying every event.
+    pub async fn load(&self, prompt: &PromptName) -> Result<Family, InfraError> {
+        let filter = family_filter(prompt);
+        let raws = self
+            .read_raw(&[&filter, ROSTER_SUBJECT, FLEET_WINDOWS_SUBJECT], 0)
+            .await?;
+        let mut verifier = LedgerVerifier::new();
+        let verified = Verified::of(&mut verifier, &raws);
+        let family_prefix = filter.trim_end_matches('>');
+        let last_sequence = raws
+            .iter()
+            .filter(|r| r.subject.starts_with(family_prefix))
+            .map(|r| r.sequence)
+            .max()
+            .unwrap_or(0);
+        Ok(Family {
+            state: verifier.state(prompt),
+            last_sequence,
+            events: verified
+                .accepted
+                .into_iter()
+                .filter(|r| r.envelope.event.aggregate().prompt() == Some(prompt))
+                .collect(),
+            ignored: verified.ignored,
+            verifier,
+        })
+    }
+
+    /// The roster, verified, and what was ignored on its subject.
+    pub async fn roster(&self) -> Result<(LedgerVerifier, Vec<Ignored>, u64), InfraError> {
+        let raws = self.read_raw(&[ROSTER_SUBJECT], 0).await?;
+        let mut verifier = LedgerVerifier::new();
+        let verified = Verified::of(&mut verifier, &raws);
+        let last = raws.last().map(|r| r.sequence).unwrap_or(0);
+        Ok((verifier, verified.ignored, last))
     }
 
     /// Every prompt with a registration or any other prompt-level event, sorted by name.
@@ -262,25 +415,26 @@ impl Ledger {
         Ok(prompts)
     }
 
-    /// Appends one envelope if the family's last sequence is still `expected_last_sequence`.
-    /// Returns the new sequence, or `Ok(None)` if the family moved (the caller re-reads).
+    /// Appends a sealed event to its prompt's family if the family's last sequence is still
+    /// `expected_last_sequence`. Returns the new sequence, or `Ok(None)` if the family moved
+    /// (the caller re-reads).
     pub async fn append(
         &self,
         prompt: &PromptName,
         expected_last_sequence: u64,
-        envelope: &Envelope,
+        sealed: &Sealed,
     ) -> Result<Option<u64>, InfraError> {
-        let subject = subject_for(&envelope.event.aggregate());
+        let subject = subject_for(&sealed.envelope.event.aggregate());
         self.publish_conditional(
             &subject,
             expected_last_sequence,
             Some(&family_filter(prompt)),
-            envelope,
+            sealed,
         )
         .await
     }
 
-    /// Publishes an envelope on `subject` if the last sequence of `over` (a subject filter;
+    /// Publishes sealed bytes on `subject` if the last sequence of `over` (a subject filter;
     /// `None`: `subject` itself) is still `expected` (0: nothing there yet). `Ok(None)`: it
     /// moved, nothing was written.
     async fn publish_conditional(
@@ -288,18 +442,17 @@ impl Ledger {
         subject: &str,
         expected: u64,
         over: Option<&str>,
-        envelope: &Envelope,
+        sealed: &Sealed,
     ) -> Result<Option<u64>, InfraError> {
-        let payload = serde_json::to_vec(envelope).expect("envelope serializes");
-        if payload.len() > MAX_EVENT_BYTES {
+        if sealed.bytes.len() > MAX_EVENT_BYTES {
             return Err(InfraError::TooLarge {
-                kind: envelope.kind(),
-                size: payload.len(),
+                kind: sealed.envelope.kind(),
+                size: sealed.bytes.len(),
                 limit: MAX_EVENT_BYTES,
             });
         }
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", envelope.event_id.as_str());
+        headers.insert("Nats-Msg-Id", sealed.envelope.event_id.as_str());
         headers.insert(
             "Nats-Expected-Last-Subject-Sequence",
             expected.to_string().as_str(),
@@ -309,7 +462,7 @@ impl Ledger {
         }
         let ack = self
             .js
-            .publish_with_headers(subject.to_string(), headers, payload.into())
+            .publish_with_headers(subject.to_string(), headers, sealed.bytes.clone().into())
             .await
             .map_err(InfraError::publish)?
             .await;
@@ -320,27 +473,30 @@ impl Ledger {
         }
     }
 
-    /// Runs a command: read the family, decide, append conditionally; on a lost race re-read
-    /// and re-decide (up to [`MAX_ATTEMPTS`]). `make` turns the fresh state into the command,
-    /// so callers that must not act on a state they did not see can pin it (`from_stage`).
+    /// Runs a command signed by `signer`: read and verify the family, decide as the key's
+    /// owner with its roles, seal each event onto the family's chain, append conditionally;
+    /// on a lost race re-read, re-decide and sign again (up to [`MAX_ATTEMPTS`]). `make` turns
+    /// the fresh state into the command, so callers that must not act on a state they did not
+    /// see can pin it (`from_stage`).
     pub async fn execute<F>(
         &self,
         prompt: &PromptName,
-        actor: &Actor,
+        signer: &(dyn EventSigner + Sync),
         correlation_id: &str,
         make: F,
     ) -> Result<Executed, ExecuteError>
     where
         F: Fn(&PromptState) -> Result<Command, Rejection>,
     {
-        let span = info_span!("execute", prompt = %prompt, actor = %actor, correlation_id);
+        let span = info_span!("execute", prompt = %prompt, correlation_id);
         async move {
             for attempt in 0..MAX_ATTEMPTS {
                 let family = self.load(prompt).await?;
+                let who = identify(&family.verifier.roster, signer)?;
                 let command = make(&family.state)?;
                 let now = now();
-                let mut ctx = Context::new(actor.clone(), now);
-                ctx.fleet_windows = self.fleet_windows().await?.0;
+                let mut ctx = Context::new(who.actor.clone(), who.roles.clone(), now);
+                ctx.fleet_windows = family.fleet_windows();
                 let events = pledger_core::decide(&family.state, &command, &ctx)?;
                 if events.is_empty() {
                     debug!(attempt, "already recorded; nothing to append");
@@ -349,30 +505,42 @@ impl Ledger {
                         state: family.state,
                         last_sequence: family.last_sequence,
                         retries: attempt,
+                        actor: who.actor,
                     });
                 }
                 let mut state = family.state.clone();
+                let mut head = family.verifier.family_head(prompt);
                 let mut expected = family.last_sequence;
-                let mut recorded = Vec::new();
+                let mut recorded: Vec<Recorded> = Vec::new();
                 let mut lost = false;
                 for event in events {
                     let envelope = envelope_for(
                         event,
-                        actor,
+                        &who.actor,
                         now,
                         correlation_id,
-                        recorded
-                            .last()
-                            .map(|r: &Recorded| r.envelope.event_id.clone()),
+                        recorded.last().map(|r| r.envelope.event_id.clone()),
                     );
-                    match self.append(prompt, expected, &envelope).await? {
+                    let sealed =
+                        seal(envelope, head.clone(), signer).map_err(InfraError::Signing)?;
+                    let subject = subject_for(&sealed.envelope.event.aggregate());
+                    match self
+                        .publish_conditional(
+                            &subject,
+                            expected,
+                            Some(&family_filter(prompt)),
+                            &sealed,
+                        )
+                        .await?
+                    {
                         Some(sequence) => {
-                            pledger_core::evolve(&mut state, &envelope);
+                            pledger_core::evolve(&mut state, &sealed.envelope);
                             expected = sequence;
+                            head = Some(sealed.hash.clone());
                             recorded.push(Recorded {
                                 sequence,
-                                subject: subject_for(&envelope.event.aggregate()),
-                                envelope,
+                                subject,
+                                envelope: sealed.envelope,
                             });
                         }
                         None => {
@@ -387,6 +555,7 @@ impl Ledger {
                         state,
                         last_sequence: expected,
                         retries: attempt,
+                        actor: who.actor,
                     });
                 }
                 debug!(attempt, "lost a race on the family; re-reading");
@@ -399,70 +568,123 @@ impl Ledger {
         .instrument(span)
         .await
     }
+
+    /// Reads one fleet subject with the roster, verified: the verifier, the ignored messages
+    /// and the subject's last raw sequence (0: empty).
+    async fn load_fleet(
+        &self,
+        subject: &str,
+    ) -> Result<(LedgerVerifier, Vec<Ignored>, u64), InfraError> {
+        let raws = self.read_raw(&[ROSTER_SUBJECT, subject], 0).await?;
+        let mut verifier = LedgerVerifier::new();
+        let verified = Verified::of(&mut verifier, &raws);
+        let last = raws
+            .iter()
+            .filter(|r| r.subject == subject)
+            .map(|r| r.sequence)
+            .max()
+            .unwrap_or(0);
+        Ok((verifier, verified.ignored, last))
+    }
+
+    /// Appends a fleet event (roster, global windows, digest) signed by `signer` if its
+    /// subject is still at `expected`; `Ok(None)`: it moved.
+    async fn append_fleet(
+        &self,
+        verifier: &LedgerVerifier,
+        expected: u64,
+        event: Event,
+        actor: &Actor,
+        signer: &(dyn EventSigner + Sync),
+    ) -> Result<Option<Recorded>, InfraError> {
+        let aggregate = event.aggregate();
+        let subject = subject_for(&aggregate);
+        let envelope = envelope_for(event, actor, now(), &new_correlation_id(), None);
+        let sealed =
+            seal(envelope, verifier.fleet_head(&aggregate), signer).map_err(InfraError::Signing)?;
+        Ok(self
+            .publish_conditional(&subject, expected, None, &sealed)
+            .await?
+            .map(|sequence| Recorded {
+                sequence,
+                subject,
+                envelope: sealed.envelope,
+            }))
+    }
+
+    /// Changes the roster, signed by `signer` (an admin's key; on an empty roster, the key of
+    /// the first admin being enrolled). Conditional on the roster subject's last sequence.
+    /// `Ok(None)`: nothing to record (the change is already in force).
+    pub async fn change_roster(
+        &self,
+        command: &RosterCommand,
+        signer: &(dyn EventSigner + Sync),
+    ) -> Result<Option<Recorded>, ExecuteError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (verifier, _, last) = self.load_fleet(ROSTER_SUBJECT).await?;
+            let roster = &verifier.roster;
+            let who = match (roster.is_empty(), command) {
+                (
+                    true,
+                    RosterCommand::Enroll {
+                        identity,
+                        keys,
+                        roles,
+                    },
+                ) => {
+                    let own = keys.iter().any(|k| k.same_key(signer.public_key()));
+                    if !own {
+                        return Err(Rejection {
+                            rule: pledger_core::Rule::NotPermitted,
+                            message: format!(
+                                "the first admin's enrolment must be signed with its own key ({} is not among the keys given)",
+                                pledger_core::verify::key_id(signer.public_key())
+                            ),
+                        }
+                        .into());
+                    }
+                    Identified {
+                        actor: identity.clone(),
+                        roles: roles.clone(),
+                    }
+                }
+                _ => identify(roster, signer)?,
+            };
+            let events = roster.decide(command, &who.actor, &who.roles)?;
+            let Some(event) = events.into_iter().next() else {
+                return Ok(None);
+            };
+            if let Some(r) = self
+                .append_fleet(&verifier, last, event, &who.actor, signer)
+                .await?
+            {
+                return Ok(Some(r));
+            }
+        }
+        Err(ExecuteError::Conflict {
+            prompt: PromptName::parse("roster").expect("valid"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
 }
 
 impl Ledger {
-    /// The last event on `subject`, with its sequence (`None`: the subject is empty).
-    pub async fn last_on_subject(&self, subject: &str) -> Result<Option<Recorded>, InfraError> {
-        let stream = self
-            .js
-            .get_stream_no_info(LEDGER_STREAM)
-            .await
-            .map_err(InfraError::stream_missing)?;
-        match stream.direct_get_last_for_subject(subject).await {
-            Ok(m) => {
-                let envelope: Envelope =
-                    serde_json::from_slice(&m.payload).map_err(|e| InfraError::CorruptEvent {
-                        sequence: m.sequence,
-                        subject: subject.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(Some(Recorded {
-                    sequence: m.sequence,
-                    subject: subject.to_string(),
-                    envelope,
-                }))
-            }
-            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
-                Ok(None)
-            }
-            Err(e) => Err(InfraError::read(e)),
-        }
+    /// The global release windows in force (the last accepted event of
+    /// `pledger.ledger._fleet.windows`), and the ignored messages on that subject.
+    pub async fn fleet_windows(
+        &self,
+    ) -> Result<(Option<ReleaseWindows>, Vec<Ignored>), InfraError> {
+        let (verifier, ignored, _) = self.load_fleet(FLEET_WINDOWS_SUBJECT).await?;
+        Ok((fleet_windows_of(&verifier), ignored))
     }
 
-    /// The global release windows in force, and the sequence they were set at (0: never set).
-    pub async fn fleet_windows(&self) -> Result<(Option<ReleaseWindows>, u64), InfraError> {
-        Ok(match self.last_on_subject(FLEET_WINDOWS_SUBJECT).await? {
-            Some(Recorded {
-                sequence,
-                envelope:
-                    Envelope {
-                        event: Event::FleetWindowsSet(e),
-                        ..
-                    },
-                ..
-            }) => (e.windows, sequence),
-            Some(other) => {
-                return Err(InfraError::CorruptEvent {
-                    sequence: other.sequence,
-                    subject: FLEET_WINDOWS_SUBJECT.to_string(),
-                    reason: format!(
-                        "expected fleet.release_windows_set, found {}",
-                        other.envelope.kind()
-                    ),
-                })
-            }
-            None => (None, 0),
-        })
-    }
-
-    /// Sets (or clears) the global release windows. Conditional on the subject's last
-    /// sequence, so two people editing at once do not silently overwrite each other; an
-    /// identical setting records nothing. Returns the recorded event, if any.
+    /// Sets (or clears) the global release windows, signed by an admin. Conditional on the
+    /// subject's last sequence, so two people editing at once do not silently overwrite each
+    /// other; an identical setting records nothing. Returns the recorded event, if any.
     pub async fn set_fleet_windows(
         &self,
         windows: Option<ReleaseWindows>,
-        actor: &Actor,
+        signer: &(dyn EventSigner + Sync),
     ) -> Result<Option<Recorded>, ExecuteError> {
         if let Some(w) = &windows {
             w.compile().map_err(|e| Rejection {
@@ -471,28 +693,20 @@ impl Ledger {
             })?;
         }
         for _ in 0..MAX_ATTEMPTS {
-            let (current, sequence) = self.fleet_windows().await?;
-            if current == windows {
+            let (verifier, _, last) = self.load_fleet(FLEET_WINDOWS_SUBJECT).await?;
+            let who = identify(&verifier.roster, signer)?;
+            check_permitted(&who.actor, &who.roles, "set-global-release-windows")?;
+            if fleet_windows_of(&verifier) == windows {
                 return Ok(None);
             }
-            let envelope = envelope_for(
-                Event::FleetWindowsSet(FleetWindowsSet {
-                    windows: windows.clone(),
-                }),
-                actor,
-                now(),
-                &new_correlation_id(),
-                None,
-            );
-            if let Some(seq) = self
-                .publish_conditional(FLEET_WINDOWS_SUBJECT, sequence, None, &envelope)
+            let event = Event::FleetWindowsSet(FleetWindowsSet {
+                windows: windows.clone(),
+            });
+            if let Some(r) = self
+                .append_fleet(&verifier, last, event, &who.actor, signer)
                 .await?
             {
-                return Ok(Some(Recorded {
-                    sequence: seq,
-                    subject: FLEET_WINDOWS_SUBJECT.to_string(),
-                    envelope,
-                }));
+                return Ok(Some(r));
             }
         }
         Err(ExecuteError::Conflict {
@@ -501,55 +715,70 @@ impl Ledger {
         })
     }
 
-    /// The recorded digest of a week, if there is one.
+    /// The recorded (accepted) digest of a week, if there is one.
     pub async fn digest(&self, week: &str) -> Result<Option<Recorded>, InfraError> {
-        self.last_on_subject(&digest_subject(week)).await
+        let subject = digest_subject(week);
+        let raws = self.read_raw(&[ROSTER_SUBJECT, &subject], 0).await?;
+        let mut verifier = LedgerVerifier::new();
+        let verified = Verified::of(&mut verifier, &raws);
+        Ok(verified.accepted.into_iter().find(|r| r.subject == subject))
     }
 
-    /// Appends a week's digest unless that week already has one. `Ok(None)`: another writer
-    /// recorded it first (theirs stands; it was composed from the same ledger).
-    pub async fn record_digest(&self, envelope: &Envelope) -> Result<Option<u64>, InfraError> {
-        let Event::DigestRecorded(d) = &envelope.event else {
-            panic!("record_digest takes a digest event");
-        };
-        self.publish_conditional(&digest_subject(&d.week), 0, None, envelope)
-            .await
+    /// Appends a week's digest, signed by `signer`, unless that week already has one.
+    /// `Ok(None)`: another writer recorded it first (theirs stands; it was composed from the
+    /// same ledger).
+    pub async fn record_digest(
+        &self,
+        digest: DigestRecorded,
+        signer: &(dyn EventSigner + Sync),
+    ) -> Result<Option<Recorded>, ExecuteError> {
+        let subject = digest_subject(&digest.week);
+        let (verifier, _, last) = self.load_fleet(&subject).await?;
+        let who = identify(&verifier.roster, signer)?;
+        check_permitted(&who.actor, &who.roles, "record-digest")?;
+        if verifier
+            .fleet_last(&Aggregate::Fleet(FleetTopic::Digest(digest.week.clone())))
+            .is_some()
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .append_fleet(
+                &verifier,
+                last,
+                Event::DigestRecorded(digest),
+                &who.actor,
+                signer,
+            )
+            .await?)
     }
 
-    /// Every event on the ledger matching `filter` (e.g. [`LEDGER_SUBJECTS`]), in order.
-    pub async fn read_all(&self, filter: &str) -> Result<Vec<Recorded>, InfraError> {
-        self.read_after(filter, 0).await
+    /// Every event of the ledger, verified in stream order: the accepted ones matching
+    /// `filter` (a subject filter such as [`DIGEST_FILTER`] or [`LEDGER_SUBJECTS`]) and what
+    /// was ignored. Verifying a fleet subject needs the roster, so the whole ledger is read.
+    pub async fn read_all(&self, filter: &str) -> Result<Verified, InfraError> {
+        let raws = self.read_raw(&[LEDGER_SUBJECTS], 0).await?;
+        let mut verifier = LedgerVerifier::new();
+        let mut verified = Verified::of(&mut verifier, &raws);
+        verified
+            .accepted
+            .retain(|r| subject_matches(filter, &r.subject));
+        Ok(verified)
     }
+}
 
-    /// The events matching `filter` after stream sequence `after`, in order.
-    pub async fn read_after(&self, filter: &str, after: u64) -> Result<Vec<Recorded>, InfraError> {
-        let stream = self
-            .js
-            .get_stream_no_info(LEDGER_STREAM)
-            .await
-            .map_err(InfraError::stream_missing)?;
-        let mut consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter.to_string(),
-                deliver_policy: if after == 0 {
-                    consumer::DeliverPolicy::All
-                } else {
-                    consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: after + 1,
-                    }
-                },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(InfraError::read)?;
-        let info = consumer.info().await.map_err(InfraError::read)?;
-        let (name, pending) = (info.name.clone(), info.num_pending);
-        let result = read_messages(&consumer, filter, pending).await;
-        let _ = stream.delete_consumer(&name).await;
-        result
+/// Does a NATS subject match a filter (`*` one token, `>` the rest)?
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -562,34 +791,15 @@ pub fn server_version_supported(version: &str) -> bool {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= MIN_SERVER_VERSION
 }
 
-/// Reads `pending` messages of a family from an ephemeral consumer and folds them.
-async fn read_family(
-    consumer: &consumer::PullConsumer,
-    prompt: &PromptName,
-    filter: &str,
-    pending: u64,
-) -> Result<Family, InfraError> {
-    let events = read_messages(consumer, filter, pending).await?;
-    let mut state = PromptState::new(prompt.clone());
-    for r in &events {
-        pledger_core::evolve(&mut state, &r.envelope);
-    }
-    Ok(Family {
-        state,
-        last_sequence: events.last().map(|r| r.sequence).unwrap_or(0),
-        events,
-    })
-}
-
-/// Reads `pending` messages from an ephemeral consumer, decoded.
+/// Reads `pending` messages from an ephemeral consumer, raw.
 async fn read_messages(
     consumer: &consumer::PullConsumer,
     filter: &str,
     pending: u64,
-) -> Result<Vec<Recorded>, InfraError> {
-    let mut events = Vec::new();
+) -> Result<Vec<RawRecord>, InfraError> {
+    let mut records = Vec::new();
     if pending == 0 {
-        return Ok(events);
+        return Ok(records);
     }
     let mut messages = consumer.messages().await.map_err(InfraError::read)?;
     while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -601,22 +811,16 @@ async fn read_messages(
             .info()
             .map_err(|e| InfraError::Read(e.to_string()))?;
         let (sequence, remaining) = (info.stream_sequence, info.pending);
-        let envelope: Envelope =
-            serde_json::from_slice(&message.payload).map_err(|e| InfraError::CorruptEvent {
-                sequence,
-                subject: message.subject.to_string(),
-                reason: e.to_string(),
-            })?;
-        events.push(Recorded {
+        records.push(RawRecord {
             sequence,
             subject: message.subject.to_string(),
-            envelope,
+            payload: message.payload.clone(),
         });
         if remaining == 0 {
             break;
         }
     }
-    Ok(events)
+    Ok(records)
 }
 
 /// Wraps an event for the ledger with a fresh UUIDv7 event id.

@@ -11,10 +11,10 @@ use pledger_core::event::{Event, ReviewLayer, ReviewVerdict};
 use pledger_core::routing::{resolve, routing_table_for, Arm};
 use pledger_core::state::{PromptState, ReleaseState};
 use pledger_core::{
-    Actor, Artifact, Command, EvalBundle, FileFormat, GatePolicy, PromptName, Rejection, ReleaseId,
+    Artifact, Command, EvalBundle, FileFormat, GatePolicy, PromptName, Rejection, ReleaseId,
     RolloutPlan,
 };
-use pledger_infra::ledger::{new_correlation_id, LEDGER_STREAM};
+use pledger_infra::ledger::new_correlation_id;
 use pledger_infra::worker::canary::read_status;
 use pledger_infra::{Executed, Family, Ledger, Recorded, RoutingStore, RoutingWrite};
 use serde_json::{json, Value};
@@ -45,7 +45,12 @@ const MAX_INPUT_FILE: u64 = 4 * 1024 * 1024;
 
 pub struct App {
     pub url: String,
+    /// `--as`: which local key to sign with (the identity recorded is the key's owner).
     pub actor: Option<String>,
+    /// `--key`: the private key to sign with.
+    pub key: Option<std::path::PathBuf>,
+    /// The config dir holding the keyring.
+    pub config_dir: std::path::PathBuf,
     pub correlation_id: String,
 }
 
@@ -59,39 +64,39 @@ impl App {
         App {
             url: cli.nats.clone(),
             actor: cli.actor.clone(),
+            key: cli.key.clone(),
+            config_dir: cli
+                .config_dir
+                .clone()
+                .unwrap_or_else(crate::keys::default_config_dir),
             correlation_id: std::env::var("PLEDGER_CORRELATION_ID")
                 .unwrap_or_else(|_| new_correlation_id()),
         }
     }
 
+    /// Connects and looks the streams and buckets up (only `init` creates them, so an ordinary
+    /// command works under NATS permissions that forbid stream changes).
     pub(crate) async fn connect(&self) -> Result<Conn, Failure> {
         let client = pledger_infra::connect(&self.url).await?;
+        Ledger::check_server_version(&client)?;
         let ledger = Ledger::new(client);
-        ledger.ensure().await?;
         let routing = RoutingStore::open(ledger.jetstream()).await?;
         Ok(Conn { ledger, routing })
     }
 
-    pub(crate) fn actor(&self) -> Result<Actor, Failure> {
-        let raw = self
-            .actor
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .ok_or_else(|| {
-                Failure::usage("who is acting? pass --as <ACTOR> or set PLEDGER_ACTOR")
-            })?;
-        Ok(Actor::parse(&raw)?)
+    pub(crate) fn keyring(&self) -> crate::keys::Keyring {
+        crate::keys::Keyring::in_config_dir(&self.config_dir)
+    }
+
+    /// The key this command signs with (`--key`, the keyring, `~/.ssh/id_ed25519`).
+    pub(crate) fn signer(&self) -> Result<crate::keys::CliSigner, Failure> {
+        crate::keys::select_signer(self.key.as_deref(), self.actor.as_deref(), &self.keyring())
     }
 
     pub async fn run(&self, command: TopCommand) -> Result<Report, Failure> {
         match command {
-            TopCommand::Init => {
-                self.connect().await?;
-                Ok(Report::ok(
-                    format!("ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {}", self.url),
-                    json!({ "url": self.url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"] }),
-                ))
-            }
+            TopCommand::Init { admin } => self.init(admin.as_deref()).await,
+            TopCommand::Identity(c) => self.identity(c).await,
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
             TopCommand::Regressions(c) => self.regressions(c).await,
             TopCommand::Windows(c) => self.windows(c).await,
@@ -170,11 +175,7 @@ impl App {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let family = registered(conn.ledger.load(&prompt).await?)?;
-                Ok(history_report(
-                    &format!("audit log of `{prompt}`"),
-                    &family.events,
-                    json!({ "prompt": prompt }),
-                ))
+                Ok(audit_log(&prompt, &family))
             }
         }
     }
@@ -188,10 +189,10 @@ impl App {
     where
         F: Fn(&PromptState) -> Result<Command, Rejection>,
     {
-        let actor = self.actor()?;
+        let signer = self.signer()?;
         Ok(conn
             .ledger
-            .execute(prompt, &actor, &self.correlation_id, make)
+            .execute(prompt, &signer, &self.correlation_id, make)
             .await?)
     }
 
@@ -354,9 +355,10 @@ impl App {
                         r.candidate.short()
                     ));
                 }
+                text.push_str(&ignored_note(&family, None));
                 Ok(Report::ok(
                     text,
-                    json!({ "state": state, "last_sequence": family.last_sequence, "history": family.events.iter().map(recorded_entry).collect::<Vec<_>>() }),
+                    json!({ "state": state, "last_sequence": family.last_sequence, "history": family.events.iter().map(recorded_entry).collect::<Vec<_>>(), "ignored": ignored_json(&family, None) }),
                 ))
             }
             PromptCommand::Diff { prompt, from, to } => {
@@ -482,7 +484,7 @@ impl App {
                 Ok(Report::ok(
                     format!(
                         "{} {verb} {release} ({layer} review){}",
-                        self.actor()?,
+                        done.actor,
                         if new { "" } else { "; already recorded" }
                     ),
                     json!({ "release": release, "layer": layer, "verdict": verdict, "new": new, "recorded": recorded_json(&done.recorded) }),
@@ -535,7 +537,7 @@ impl App {
                 Ok(Report::ok(
                     format!(
                         "{} accepted the trade-off of {release}: {}",
-                        self.actor()?,
+                        done.actor,
                         reason.trim()
                     ),
                     json!({ "release": release, "new": !done.recorded.is_empty(), "recorded": recorded_json(&done.recorded) }),
@@ -633,18 +635,19 @@ impl App {
                     .await
                     .map_err(|e| Failure::other(e.to_string()))?;
                 let text = format!(
-                    "{}{}\n{}",
+                    "{}{}\n{}{}",
                     render::release_summary(&family.state, r),
                     canary
                         .as_ref()
                         .map(render::canary_status)
                         .unwrap_or_default(),
-                    render::history_lines(&history)
+                    render::history_lines(&history),
+                    ignored_note(&family, Some(&subject))
                 );
                 let gate_current = r.current_gate(&family.state.policy).map(|g| g.passed);
                 Ok(Report::ok(
                     text,
-                    json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "canary": canary, "history": history.iter().map(recorded_entry).collect::<Vec<_>>() }),
+                    json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "canary": canary, "history": history.iter().map(recorded_entry).collect::<Vec<_>>(), "ignored": ignored_json(&family, Some(&subject)) }),
                 ))
             }
             ReleaseCommand::List { prompt } => {
@@ -1013,6 +1016,78 @@ fn history_report(title: &str, events: &[Recorded], mut json: Value) -> Report {
             render::history_lines(events)
         ),
         json,
+    )
+}
+
+/// The family's ignored messages (those on `subject` only, when given).
+fn ignored_of<'a>(
+    family: &'a Family,
+    subject: Option<&'a str>,
+) -> impl Iterator<Item = &'a pledger_core::verify::Finding> + 'a {
+    let prefix = pledger_infra::ledger::family_filter(&family.state.name);
+    family
+        .ignored
+        .iter()
+        .map(|i| &i.finding)
+        .filter(move |f| match subject {
+            Some(s) => f.subject == s,
+            None => f.subject.starts_with(prefix.trim_end_matches('>')),
+        })
+}
+
+fn ignored_json(family: &Family, subject: Option<&str>) -> Value {
+    json!(ignored_of(family, subject).collect::<Vec<_>>())
+}
+
+/// "N events ignored" and where to look, for `prompt show` and `release show`.
+fn ignored_note(family: &Family, subject: Option<&str>) -> String {
+    let found: Vec<_> = ignored_of(family, subject).collect();
+    if found.is_empty() {
+        return String::new();
+    }
+    let at: Vec<String> = found.iter().map(|f| f.sequence.to_string()).collect();
+    format!(
+        "\n{} ledger event(s) ignored: they failed verification (sequence {}); `pledger audit log {}` lists them with the reason\n",
+        found.len(),
+        at.join(", "),
+        family.state.name
+    )
+}
+
+/// `audit log`: the accepted events and the ignored ones, in ledger order, marked.
+fn audit_log(prompt: &PromptName, family: &Family) -> Report {
+    let ignored: Vec<&pledger_core::verify::Finding> = ignored_of(family, None).collect();
+    let mut rows: Vec<(u64, String)> = family
+        .events
+        .iter()
+        .map(|r| (r.sequence, render::history_lines(std::slice::from_ref(r))))
+        .collect();
+    for f in &ignored {
+        rows.push((
+            f.sequence,
+            format!(
+                "{:>5}  IGNORED  {} ({}): {}{}\n",
+                f.sequence,
+                f.subject,
+                f.check.code(),
+                f.reason,
+                f.event_id
+                    .as_ref()
+                    .map(|id| format!(" [event {id}]"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    rows.sort_by_key(|(seq, _)| *seq);
+    let text = format!(
+        "audit log of `{prompt}`: {} events, {} ignored\n{}",
+        family.events.len(),
+        ignored.len(),
+        rows.into_iter().map(|(_, line)| line).collect::<String>()
+    );
+    Report::ok(
+        text,
+        json!({ "prompt": prompt, "events": family.events.iter().map(recorded_entry).collect::<Vec<_>>(), "ignored": ignored }),
     )
 }
 

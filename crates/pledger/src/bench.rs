@@ -28,6 +28,7 @@ use futures::StreamExt;
 use pledger_client::{RequestContext, Resolver, ResolverOptions};
 use pledger_core::canary::{judge, ArmStats, JudgeConfig, Verdict};
 use pledger_core::event::{ReviewLayer, ReviewVerdict};
+use pledger_core::identity::Role;
 use pledger_core::outcome::{outcome_subject, parse_outcome_message, Outcome};
 use pledger_core::plan::{GuardrailLimit, Guardrails};
 use pledger_core::routing::{routing_table_for, Arm, RoutingTable};
@@ -35,9 +36,9 @@ use pledger_core::sim::{
     aa_false_freeze_rate, samples_to_detect, AaSetup, ArmProfile, DetectionSetup, RateMetric,
 };
 use pledger_core::{
-    Actor, Artifact, Command, EvalBundle, FileFormat, PromptName, ReleaseId, RolloutPlan, Rule,
-    VersionId,
+    Artifact, Command, EvalBundle, FileFormat, PromptName, ReleaseId, RolloutPlan, Rule, VersionId,
 };
+use pledger_infra::cast::Cast;
 use pledger_infra::ledger::{LEDGER_STREAM, OUTCOMES_STREAM};
 use pledger_infra::server::{free_port, EphemeralServer};
 use pledger_infra::worker::{ack_batch, canary, Batches, WorkerContext, WorkerKind};
@@ -519,15 +520,32 @@ struct Rollout {
     started_at_sequence: u64,
 }
 
+/// The bench's people and its canary monitor, with keys held in memory (one set per run,
+/// enrolled on every ledger the bench uses).
+fn cast() -> &'static Cast {
+    static CAST: std::sync::OnceLock<Cast> = std::sync::OnceLock::new();
+    CAST.get_or_init(|| {
+        Cast::generate(&[
+            ("bench-admin", &[Role::Admin]),
+            ("maria", &[Role::Author, Role::ReleaseManager, Role::Oncall]),
+            ("priya", &[Role::Reviewer]),
+            ("tomas", &[Role::Reviewer]),
+            ("ci", &[Role::Ci]),
+            ("oncall-sam", &[Role::Oncall]),
+            ("canary-monitor", &[Role::Worker]),
+        ])
+    })
+}
+
 async fn exec(
     ledger: &Ledger,
     prompt: &PromptName,
     actor: &str,
     command: Command,
 ) -> Result<Executed, ExecuteError> {
-    let actor = Actor::parse(actor).expect("the bench's actors are valid");
+    let key = cast().key(actor);
     ledger
-        .execute(prompt, &actor, "bench", move |_| Ok(command.clone()))
+        .execute(prompt, &*key, "bench", move |_| Ok(command.clone()))
         .await
 }
 
@@ -770,9 +788,15 @@ async fn spawn_monitor(
     Failure,
 > {
     let client = pledger_infra::connect(url).await?;
-    let ctx = WorkerContext::open(WorkerKind::Canary, replica, client, dir)
-        .await
-        .map_err(|e| fail("canary monitor")(e.to_string()))?;
+    let ctx = WorkerContext::open(
+        WorkerKind::Canary,
+        replica,
+        client,
+        dir,
+        cast().key("canary-monitor"),
+    )
+    .await
+    .map_err(|e| fail("canary monitor")(e.to_string()))?;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(canary::run(ctx.clone(), rx));
     Ok((ctx, stop, task))
@@ -940,6 +964,11 @@ impl Env {
     fn js(&self) -> &jetstream::Context {
         self.ledger.jetstream()
     }
+
+    /// The config dir whose keyring holds the cast's keys (for in-process command lines).
+    fn config_dir(&self) -> String {
+        self.dir.path().join("config").display().to_string()
+    }
 }
 
 fn progress(text: &str) {
@@ -966,6 +995,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     let server_version = client.server_info().version;
     let ledger = Ledger::new(client);
     ledger.ensure().await?;
+    cast().enroll(&ledger).await?;
     let routing = RoutingStore::open(ledger.jetstream()).await?;
     let env = Env {
         url,
@@ -973,6 +1003,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         routing,
         dir: tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?,
     };
+    let keyring = crate::keys::Keyring::in_config_dir(std::path::Path::new(&env.config_dir()));
+    for name in cast().names() {
+        keyring.store(name, &cast().key(name))?;
+    }
 
     let mut sections = Vec::new();
     progress("1/6 outcome ingest into the canary monitor");
@@ -1749,6 +1783,8 @@ async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
             &env.url,
             "--as",
             "oncall-sam",
+            "--config-dir",
+            &env.config_dir(),
             "rollback",
             prompt.as_str(),
             "--reason",
@@ -2081,6 +2117,10 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", &listen])
+        .arg("--as")
+        .arg("bench-up")
+        .env("PLEDGER_CONFIG_DIR", dir.path().join("config"))
+        .env_remove("PLEDGER_KEY")
         .env("PLEDGER_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log)
@@ -2117,7 +2157,21 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
 
     let client = pledger_infra::connect(&url).await?;
     let ledger = Ledger::new(client);
-    ledger.ensure().await?;
+    // `pledger up` enrolled its operator as the first admin; the operator enrols the cast.
+    let operator = crate::keys::load_private_key(&dir.path().join("config/keys/bench-up"))?;
+    let mut with_operator = Cast::generate(&[]);
+    with_operator.add("bench-up", &[Role::Admin], operator);
+    for name in cast().names().skip(1) {
+        let roles = match name {
+            "maria" => vec![Role::Author, Role::ReleaseManager, Role::Oncall],
+            "ci" => vec![Role::Ci],
+            "oncall-sam" => vec![Role::Oncall],
+            "canary-monitor" => vec![Role::Worker],
+            _ => vec![Role::Reviewer],
+        };
+        with_operator.add(name, &roles, (*cast().key(name)).clone());
+    }
+    with_operator.enroll(&ledger).await?;
     let routing = RoutingStore::open(ledger.jetstream()).await?;
     let healthy = plan(HEALTHY_PLAN);
     let t = Instant::now();

@@ -16,14 +16,18 @@ pub struct Cli {
     /// NATS server URL.
     #[arg(long, global = true, env = "PLEDGER_NATS_URL", default_value = pledger_infra::server::DEFAULT_URL)]
     pub nats: String,
-    /// Who is acting (recorded on every event). Defaults to $USER.
-    #[arg(
-        long = "as",
-        global = true,
-        env = "PLEDGER_ACTOR",
-        value_name = "ACTOR"
-    )]
+    /// Which of your local keys signs (the keyring entry of that name). The identity recorded
+    /// is always the one that owns the signing key on the roster; a mismatch is refused.
+    #[arg(long = "as", global = true, env = "PLEDGER_ACTOR", value_name = "NAME")]
     pub actor: Option<String>,
+    /// The private key to sign with (OpenSSH ed25519; a `.pub` path means the key beside it).
+    /// Default: the keyring entry of --as, the keyring's default identity, ~/.ssh/id_ed25519.
+    #[arg(long, global = true, env = "PLEDGER_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Config dir holding the local keyring (default: $XDG_CONFIG_HOME/pledger or
+    /// ~/.config/pledger).
+    #[arg(long, global = true, env = "PLEDGER_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -33,8 +37,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum TopCommand {
-    /// Create (or check) the ledger streams and the routing bucket.
-    Init,
+    /// Create (or check) the ledger streams and buckets (needs NATS admin rights); with
+    /// --admin, enrol the first admin with the signing key (trust on first use).
+    Init {
+        /// Enrol the first admin under this name, with the key from --key (or --as, or
+        /// ~/.ssh/id_ed25519). Only on an empty roster.
+        #[arg(long, value_name = "NAME")]
+        admin: Option<String>,
+    },
+    /// The roster: who may sign what.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
     /// Run a local nats-server for the ledger in the foreground (Ctrl-C stops it).
     Up(UpArgs),
     /// Run the whole release story, narrated, on a private throwaway server.
@@ -385,6 +398,56 @@ pub enum WindowsCommand {
     /// The windows that apply to a prompt (or the global ones), whether they are open now, and
     /// when they next open or close.
     Show { prompt: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Enrol an identity with its public key and roles (admin only).
+    Add {
+        name: String,
+        /// Its OpenSSH ed25519 public key file.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "generate",
+            conflicts_with = "generate"
+        )]
+        public_key: Option<PathBuf>,
+        /// Generate its key into the local keyring (then `--as NAME` signs with it).
+        #[arg(long)]
+        generate: bool,
+        /// A role, repeatable: admin, author, reviewer, ci, release-manager, oncall, worker,
+        /// auditor.
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+    },
+    /// Replace an identity's keys with a new one; its old keys sign nothing after this (admin only).
+    Rotate {
+        name: String,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "generate",
+            conflicts_with = "generate"
+        )]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Replace an identity's roles (admin only).
+    Roles {
+        name: String,
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+    },
+    /// Revoke an identity: none of its keys signs anything after this (admin only).
+    Revoke {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The roster: identities, roles, keys, and the first event auditors pin.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -127,6 +127,15 @@ struct Demo {
     dir: tempfile::TempDir,
 }
 
+/// The demo's people and their roles (each gets a throwaway key in the demo's keyring).
+const PEOPLE: [(&str, &[&str]); 5] = [
+    ("priya", &["reviewer"]),
+    ("tomas", &["reviewer"]),
+    ("ci-bot", &["ci"]),
+    ("oncall-sam", &["oncall"]),
+    ("ana", &["author"]),
+];
+
 impl Demo {
     fn say(&self, text: &str) {
         println!("\n{text}");
@@ -134,6 +143,11 @@ impl Demo {
 
     fn act(&self, title: &str) {
         println!("\n== {title} ==");
+    }
+
+    /// The demo's config dir: its keyring holds the cast's throwaway keys.
+    fn config_dir(&self) -> String {
+        self.dir.path().join("config").display().to_string()
     }
 
     fn file(&self, name: &str, text: &str) -> Result<String, Failure> {
@@ -164,6 +178,8 @@ impl Demo {
                 "pledger",
                 "--nats",
                 &self.app_url,
+                "--config-dir",
+                &self.config_dir(),
                 "--json",
                 "release",
                 "show",
@@ -191,7 +207,17 @@ impl Demo {
     /// Runs a command quietly with `--json` and returns its object (for values the story
     /// needs, such as case ids).
     async fn json(&self, actor: &str, args: &[&str]) -> Result<serde_json::Value, Failure> {
-        let mut argv = vec!["pledger", "--nats", &self.app_url, "--as", actor, "--json"];
+        let config = self.config_dir();
+        let mut argv = vec![
+            "pledger",
+            "--nats",
+            &self.app_url,
+            "--config-dir",
+            &config,
+            "--as",
+            actor,
+            "--json",
+        ];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv)
             .map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
@@ -237,7 +263,16 @@ impl Demo {
             .map(|a| a.replace(&self.dir.path().display().to_string(), "."))
             .collect();
         println!("\n$ pledger --as {actor} {}", shown.join(" "));
-        let mut argv = vec!["pledger", "--nats", &self.app_url, "--as", actor];
+        let config = self.config_dir();
+        let mut argv = vec![
+            "pledger",
+            "--nats",
+            &self.app_url,
+            "--config-dir",
+            &config,
+            "--as",
+            actor,
+        ];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv)
             .map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
@@ -264,6 +299,39 @@ impl Demo {
     }
 }
 
+/// Publishes, with a plain NATS client, a copy of the release's product review turned into a
+/// technical approval by "carol": what anyone who can reach NATS could try.
+async fn forge_review(demo: &Demo, release: &str) -> Result<(), Failure> {
+    let log = demo
+        .json("auditor", &["audit", "log", "support-triage"])
+        .await?;
+    let review = log["events"]
+        .as_array()
+        .and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["event"]["kind"] == "release.review_submitted")
+        })
+        .cloned()
+        .ok_or_else(|| Failure::other("demo: no review to copy"))?;
+    let mut forged = review["event"].clone();
+    forged["event_id"] = serde_json::json!(uuid::Uuid::now_v7().to_string());
+    forged["actor"] = serde_json::json!("carol");
+    forged["payload"]["reviewer"] = serde_json::json!("carol");
+    forged["payload"]["layer"] = serde_json::json!("technical");
+    forged["payload"]["verdict"] = serde_json::json!("approve");
+    let subject = review["subject"].as_str().unwrap_or_default().to_string();
+    let client = pledger_infra::connect(&demo.app_url).await?;
+    async_nats::jetstream::new(client)
+        .publish(subject.clone(), forged.to_string().into())
+        .await
+        .map_err(|e| Failure::other(format!("demo: {e}")))?
+        .await
+        .map_err(|e| Failure::other(format!("demo: {e}")))?;
+    println!("  (published on {subject}: {release}, technical, approve, actor carol)");
+    Ok(())
+}
+
 pub async fn run() -> Result<(), Failure> {
     println!("Prompt Ledger demo: a prompt change taken from artifact to rollback, on a private throwaway nats-server.");
     let server = tokio::task::spawn_blocking(EphemeralServer::start)
@@ -280,8 +348,72 @@ pub async fn run() -> Result<(), Failure> {
     );
     use Exit::{Conflict, GateFailed, Rejected, Success};
 
-    demo.act("1. The ledger and a prompt that already serves production");
-    demo.run("maria", &["init"], Success).await?;
+    demo.act("1. The ledger, who may do what, and a prompt that already serves production");
+    // Maria already has a key (the one she signs git commits with); here, a throwaway one.
+    crate::keys::Keyring::in_config_dir(std::path::Path::new(&demo.config_dir()))
+        .generate("maria")?;
+    demo.say("Maria creates the ledger and enrols herself as its first admin (trust on first use: auditors pin this event):");
+    demo.run("maria", &["init", "--admin", "maria"], Success)
+        .await?;
+    demo.run(
+        "maria",
+        &[
+            "identity",
+            "roles",
+            "maria",
+            "--role",
+            "admin",
+            "--role",
+            "author",
+            "--role",
+            "reviewer",
+            "--role",
+            "release-manager",
+            "--role",
+            "oncall",
+        ],
+        Success,
+    )
+    .await?;
+    demo.say(
+        "She enrols the others; each gets a key in the local keyring, and `--as NAME` picks it:",
+    );
+    for (name, roles) in PEOPLE {
+        let mut args = vec!["identity", "add", name, "--generate"];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        if name == "priya" {
+            demo.run("maria", &args, Success).await?;
+        } else {
+            demo.json("maria", &args).await?;
+        }
+    }
+    // The workers' keys live under their data dir; each is enrolled with the worker role.
+    let worker_keys = crate::workers::worker_keyring(&demo.dir.path().join("workers"));
+    for kind in WorkerKind::ALL {
+        let name = pledger_infra::worker::WorkerContext::identity_name(kind);
+        worker_keys.generate(name)?;
+        let public = worker_keys.path(name).with_extension("pub");
+        let public = public.display().to_string();
+        demo.json(
+            "maria",
+            &[
+                "identity",
+                "add",
+                name,
+                "--public-key",
+                &public,
+                "--role",
+                "worker",
+            ],
+        )
+        .await?;
+    }
+    demo.run("auditor", &["identity", "list"], Success).await?;
+    demo.say(
+        "Every event from here on is signed by the key of the person (or worker) who caused it.",
+    );
     demo.run(
         "maria",
         &[
@@ -415,7 +547,12 @@ pub async fn run() -> Result<(), Failure> {
     )
     .await?;
     demo.say("A request for changes blocks the gate until that layer approves again:");
-    demo.run("maria", &["release", "gate", &release], Rejected)
+    demo.run("ci-bot", &["release", "gate", &release], Rejected)
+        .await?;
+    demo.say("Someone with raw NATS access forges a technical approval by \"carol\", copied from Priya's review:");
+    forge_review(&demo, &release).await?;
+    demo.say("Readers verify every event: the forgery is not counted, and is named:");
+    demo.run("maria", &["release", "show", &release], Success)
         .await?;
     demo.run(
         "tomas",
@@ -469,6 +606,7 @@ pub async fn run() -> Result<(), Failure> {
         &WorkerKind::ALL,
         &demo.app_url,
         &demo.dir.path().join("workers"),
+        None,
         "demo",
         workers_rx,
     )
@@ -538,7 +676,7 @@ pub async fn run() -> Result<(), Failure> {
         .await?;
     demo.say("Someone pressing advance from a stage the release already left is told it moved meanwhile (exit 4):");
     demo.run(
-        "tomas",
+        "maria",
         &["rollout", "advance", &release, "--from", "internal"],
         Conflict,
     )

@@ -5,6 +5,8 @@ mod bench;
 mod cli;
 mod demo;
 mod failure;
+mod identity;
+mod keys;
 mod render;
 mod schedule;
 mod sim;
@@ -52,7 +54,7 @@ fn main() {
     let json = cli.json;
     let exit = runtime.block_on(async move {
         match cli.command {
-            TopCommand::Up(ref args) => up::run(args)
+            TopCommand::Up(ref args) => up::run(args, &cli)
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),
@@ -60,7 +62,7 @@ fn main() {
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),
-            TopCommand::Worker(ref args) => workers::run(&cli.nats, args)
+            TopCommand::Worker(ref args) => workers::run(&cli.nats, cli.key.as_deref(), args)
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),

@@ -170,7 +170,34 @@ pub fn summarize(event: &Event) -> String {
             e.digest.frozen.len(),
             e.digest.rolled_back.len()
         ),
+        Event::IdentityEnrolled(e) => format!(
+            "enrolled {} as {} with key {}",
+            e.identity,
+            roles(&e.roles),
+            e.keys
+                .iter()
+                .map(|k| k.fingerprint())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Event::IdentityKeyRotated(e) => format!(
+            "rotated {}'s key to {} (retired {})",
+            e.identity,
+            e.key.fingerprint(),
+            e.retired.join(", ")
+        ),
+        Event::IdentityRolesSet(e) => format!("{} now has roles {}", e.identity, roles(&e.roles)),
+        Event::IdentityRevoked(e) => format!("revoked {}: {}", e.identity, e.reason),
     }
+}
+
+/// `author, reviewer`.
+pub fn roles(roles: &[pledger_core::identity::Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn history_lines(events: &[Recorded]) -> String {

@@ -57,10 +57,10 @@ impl App {
                 (format!("prompt `{prompt}`"), !done.recorded.is_empty())
             }
             None => {
-                let actor = self.actor()?;
+                let signer = self.signer()?;
                 let done = conn
                     .ledger
-                    .set_fleet_windows(windows.clone(), &actor)
+                    .set_fleet_windows(windows.clone(), &signer)
                     .await?;
                 ("the global windows".to_string(), done.is_some())
             }
@@ -183,10 +183,26 @@ impl App {
             };
             (d, note.to_string())
         } else {
-            let actor = self.actor()?;
-            let (recorded, created) = ensure_digest(&conn.ledger, &week, &config, &actor)
+            // Showing a finished week needs no identity; recording it needs a signing key.
+            let signer = match self.signer() {
+                Ok(s) => s,
+                Err(why) => {
+                    let d = compose_digest(&conn.ledger, &week, &config)
+                        .await
+                        .map_err(|e| Failure::other(e.to_string()))?;
+                    let status = match conn.ledger.digest(&week.label).await? {
+                        Some(_) => "recorded".to_string(),
+                        None => format!("not recorded ({})", why.message),
+                    };
+                    return Ok(Report::ok(
+                        render_digest(&d, &status),
+                        json!({ "status": status, "digest": d }),
+                    ));
+                }
+            };
+            let (recorded, created) = ensure_digest(&conn.ledger, &week, &config, &signer)
                 .await
-                .map_err(|e| Failure::other(e.to_string()))?;
+                .map_err(Failure::from)?;
             let Event::DigestRecorded(d) = recorded.envelope.event else {
                 return Err(Failure::other(format!(
                     "the digest subject of {} holds a {} event",
@@ -215,7 +231,7 @@ impl App {
     pub(crate) async fn digest_list(&self) -> Result<Report, Failure> {
         let conn = self.connect().await?;
         let mut rows = Vec::new();
-        for r in conn.ledger.read_all(DIGEST_FILTER).await? {
+        for r in conn.ledger.read_all(DIGEST_FILTER).await?.accepted {
             if let Event::DigestRecorded(d) = &r.envelope.event {
                 rows.push(json!({
                     "week": d.week,

@@ -1,11 +1,13 @@
 //! `pledger up`: a local nats-server for the ledger, in the foreground, on loopback.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pledger_core::identity::{PublicKey, Role, RosterCommand};
+use pledger_core::Actor;
 use pledger_infra::server::{find_nats_server, NatsServerProcess};
-use pledger_infra::worker::WorkerKind;
+use pledger_infra::worker::{WorkerContext, WorkerKind};
 use pledger_infra::Ledger;
 
 use crate::cli::UpArgs;
@@ -26,7 +28,7 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".local/share/pledger")
 }
 
-pub async fn run(args: &UpArgs) -> Result<(), Failure> {
+pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
     let mut signals = crate::workers::Signals::install()?;
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
         Failure::usage(format!(
@@ -49,7 +51,10 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::other(e.to_string()))?
             .map_err(|e| Failure::other(e.to_string()))?;
     let client = pledger_infra::connect(&url).await?;
-    Ledger::new(client).ensure().await?;
+    let ledger = Ledger::new(client);
+    ledger.ensure().await?;
+    let app = crate::app::App::from_cli(cli);
+    ensure_identities(&ledger, &app, &data_dir.join("workers")).await?;
     let (stop_workers, workers_rx) = tokio::sync::watch::channel(false);
     let mut workers = if args.no_workers {
         tokio::task::JoinSet::new()
@@ -58,6 +63,7 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
             &WorkerKind::ALL,
             &url,
             &data_dir.join("workers"),
+            None,
             "0",
             workers_rx.clone(),
         )
@@ -82,7 +88,7 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
                 eprintln!("pledger up: worker failed: {why}; restarting it in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if let Some(kind) = kind {
-                    crate::workers::spawn_one(&mut workers, kind, &url, &data_dir.join("workers"), "0", workers_rx.clone()).await?;
+                    crate::workers::spawn_one(&mut workers, kind, &url, &data_dir.join("workers"), None, "0", workers_rx.clone()).await?;
                 }
             }
             _ = poll.tick() => {
@@ -100,5 +106,103 @@ pub async fn run(args: &UpArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::other(e.to_string()))?;
     eprintln!("pledger up: stopped cleanly");
+    Ok(())
+}
+
+/// The roles of the person running `pledger up`: a local ledger has one operator, who plays
+/// every person's part (never a worker's).
+const LOCAL_ROLES: [Role; 6] = [
+    Role::Admin,
+    Role::Author,
+    Role::Reviewer,
+    Role::Ci,
+    Role::ReleaseManager,
+    Role::Oncall,
+];
+
+/// Makes sure the local ledger has an identity for the person running it (a key in their
+/// keyring, enrolled as the first admin) and one for each worker (keys under the workers'
+/// data dir, enrolled with the `worker` role). Says what it created.
+async fn ensure_identities(
+    ledger: &Ledger,
+    app: &crate::app::App,
+    workers_dir: &Path,
+) -> Result<(), Failure> {
+    let (verifier, _, _) = ledger.roster().await?;
+    let keyring = app.keyring();
+    let name = app
+        .actor
+        .clone()
+        .or_else(|| keyring.default_name())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "local-admin".to_string());
+    let identity = Actor::parse(&name)?;
+    if verifier.roster.is_empty() {
+        let key = if keyring.has(&name) {
+            crate::keys::load_private_key(&keyring.path(&name))?
+        } else {
+            let k = keyring.generate(&name)?;
+            eprintln!(
+                "pledger up: created a key for {name} at {} (your identity on this ledger)",
+                keyring.path(&name).display()
+            );
+            k
+        };
+        if keyring.default_name().is_none() {
+            keyring.set_default(&name)?;
+        }
+        ledger
+            .change_roster(
+                &RosterCommand::Enroll {
+                    identity: identity.clone(),
+                    keys: vec![PublicKey::from_ssh(key.public_key().clone())?],
+                    roles: LOCAL_ROLES.into_iter().collect(),
+                },
+                &key,
+            )
+            .await?;
+        eprintln!(
+            "pledger up: enrolled {name} as the first admin (roles {}); `pledger identity list` shows the roster",
+            LOCAL_ROLES.map(Role::name).join(", ")
+        );
+    }
+    let (verifier, _, _) = ledger.roster().await?;
+    let admin = match keyring.default_name().filter(|n| keyring.has(n)) {
+        Some(n) => Some(crate::keys::load_private_key(&keyring.path(&n))?),
+        None => None,
+    };
+    let worker_keys = crate::workers::worker_keyring(workers_dir);
+    for kind in WorkerKind::ALL {
+        let worker = WorkerContext::identity_name(kind);
+        let key = if worker_keys.has(worker) {
+            crate::keys::load_private_key(&worker_keys.path(worker))?
+        } else {
+            worker_keys.generate(worker)?
+        };
+        if verifier.roster.current_owner(key.public_key()).is_some() {
+            continue;
+        }
+        let Some(admin) = &admin else {
+            eprintln!("pledger up: the {worker} worker's key is not enrolled and no local admin key can enrol it");
+            continue;
+        };
+        let enrolled = ledger
+            .change_roster(
+                &RosterCommand::Enroll {
+                    identity: Actor::parse(worker)?,
+                    keys: vec![PublicKey::from_ssh(key.public_key().clone())?],
+                    roles: [Role::Worker].into(),
+                },
+                admin,
+            )
+            .await;
+        match enrolled {
+            Ok(_) => eprintln!(
+                "pledger up: enrolled the {worker} worker (key {})",
+                worker_keys.path(worker).display()
+            ),
+            Err(e) => eprintln!("pledger up: could not enrol the {worker} worker: {e}"),
+        }
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `pledger worker ...` and the workers inside `pledger up`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use pledger_infra::worker::{gatekeeper, router, WorkerContext, WorkerKind};
 use tokio::sync::watch;
@@ -20,17 +21,58 @@ pub fn kinds(choice: WorkerChoice) -> Vec<WorkerKind> {
     }
 }
 
+/// The keyring of the workers' keys: `<workers data dir>/keys/<identity>`.
+pub fn worker_keyring(data_dir: &Path) -> crate::keys::Keyring {
+    crate::keys::Keyring::at(&data_dir.join("keys"))
+}
+
+/// The key a worker signs with: `--key`/`PLEDGER_KEY` when given (one identity for every
+/// worker of the process), else its own key in the workers' keyring.
+pub fn worker_signer(
+    kind: WorkerKind,
+    data_dir: &Path,
+    key: Option<&Path>,
+) -> Result<Arc<ssh_key::PrivateKey>, Failure> {
+    let path = match key {
+        Some(k) => k.to_path_buf(),
+        None => {
+            let keyring = worker_keyring(data_dir);
+            let name = WorkerContext::identity_name(kind);
+            if !keyring.has(name) {
+                return Err(Failure::usage(format!(
+                    "{}: no key for the {} worker at {} (pass --key, or let `pledger up` create and enrol one)",
+                    kind.name(),
+                    name,
+                    keyring.path(name).display()
+                )));
+            }
+            keyring.path(name)
+        }
+    };
+    Ok(Arc::new(crate::keys::load_private_key(&path)?))
+}
+
 /// Starts the workers as tasks; they stop when `shutdown` turns true.
 pub async fn spawn(
     kinds: &[WorkerKind],
     url: &str,
     data_dir: &Path,
+    key: Option<&Path>,
     replica: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinSet<(WorkerKind, Result<(), String>)>, Failure> {
     let mut set = JoinSet::new();
     for &kind in kinds {
-        spawn_one(&mut set, kind, url, data_dir, replica, shutdown.clone()).await?;
+        spawn_one(
+            &mut set,
+            kind,
+            url,
+            data_dir,
+            key,
+            replica,
+            shutdown.clone(),
+        )
+        .await?;
     }
     Ok(set)
 }
@@ -41,12 +83,14 @@ pub async fn spawn_one(
     kind: WorkerKind,
     url: &str,
     data_dir: &Path,
+    key: Option<&Path>,
     replica: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Failure> {
     {
+        let signer = worker_signer(kind, data_dir, key)?;
         let client = pledger_infra::connect(url).await?;
-        let ctx = WorkerContext::open(kind, replica, client, data_dir)
+        let ctx = WorkerContext::open(kind, replica, client, data_dir, signer)
             .await
             .map_err(|e| Failure::other(format!("{}: {e}", kind.name())))?;
         let rx = shutdown;
@@ -93,7 +137,7 @@ impl Signals {
 }
 
 /// `pledger worker <KIND|all>`.
-pub async fn run(url: &str, args: &WorkerArgs) -> Result<(), Failure> {
+pub async fn run(url: &str, key: Option<&Path>, args: &WorkerArgs) -> Result<(), Failure> {
     let mut signals = Signals::install()?;
     let data_dir = args
         .data_dir
@@ -101,7 +145,7 @@ pub async fn run(url: &str, args: &WorkerArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| crate::up::default_data_dir().join("workers"));
     let (tx, rx) = watch::channel(false);
     let kinds = kinds(args.worker);
-    let mut set = spawn(&kinds, url, &data_dir, &args.replica, rx).await?;
+    let mut set = spawn(&kinds, url, &data_dir, key, &args.replica, rx).await?;
     eprintln!(
         "pledger worker: running {} (replica {}, stores in {}); Ctrl-C or SIGTERM stops",
         kinds

@@ -7,12 +7,13 @@ use pledger_core::{Envelope, Event, EventMeta};
 
 use crate::support::*;
 
-const ENVELOPE_KEYS: [&str; 11] = [
+const ENVELOPE_KEYS: [&str; 12] = [
     "actor",
     "aggregate_id",
     "causation_id",
     "correlation_id",
     "event_id",
+    "key_id",
     "kind",
     "occurred_at",
     "payload",

@@ -17,4 +17,5 @@ mod routing;
 mod schedule;
 mod schemas;
 mod sim;
+mod trust;
 mod window;

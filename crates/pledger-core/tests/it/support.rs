@@ -14,6 +14,7 @@ use pledger_core::bundle::{
 };
 use pledger_core::decide::Command;
 use pledger_core::event::{ReviewLayer, ReviewVerdict};
+use pledger_core::identity::Role;
 use pledger_core::plan::{
     AdvancePolicy, GuardrailLimit, Guardrails, MatchValue, RollbackPolicy, Stage,
 };
@@ -501,6 +502,8 @@ pub struct World {
     pub now: Timestamp,
     /// The global release windows the edge would read from the ledger.
     pub fleet_windows: Option<pledger_core::window::ReleaseWindows>,
+    /// Roles of actors that do not hold every role (the default).
+    pub roles: std::collections::BTreeMap<String, std::collections::BTreeSet<Role>>,
     commands: u64,
 }
 
@@ -517,12 +520,18 @@ impl World {
             log: Vec::new(),
             now: T0,
             fleet_windows: None,
+            roles: Default::default(),
             commands: 0,
         }
     }
 
     pub fn ctx(&self, who: &str) -> Context {
-        let mut ctx = Context::new(actor(who), self.now);
+        let roles = self
+            .roles
+            .get(who)
+            .cloned()
+            .unwrap_or_else(|| Role::ALL.into_iter().collect());
+        let mut ctx = Context::new(actor(who), roles, self.now);
         ctx.fleet_windows = self.fleet_windows.clone();
         ctx
     }
@@ -570,7 +579,13 @@ impl World {
         self
     }
 
-    /// Moves the clock on.
+    /// The world where `who` holds only `roles` (everyone else holds every role).
+    pub fn with_roles(mut self, who: &str, roles: &[Role]) -> World {
+        self.roles
+            .insert(who.to_string(), roles.iter().copied().collect());
+        self
+    }
+
     /// The world after `millis` more on its clock.
     pub fn with_tick(mut self, millis: u64) -> World {
         self.tick(millis);
@@ -804,7 +819,50 @@ pub fn every_kind() -> World {
                 windows: Some(windows("timezone = \"UTC\"")),
             }),
         )
+        .with_fleet_event(
+            "root-admin",
+            pledger_core::Event::IdentityEnrolled(pledger_core::event::IdentityEnrolled {
+                identity: actor("frank"),
+                keys: vec![public_key(11)],
+                roles: vec![Role::Reviewer],
+            }),
+        )
+        .with_fleet_event(
+            "root-admin",
+            pledger_core::Event::IdentityKeyRotated(pledger_core::event::IdentityKeyRotated {
+                identity: actor("frank"),
+                key: public_key(12),
+                retired: vec![public_key(11).fingerprint()],
+            }),
+        )
+        .with_fleet_event(
+            "root-admin",
+            pledger_core::Event::IdentityRolesSet(pledger_core::event::IdentityRolesSet {
+                identity: actor("frank"),
+                roles: vec![Role::Reviewer, Role::Oncall],
+            }),
+        )
+        .with_fleet_event(
+            "root-admin",
+            pledger_core::Event::IdentityRevoked(pledger_core::event::IdentityRevoked {
+                identity: actor("frank"),
+                reason: "left the team".into(),
+            }),
+        )
         .with_digest()
+}
+
+/// A deterministic ed25519 key (tests never draw randomness).
+pub fn test_key(seed: u8) -> ssh_key::PrivateKey {
+    let mut key =
+        ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]));
+    key.set_comment(format!("test-{seed}"));
+    key
+}
+
+/// The public half of [`test_key`].
+pub fn public_key(seed: u8) -> pledger_core::identity::PublicKey {
+    pledger_core::identity::PublicKey::from_ssh(test_key(seed).public_key().clone()).unwrap()
 }
 
 /// Release windows from TOML (must be valid).

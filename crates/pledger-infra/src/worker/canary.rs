@@ -319,7 +319,7 @@ impl Monitor {
     /// judged (and their bake times noticed) even before new events or outcomes arrive.
     async fn bootstrap(&mut self) -> Result<(), WorkerError> {
         for prompt in self.ctx.ledger.prompts().await? {
-            let family = self.ctx.ledger.load(&prompt).await?;
+            let family = self.ctx.load(&prompt).await?;
             let view = prompt_view(&family.state);
             self.ctx.store.put(&prompt_key(&prompt), &view)?;
             if let Some(r) = view.rollout {
@@ -335,10 +335,10 @@ impl Monitor {
         batch: &[async_nats::jetstream::Message],
     ) -> Result<(), WorkerError> {
         let applied = self.ctx.store.applied_sequence(LEDGER_STREAM)?;
-        let (prompts, last) = touched_prompts(&self.ctx, batch, applied, |_| true).await?;
+        let (prompts, last) = touched_prompts(batch, applied, |_| true)?;
         let mut views = Vec::new();
         for p in &prompts {
-            let family = self.ctx.ledger.load(p).await?;
+            let family = self.ctx.load(p).await?;
             views.push((p.clone(), prompt_view(&family.state)));
         }
         self.ctx.store.apply(LEDGER_STREAM, last, |tx| {
@@ -382,6 +382,9 @@ impl Monitor {
         // Views of every prompt named, refreshed from the ledger when an outcome names a version
         // the projection has not seen yet (its events may still be on their way to us).
         let mut views: BTreeMap<PromptName, PromptView> = BTreeMap::new();
+        // A prompt is read from the ledger at most once a batch: after that read the view is
+        // the ledger's latest, and outcomes naming a release that ended stay unplaced.
+        let mut refreshed: BTreeSet<PromptName> = BTreeSet::new();
         for message in &parsed {
             for o in message.outcomes.iter().flatten() {
                 if !views.contains_key(&o.prompt) {
@@ -396,8 +399,8 @@ impl Monitor {
                 let known = view.versions.contains(&o.version);
                 let other_release = o.release.is_some()
                     && view.rollout.as_ref().map(|r| &r.release) != o.release.as_ref();
-                if !known || other_release {
-                    let family = self.ctx.ledger.load(&o.prompt).await?;
+                if (!known || other_release) && refreshed.insert(o.prompt.clone()) {
+                    let family = self.ctx.load(&o.prompt).await?;
                     views.insert(o.prompt.clone(), prompt_view(&family.state));
                 }
             }
@@ -580,7 +583,7 @@ impl Monitor {
                     .ledger
                     .execute(
                         release.prompt(),
-                        &self.ctx.actor,
+                        &*self.ctx.signer,
                         &format!("canary-{release}"),
                         move |_| {
                             Ok(if last {
@@ -640,7 +643,7 @@ impl Monitor {
             .ledger
             .execute(
                 release.prompt(),
-                &self.ctx.actor,
+                &*self.ctx.signer,
                 &format!("canary-{release}"),
                 move |_| {
                     Ok(Command::FreezeRollout {
@@ -664,7 +667,7 @@ impl Monitor {
                 .ledger
                 .execute(
                     release.prompt(),
-                    &self.ctx.actor,
+                    &*self.ctx.signer,
                     &format!("canary-{release}"),
                     move |_| {
                         Ok(Command::Rollback {

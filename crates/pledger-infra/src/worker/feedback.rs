@@ -234,9 +234,12 @@ async fn flush(
         });
         match ctx
             .ledger
-            .execute(&case.prompt, &ctx.actor, "feedback-collector", move |_| {
-                Ok(command.clone())
-            })
+            .execute(
+                &case.prompt,
+                &*ctx.signer,
+                "feedback-collector",
+                move |_| Ok(command.clone()),
+            )
             .await
         {
             Ok(done) => {

@@ -90,10 +90,9 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 continue;
             }
             let applied = ctx.store.applied_sequence(SOURCE)?;
-            let (prompts, last) = touched_prompts(&ctx, &batch, applied, |e| {
+            let (prompts, last) = touched_prompts(&batch, applied, |e| {
                 e.aggregate_id.starts_with("release:") || e.kind() == "prompt.gate_policy_set"
-            })
-            .await?;
+            })?;
             for prompt in prompts {
                 gate_prompt(&ctx, &prompt).await?;
             }
@@ -109,7 +108,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
 
 /// Decides every release of `prompt` that is ready for its gate.
 pub async fn gate_prompt(ctx: &WorkerContext, prompt: &PromptName) -> Result<(), WorkerError> {
-    let family = ctx.ledger.load(prompt).await?;
+    let family = ctx.load(prompt).await?;
     for r in family.state.releases.values() {
         match gate_action(&family.state, r) {
             GateAction::Nothing => {}
@@ -120,18 +119,23 @@ pub async fn gate_prompt(ctx: &WorkerContext, prompt: &PromptName) -> Result<(),
                 let release = r.id.clone();
                 let result = ctx
                     .ledger
-                    .execute(prompt, &ctx.actor, &format!("gatekeeper-{release}"), |s| {
-                        // Re-check on the state this attempt sees: another replica may have decided.
-                        match s.release(&release).map(|r| gate_action(s, r)) {
-                            Some(GateAction::Decide) => Ok(Command::DecideGate {
-                                release: release.clone(),
-                            }),
-                            _ => Err(pledger_core::Rejection {
-                                rule: Rule::GateUnchangedEvidence,
-                                message: format!("{release} needs no gate now"),
-                            }),
-                        }
-                    })
+                    .execute(
+                        prompt,
+                        &*ctx.signer,
+                        &format!("gatekeeper-{release}"),
+                        |s| {
+                            // Re-check on the state this attempt sees: another replica may have decided.
+                            match s.release(&release).map(|r| gate_action(s, r)) {
+                                Some(GateAction::Decide) => Ok(Command::DecideGate {
+                                    release: release.clone(),
+                                }),
+                                _ => Err(pledger_core::Rejection {
+                                    rule: Rule::GateUnchangedEvidence,
+                                    message: format!("{release} needs no gate now"),
+                                }),
+                            }
+                        },
+                    )
                     .await;
                 match result {
                     Ok(done) if !done.recorded.is_empty() => {

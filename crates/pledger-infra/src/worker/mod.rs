@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::{FutureExt, StreamExt};
+use pledger_core::verify::EventSigner;
 use pledger_core::Actor;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::InfraError;
-use crate::ledger::Ledger;
+use crate::ledger::{Family, Ledger};
 use crate::projection::{ProjectionError, ProjectionStore};
 use crate::routing::RoutingStore;
 
@@ -71,37 +72,91 @@ pub struct WorkerContext {
     pub ledger: Ledger,
     pub routing: RoutingStore,
     pub store: Arc<ProjectionStore>,
-    /// The actor the worker's decisions are recorded under (`gatekeeper`, `router`, `canary-monitor`).
+    /// The key the worker signs its decisions with.
+    pub signer: Arc<dyn EventSigner + Send + Sync>,
+    /// The identity that key belongs to on the roster: the actor of its decisions.
     pub actor: Actor,
+    /// Ignored ledger events already dead-lettered by this process, and the sequence at start
+    /// below which earlier runs reported them.
+    reported: Arc<std::sync::Mutex<(u64, std::collections::BTreeSet<u64>)>>,
 }
 
 impl WorkerContext {
-    /// Opens the worker's sled store under `data_dir/<kind>-<replica>` and its handles.
+    /// Opens the worker's sled store under `data_dir/<kind>-<replica>` and its handles. The
+    /// signer's key must belong to an enrolled identity (with the `worker` role for the
+    /// decisions it records).
     pub async fn open(
         kind: WorkerKind,
         replica: &str,
         client: async_nats::Client,
         data_dir: &Path,
+        signer: Arc<dyn EventSigner + Send + Sync>,
     ) -> Result<WorkerContext, WorkerError> {
         let ledger = Ledger::new(client);
-        ledger.ensure().await?;
+        Ledger::check_server_version(&ledger.jetstream().client())?;
+        let (roster, _, _) = ledger.roster().await?;
+        let actor = crate::ledger::identify(&roster.roster, &*signer)?.actor;
         let routing = RoutingStore::open(ledger.jetstream()).await?;
         let dir = data_dir.join(format!("{}-{replica}", kind.name()));
         let store = Arc::new(ProjectionStore::open(&dir)?);
-        let actor = Actor::parse(match kind {
-            WorkerKind::Canary => "canary-monitor",
-            WorkerKind::Feedback => "feedback-collector",
-            other => other.name(),
-        })
-        .expect("worker actor names are valid");
+        let floor = store.applied_sequence(crate::ledger::LEDGER_STREAM)?;
         Ok(WorkerContext {
             kind,
             replica: replica.to_string(),
             ledger,
             routing,
             store,
+            signer,
             actor,
+            reported: Arc::new(std::sync::Mutex::new((floor, Default::default()))),
         })
+    }
+
+    /// Reads and verifies a prompt's family. Messages of the family that verification ignored
+    /// and that this worker has not reported yet are counted, logged and dead-lettered with
+    /// their reason; the prompt stays readable and the worker goes on.
+    pub async fn load(&self, prompt: &pledger_core::PromptName) -> Result<Family, WorkerError> {
+        let family = self.ledger.load(prompt).await?;
+        let prefix = crate::ledger::family_filter(prompt);
+        let prefix = prefix.trim_end_matches('>');
+        let fresh: Vec<&crate::ledger::Ignored> = {
+            let mut reported = self.reported.lock().expect("not poisoned");
+            let floor = reported.0;
+            family
+                .ignored
+                .iter()
+                .filter(|i| i.finding.subject.starts_with(prefix))
+                .filter(|i| i.finding.sequence > floor && reported.1.insert(i.finding.sequence))
+                .collect()
+        };
+        for i in fresh {
+            let f = &i.finding;
+            tracing::warn!(
+                sequence = f.sequence,
+                subject = %f.subject,
+                check = f.check.code(),
+                "ignored ledger event dead-lettered: {}",
+                f.reason
+            );
+            self.dead_letter(
+                &f.subject,
+                f.sequence,
+                &format!("ignored ledger event ({}): {}", f.check.code(), f.reason),
+                &i.payload,
+            )
+            .await?;
+        }
+        Ok(family)
+    }
+
+    /// The identity a worker of this kind is enrolled as by `pledger up` (and the name of its
+    /// key file under `<data dir>/keys/`).
+    pub fn identity_name(kind: WorkerKind) -> &'static str {
+        match kind {
+            WorkerKind::Canary => "canary-monitor",
+            WorkerKind::Feedback => "feedback-collector",
+            other => other.name(),
+        }
     }
 
     /// The durable consumer name of this worker and replica on one stream.
@@ -270,10 +325,10 @@ pub async fn ack_batch(batch: &[jetstream::Message]) -> Result<(), WorkerError> 
     Ok(())
 }
 
-/// The prompts a ledger batch touched beyond `applied` (for events `relevant` says matter), and
-/// the batch's last sequence. Undecodable events are dead-lettered, never fatal.
-pub async fn touched_prompts(
-    ctx: &WorkerContext,
+/// The prompts a ledger batch touched beyond `applied` (for events `relevant` says matter),
+/// and the batch's last sequence. A message that does not decode still touches the prompt
+/// its subject names: the verified read of that prompt reports it (see [`WorkerContext::load`]).
+pub fn touched_prompts(
     batch: &[jetstream::Message],
     applied: u64,
     relevant: impl Fn(&pledger_core::Envelope) -> bool,
@@ -286,25 +341,23 @@ pub async fn touched_prompts(
         if seq <= applied {
             continue;
         }
+        let Some(prompt) = prompt_of_subject(&m.subject) else {
+            continue;
+        };
         match serde_json::from_slice::<pledger_core::Envelope>(&m.payload) {
-            Ok(e) if relevant(&e) => {
-                if let Some(p) = e.event.aggregate().prompt() {
-                    prompts.insert(p.clone());
-                }
-            }
-            Ok(_) => {}
-            Err(err) => {
-                ctx.dead_letter(
-                    &m.subject,
-                    seq,
-                    &format!("undecodable ledger event: {err}"),
-                    &m.payload,
-                )
-                .await?
+            Ok(e) if !relevant(&e) => {}
+            _ => {
+                prompts.insert(prompt);
             }
         }
     }
     Ok((prompts, last))
+}
+
+/// The prompt whose family a ledger subject belongs to (`None` for fleet subjects).
+pub fn prompt_of_subject(subject: &str) -> Option<pledger_core::PromptName> {
+    let token = subject.strip_prefix("pledger.ledger.")?.split('.').next()?;
+    pledger_core::PromptName::parse(token).ok()
 }
 
 /// Stream sequence of a JetStream message.

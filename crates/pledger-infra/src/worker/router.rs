@@ -35,7 +35,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 continue;
             }
             let applied = ctx.store.applied_sequence(SOURCE)?;
-            let (prompts, last) = touched_prompts(&ctx, &batch, applied, |_| true).await?;
+            let (prompts, last) = touched_prompts(&batch, applied, |_| true)?;
             for prompt in prompts {
                 project(&ctx, &prompt).await?;
             }
@@ -51,7 +51,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
 
 /// Writes the prompt's table derived from its current ledger state (never over a newer one).
 pub async fn project(ctx: &WorkerContext, prompt: &PromptName) -> Result<(), WorkerError> {
-    let family = ctx.ledger.load(prompt).await?;
+    let family = ctx.load(prompt).await?;
     if family.state.is_registered() {
         ctx.routing
             .publish(&routing_table_for(&family.state, family.last_sequence))
@@ -65,7 +65,7 @@ pub async fn project(ctx: &WorkerContext, prompt: &PromptName) -> Result<(), Wor
 pub async fn reconcile_all(ctx: &WorkerContext) -> Result<(), WorkerError> {
     for prompt in ctx.ledger.prompts().await? {
         let stored = ctx.routing.get(&prompt).await?;
-        let family = ctx.ledger.load(&prompt).await?;
+        let family = ctx.load(&prompt).await?;
         if !family.state.is_registered() {
             continue;
         }

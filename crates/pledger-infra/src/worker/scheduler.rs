@@ -13,21 +13,20 @@
 //! and never one per missed tick. Notices go through the decider like every other fact, once
 //! per stage visit or candidate.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pledger_core::digest::{missing_approvals, DigestBuilder};
-use pledger_core::event::{DigestRecorded, Event, Notice};
+use pledger_core::event::{DigestRecorded, Notice};
 use pledger_core::state::ReleaseStatus;
+use pledger_core::verify::{EventSigner, LedgerVerifier};
 use pledger_core::window::{last_completed_week, CronSchedule, Week};
-use pledger_core::{Command, DurationSpec, PromptName, PromptState, Timestamp};
+use pledger_core::{Command, DurationSpec, Timestamp};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::canary::read_status;
 use super::{stopping, Shutdown, WorkerContext, WorkerError};
-use crate::ledger::{
-    envelope_for, new_correlation_id, now, ExecuteError, Ledger, Recorded, LEDGER_SUBJECTS,
-};
+use crate::error::InfraError;
+use crate::ledger::{now, ExecuteError, Ledger, Recorded, Verified, LEDGER_SUBJECTS};
 
 /// When the digest is written, its weeks' zone, and the limits of the periodic checks.
 /// Read from the environment so that every scheduler replica and `pledger digest` agree.
@@ -85,7 +84,7 @@ pub async fn compose_digest(
         &config.timezone,
         config.stale_review_after,
     );
-    for r in ledger.read_all(LEDGER_SUBJECTS).await? {
+    for r in ledger.read_all(LEDGER_SUBJECTS).await?.accepted {
         builder.observe(&r.envelope);
     }
     Ok(builder.finish())
@@ -97,38 +96,28 @@ pub async fn ensure_digest(
     ledger: &Ledger,
     week: &Week,
     config: &SchedulerConfig,
-    actor: &pledger_core::Actor,
-) -> Result<(Recorded, bool), WorkerError> {
+    signer: &(dyn EventSigner + Sync),
+) -> Result<(Recorded, bool), ExecuteError> {
     if let Some(r) = ledger.digest(&week.label).await? {
         return Ok((r, false));
     }
-    let digest = compose_digest(ledger, week, config).await?;
-    let envelope = envelope_for(
-        Event::DigestRecorded(DigestRecorded {
-            week: week.label.clone(),
-            digest,
-        }),
-        actor,
-        now(),
-        &new_correlation_id(),
-        None,
-    );
-    match ledger.record_digest(&envelope).await? {
-        Some(sequence) => Ok((
-            Recorded {
-                sequence,
-                subject: crate::ledger::digest_subject(&week.label),
-                envelope,
-            },
-            true,
-        )),
+    let digest = compose_digest(ledger, week, config)
+        .await
+        .map_err(|e| InfraError::Read(e.to_string()))?;
+    let event = DigestRecorded {
+        week: week.label.clone(),
+        digest,
+    };
+    match ledger.record_digest(event, signer).await? {
+        Some(recorded) => Ok((recorded, true)),
         // Another writer won; theirs stands.
         None => match ledger.digest(&week.label).await? {
             Some(r) => Ok((r, false)),
-            None => Err(WorkerError::Nats(format!(
+            None => Err(InfraError::Read(format!(
                 "digest {} was refused as already recorded but cannot be read",
                 week.label
-            ))),
+            ))
+            .into()),
         },
     }
 }
@@ -148,7 +137,8 @@ pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerErr
             ctx,
             config,
             schedule,
-            prompts: BTreeMap::new(),
+            verifier: LedgerVerifier::new(),
+            ignored: 0,
             read_through: 0,
             digest_done_for: None,
             last_check: None,
@@ -188,7 +178,10 @@ struct Scheduler {
     config: SchedulerConfig,
     schedule: CronSchedule,
     /// Every prompt's state, folded from the ledger (read incrementally each tick).
-    prompts: BTreeMap<PromptName, PromptState>,
+    /// Every prompt's verified state (the whole ledger, folded incrementally).
+    verifier: LedgerVerifier,
+    /// Ledger events ignored by verification so far (each is logged once, when read).
+    ignored: u64,
     read_through: u64,
     /// The cron firing whose week is known to have its digest.
     digest_done_for: Option<Timestamp>,
@@ -220,7 +213,9 @@ impl Scheduler {
         let week = last_completed_week(fired, &self.config.timezone)
             .map_err(|e| WorkerError::Config(e.message))?;
         let (recorded, created) =
-            ensure_digest(&self.ctx.ledger, &week, &self.config, &self.ctx.actor).await?;
+            ensure_digest(&self.ctx.ledger, &week, &self.config, &*self.ctx.signer)
+                .await
+                .map_err(|e| WorkerError::Nats(e.to_string()))?;
         info!(
             sequence = recorded.sequence,
             fired = %fired.to_rfc3339(),
@@ -234,28 +229,23 @@ impl Scheduler {
 
     /// Folds the ledger's new events into the prompts' states.
     async fn catch_up(&mut self) -> Result<(), WorkerError> {
-        for r in self
+        let raws = self
             .ctx
             .ledger
-            .read_after(LEDGER_SUBJECTS, self.read_through)
-            .await?
-        {
-            self.read_through = r.sequence;
-            if let Some(p) = r.envelope.event.aggregate().prompt() {
-                let state = self
-                    .prompts
-                    .entry(p.clone())
-                    .or_insert_with(|| PromptState::new(p.clone()));
-                pledger_core::evolve(state, &r.envelope);
-            }
+            .read_raw(&[LEDGER_SUBJECTS], self.read_through)
+            .await?;
+        if let Some(last) = raws.last() {
+            self.read_through = last.sequence;
         }
+        let verified = Verified::of(&mut self.verifier, &raws);
+        self.ignored += verified.ignored.len() as u64;
         Ok(())
     }
 
     /// Finds what needs a person and records a notice for each, once.
     async fn checks(&mut self, now: Timestamp) -> Result<(), WorkerError> {
         let mut notices = Vec::new();
-        for state in self.prompts.values() {
+        for state in self.verifier.families.values().map(|f| &f.state) {
             for r in state.releases.values() {
                 match r.status {
                     ReleaseStatus::Proposed => {
@@ -333,7 +323,7 @@ impl Scheduler {
                 .ledger
                 .execute(
                     release.prompt(),
-                    &self.ctx.actor,
+                    &*self.ctx.signer,
                     &format!("scheduler-{release}"),
                     move |_| {
                         Ok(Command::RaiseNotice {

@@ -4,7 +4,14 @@ use pledger_core::event::Event;
 use pledger_core::Command;
 use pledger_infra::ledger::{envelope_for, family_filter, now, ExecuteError, LEDGER_STREAM};
 
+use pledger_core::verify::seal;
+use pledger_core::Actor;
+
 use crate::support::*;
+
+fn actor(name: &str) -> Actor {
+    Actor::parse(name).unwrap()
+}
 
 #[tokio::test]
 async fn ensure_is_idempotent_and_the_stream_denies_delete_and_purge() {
@@ -31,7 +38,7 @@ async fn a_stale_expected_sequence_loses_and_the_ledger_is_unchanged() {
         })
     };
     h.ledger
-        .execute(&p, &actor("ana"), "c1", owner)
+        .execute(&p, &*signer("ana"), "c1", owner)
         .await
         .unwrap();
     let family = h.ledger.load(&p).await.unwrap();
@@ -40,7 +47,7 @@ async fn a_stale_expected_sequence_loses_and_the_ledger_is_unchanged() {
     // Two writers both saw the registration; the first append wins, the second loses.
     let expected = family.last_sequence;
     let publish = |text: &str| {
-        envelope_for(
+        let envelope = envelope_for(
             Event::VersionPublished(pledger_core::event::VersionPublished {
                 prompt: p.clone(),
                 version: artifact(text).version_id(),
@@ -50,7 +57,8 @@ async fn a_stale_expected_sequence_loses_and_the_ledger_is_unchanged() {
             now(),
             "c2",
             None,
-        )
+        );
+        seal(envelope, family.verifier.family_head(&p), &*signer("ana")).unwrap()
     };
     let first = h
         .ledger
@@ -74,7 +82,7 @@ async fn the_family_check_covers_release_subjects_too() {
     let h = harness().await;
     let p = prompt("triage");
     h.ledger
-        .execute(&p, &actor("ana"), "c", |_| {
+        .execute(&p, &*signer("ana"), "c", |_| {
             Ok(Command::RegisterPrompt {
                 owner: "support".into(),
             })
@@ -83,7 +91,7 @@ async fn the_family_check_covers_release_subjects_too() {
         .unwrap();
     let v = artifact("hello").version_id();
     h.ledger
-        .execute(&p, &actor("ana"), "c", |_| {
+        .execute(&p, &*signer("ana"), "c", |_| {
             Ok(Command::PublishVersion {
                 artifact: artifact("hello"),
             })
@@ -93,7 +101,7 @@ async fn the_family_check_covers_release_subjects_too() {
     let seen = h.ledger.load(&p).await.unwrap().last_sequence;
     // A proposal lands on a release subject...
     h.ledger
-        .execute(&p, &actor("ana"), "c", |_| {
+        .execute(&p, &*signer("ana"), "c", |_| {
             Ok(Command::ProposeChange {
                 candidate: v.clone(),
                 rationale: "r".into(),
@@ -115,11 +123,12 @@ async fn the_family_check_covers_release_subjects_too() {
         "c",
         None,
     );
+    let adopt = seal(adopt, None, &*signer("ana")).unwrap();
     assert_eq!(h.ledger.append(&p, seen, &adopt).await.unwrap(), None);
     // Another prompt's family is independent.
     let other = prompt("triage-eu");
     h.ledger
-        .execute(&other, &actor("ana"), "c", |_| {
+        .execute(&other, &*signer("ana"), "c", |_| {
             Ok(Command::RegisterPrompt {
                 owner: "support".into(),
             })
@@ -135,7 +144,7 @@ async fn racing_executors_of_one_idempotent_command_record_it_once() {
     let h = harness().await;
     let p = prompt("triage");
     h.ledger
-        .execute(&p, &actor("ana"), "c", |_| {
+        .execute(&p, &*signer("ana"), "c", |_| {
             Ok(Command::RegisterPrompt {
                 owner: "support".into(),
             })
@@ -148,7 +157,7 @@ async fn racing_executors_of_one_idempotent_command_record_it_once() {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
             ledger
-                .execute(&p, &actor("ana"), "c", |_| {
+                .execute(&p, &*signer("ana"), "c", |_| {
                     Ok(Command::PublishVersion {
                         artifact: artifact("same"),
                     })
@@ -170,7 +179,7 @@ async fn a_rejection_records_nothing() {
     let p = prompt("triage");
     let err = h
         .ledger
-        .execute(&p, &actor("ana"), "c", |_| {
+        .execute(&p, &*signer("ana"), "c", |_| {
             Ok(Command::PublishVersion {
                 artifact: artifact("x"),
             })

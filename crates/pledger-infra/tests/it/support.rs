@@ -1,7 +1,36 @@
+use std::sync::{Arc, OnceLock};
+
 use pledger_core::artifact::Artifact;
-use pledger_core::{Actor, FileFormat, PromptName};
+use pledger_core::identity::Role;
+use pledger_core::{FileFormat, PromptName};
+use pledger_infra::cast::Cast;
 use pledger_infra::server::EphemeralServer;
 use pledger_infra::Ledger;
+
+/// The tests' identities, with keys generated in this process (once per test binary) and
+/// enrolled on every harness's ledger.
+pub fn cast() -> &'static Cast {
+    static CAST: OnceLock<Cast> = OnceLock::new();
+    const PEOPLE: &[Role] = &[
+        Role::Author,
+        Role::Reviewer,
+        Role::Ci,
+        Role::ReleaseManager,
+        Role::Oncall,
+    ];
+    CAST.get_or_init(|| {
+        Cast::generate(&[
+            ("admin", &[Role::Admin]),
+            ("ana", PEOPLE),
+            ("ci", PEOPLE),
+            ("lead", PEOPLE),
+            ("bo", PEOPLE),
+            ("cy", PEOPLE),
+            ("gatekeeper", &[Role::Worker]),
+            ("router", &[Role::Worker]),
+        ])
+    })
+}
 
 pub struct Harness {
     pub ledger: Ledger,
@@ -20,6 +49,7 @@ pub async fn harness() -> Harness {
         .ensure()
         .await
         .expect("streams and bucket are set up");
+    cast().enroll(&ledger).await.expect("the cast is enrolled");
     Harness { ledger, server }
 }
 
@@ -27,8 +57,9 @@ pub fn prompt(name: &str) -> PromptName {
     PromptName::parse(name).unwrap()
 }
 
-pub fn actor(name: &str) -> Actor {
-    Actor::parse(name).unwrap()
+/// The key `name` of the cast signs with.
+pub fn signer(name: &str) -> Arc<ssh_key::PrivateKey> {
+    cast().key(name)
 }
 
 pub fn artifact(instructions: &str) -> Artifact {

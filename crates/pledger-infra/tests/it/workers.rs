@@ -21,7 +21,8 @@ async fn spawn(
     dir: &Path,
 ) -> (tokio::task::JoinHandle<()>, watch::Sender<bool>) {
     let client = pledger_infra::connect(url).await.unwrap();
-    let ctx = WorkerContext::open(kind, replica, client, dir)
+    let key = signer(WorkerContext::identity_name(kind));
+    let ctx = WorkerContext::open(kind, replica, client, dir, key)
         .await
         .unwrap();
     let (tx, rx) = watch::channel(false);
@@ -76,7 +77,7 @@ async fn reviewed(h: &Harness) -> (ReleaseId, String, String) {
         let p = p.clone();
         async move {
             ledger
-                .execute(&p, &actor(who), "it", move |_| Ok(c.clone()))
+                .execute(&p, &*signer(who), "it", move |_| Ok(c.clone()))
                 .await
                 .unwrap()
         }
@@ -128,7 +129,7 @@ async fn reviewed(h: &Harness) -> (ReleaseId, String, String) {
 async fn attach(h: &Harness, release: &ReleaseId, b: EvalBundle) {
     let r = release.clone();
     h.ledger
-        .execute(release.prompt(), &actor("ci"), "it", move |_| {
+        .execute(release.prompt(), &*signer("ci"), "it", move |_| {
             Ok(Command::AttachEvalBundle {
                 release: r.clone(),
                 bundle: b.clone(),
@@ -215,7 +216,7 @@ async fn the_gatekeeper_waits_for_a_tradeoff_when_only_cost_fails() {
     next_event(&mut sub, "release.eval_bundle_attached").await;
     let r = release.clone();
     h.ledger
-        .execute(release.prompt(), &actor("lead"), "it", move |_| {
+        .execute(release.prompt(), &*signer("lead"), "it", move |_| {
             Ok(Command::AcceptTradeoff {
                 release: r.clone(),
                 reason: "worth it".into(),

@@ -1,0 +1,688 @@
+//! Signed, chained events, and what every reader checks before an event counts.
+//!
+//! # The bytes
+//!
+//! An event is stored as the canonical JSON of its wire envelope ([`crate::event::WireEnvelope`]):
+//! object keys sorted by byte value at every depth, no insignificant whitespace, numbers and
+//! strings as serde_json writes them. Sorted, `signature` is the envelope's last member. The
+//! **signing bytes** are the same canonical JSON without the `signature` member, which is the
+//! stored bytes with the final `,"signature":"…"` removed and the closing `}` kept: a verifier
+//! in any language can cut them out of the stored bytes without re-serialising anything.
+//!
+//! The signature is an OpenSSH `SSHSIG` (PROTOCOL.sshsig) over the signing bytes, namespace
+//! [`SIGNATURE_NAMESPACE`] (`pledger-event-v1`), hash SHA-512, by an ed25519 key; the
+//! `signature` member is the base64 of its binary encoding (wrap it in `-----BEGIN SSH
+//! SIGNATURE-----` lines and `ssh-keygen -Y verify -n pledger-event-v1` checks it). The
+//! namespace separates it from git's (`git`) and file signatures (`file`): a signature made for
+//! anything else never verifies as a pledger event.
+//!
+//! `key_id` is the signing key's fingerprint (`SHA256:…`); `prev_hash` is `sha256:<hex>` of the
+//! stored bytes of the previous *accepted* event of the event's family (a prompt's
+//! `pledger.ledger.<prompt>.>`, or the fleet subject itself), `null` for a family's first.
+//! Both are signed: an event cannot be moved to another position or family, and a writer that
+//! loses the conditional-append race re-reads, re-decides and signs again.
+//!
+//! # The checks
+//!
+//! [`LedgerVerifier::observe`] takes events in stream order and checks each: decoding (known
+//! kind and schema version), the subject matching its aggregate, the signature by the key
+//! named, that key belonging to the actor and valid at that position of the roster, the chain
+//! link, a unique event id, the actor's role, and admissibility on the state before it
+//! ([`admit`]: the decider's own rules). An event failing any check is not applied and comes
+//! back as a [`Finding`]; nothing stops.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use base64::Engine;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::decide::{decide, Command, Context, NewRegressionCase, Rejection, Rule};
+use crate::event::{Aggregate, Envelope, Event, FleetTopic, WireEnvelope};
+use crate::identity::{check_permitted, Role, Roster, RosterCommand, RosterGenesis};
+use crate::ids::PromptName;
+use crate::state::{evolve, PromptState};
+
+/// The SSH signature namespace of ledger events.
+pub const SIGNATURE_NAMESPACE: &str = "pledger-event-v1";
+const SIGNATURE_MEMBER: &[u8] = b",\"signature\":\"";
+
+/// `sha256:<hex>` of an event's stored bytes: what the next event's `prev_hash` names.
+pub fn event_hash(bytes: &[u8]) -> String {
+    format!("sha256:{}", crate::artifact::hex(&Sha256::digest(bytes)))
+}
+
+/// The canonical JSON of an envelope without its `signature` member: what is signed.
+pub fn signing_bytes(envelope: &Envelope) -> Vec<u8> {
+    let wire = WireEnvelope::from(envelope.clone());
+    let mut value = serde_json::to_value(&wire).expect("envelope serializes");
+    if let serde_json::Value::Object(map) = &mut value {
+        map.remove("signature");
+    }
+    crate::artifact::canonical_json_of(&value).into_bytes()
+}
+
+/// Something that signs events: a local private key, or (at the edge) an ssh-agent.
+pub trait EventSigner {
+    fn public_key(&self) -> &ssh_key::PublicKey;
+    /// An `SSHSIG` over `message` in [`SIGNATURE_NAMESPACE`].
+    fn sign(&self, message: &[u8]) -> Result<ssh_key::SshSig, String>;
+    /// The identity the caller says it acts as (`--as`); the key's owner must be it.
+    fn claimed_identity(&self) -> Option<&crate::ids::Actor> {
+        None
+    }
+}
+
+impl EventSigner for ssh_key::PrivateKey {
+    fn public_key(&self) -> &ssh_key::PublicKey {
+        ssh_key::PrivateKey::public_key(self)
+    }
+    fn sign(&self, message: &[u8]) -> Result<ssh_key::SshSig, String> {
+        ssh_key::PrivateKey::sign(self, SIGNATURE_NAMESPACE, ssh_key::HashAlg::Sha512, message)
+            .map_err(|e| format!("signing failed: {e}"))
+    }
+}
+
+/// The fingerprint events carry as `key_id`.
+pub fn key_id(key: &ssh_key::PublicKey) -> String {
+    key.fingerprint(ssh_key::HashAlg::Sha256).to_string()
+}
+
+/// An envelope signed and encoded: what is published, and its hash.
+#[derive(Clone, Debug)]
+pub struct Sealed {
+    pub envelope: Envelope,
+    pub bytes: Vec<u8>,
+    pub hash: String,
+}
+
+/// Signs `envelope` at the position after `prev_hash` and encodes it in its stored form.
+pub fn seal(
+    mut envelope: Envelope,
+    prev_hash: Option<String>,
+    signer: &dyn EventSigner,
+) -> Result<Sealed, String> {
+    envelope.prev_hash = prev_hash;
+    envelope.key_id = Some(key_id(signer.public_key()));
+    envelope.signature = None;
+    let mut bytes = signing_bytes(&envelope);
+    let sig = signer.sign(&bytes)?;
+    let mut encoded = Vec::new();
+    ssh_encoding::Encode::encode(&sig, &mut encoded).map_err(|e| e.to_string())?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(encoded);
+    bytes.pop(); // the closing brace; `signature` sorts last
+    bytes.extend_from_slice(SIGNATURE_MEMBER);
+    bytes.extend_from_slice(b64.as_bytes());
+    bytes.extend_from_slice(b"\"}");
+    envelope.signature = Some(b64);
+    let hash = event_hash(&bytes);
+    Ok(Sealed {
+        envelope,
+        bytes,
+        hash,
+    })
+}
+
+/// Which check an ignored event failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Not an event this build reads: bytes, JSON, kind, schema version, payload.
+    Decoding,
+    /// The subject is not the one its aggregate is recorded on.
+    Subject,
+    /// No signature, a malformed one, or one that does not verify.
+    Signature,
+    /// The key is unknown, not valid at that position, or not the actor's.
+    Key,
+    /// `prev_hash` is not the hash of the family's previous accepted event.
+    Chain,
+    /// The event id was already used.
+    DuplicateId,
+    /// The actor's roles do not allow the event.
+    Role,
+    /// The decider would not have recorded this event on the state before it.
+    Admissibility,
+}
+
+impl Check {
+    pub fn code(self) -> &'static str {
+        match self {
+            Check::Decoding => "decoding",
+            Check::Subject => "subject",
+            Check::Signature => "signature",
+            Check::Key => "key",
+            Check::Chain => "chain",
+            Check::DuplicateId => "duplicate-id",
+            Check::Role => "role",
+            Check::Admissibility => "admissibility",
+        }
+    }
+}
+
+/// An event that was not applied, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub sequence: u64,
+    pub subject: String,
+    /// What the event claims, when it decoded that far.
+    pub event_id: Option<String>,
+    pub kind: Option<String>,
+    pub actor: Option<String>,
+    pub check: Check,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sequence {} on {}: {} ({})",
+            self.sequence,
+            self.subject,
+            self.reason,
+            self.check.code()
+        )
+    }
+}
+
+/// What a reader made of one stored message.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    Accepted(Box<Envelope>),
+    Ignored(Finding),
+}
+
+/// Splits stored bytes into the envelope and its signing bytes.
+fn open(bytes: &[u8]) -> Result<(Envelope, Vec<u8>), String> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
+        format!("does not decode as a ledger event ({e}): {shown:?}")
+    })?;
+    let Some(b64) = envelope.signature.as_deref() else {
+        return Err("is not signed".into());
+    };
+    let mut tail = Vec::with_capacity(b64.len() + 20);
+    tail.extend_from_slice(SIGNATURE_MEMBER);
+    tail.extend_from_slice(b64.as_bytes());
+    tail.extend_from_slice(b"\"}");
+    if !bytes.ends_with(&tail) || b64.bytes().any(|c| c == b'\\' || c == b'"') {
+        return Err("`signature` is not the envelope's last member".into());
+    }
+    let mut signed = bytes[..bytes.len() - tail.len()].to_vec();
+    signed.push(b'}');
+    Ok((envelope, signed))
+}
+
+fn check_signature(
+    envelope: &Envelope,
+    signed: &[u8],
+    key: &ssh_key::PublicKey,
+) -> Result<(), String> {
+    let b64 = envelope.signature.as_deref().unwrap_or_default();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the signature is not base64: {e}"))?;
+    let sig = <ssh_key::SshSig as ssh_encoding::Decode>::decode(&mut raw.as_slice())
+        .map_err(|e| format!("the signature is not an SSHSIG: {e}"))?;
+    if sig.public_key() != key.key_data() {
+        return Err("the signature was made by another key than `key_id` names".into());
+    }
+    key.verify(SIGNATURE_NAMESPACE, signed, &sig)
+        .map_err(|e| format!("the signature does not verify: {e}"))
+}
+
+/// The command a recorded prompt event answers, for [`admit`].
+fn command_of(state: &PromptState, event: &Event) -> Result<Command, Rejection> {
+    let forced =
+        |forced: bool, reason: &Option<String>| forced.then(|| reason.clone().unwrap_or_default());
+    Ok(match event {
+        Event::PromptRegistered(e) => Command::RegisterPrompt {
+            owner: e.owner.clone(),
+        },
+        Event::VersionPublished(e) => Command::PublishVersion {
+            artifact: e.artifact.clone(),
+        },
+        Event::VersionAdopted(e) => Command::AdoptVersion {
+            version: e.version.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::GatePolicySet(e) => Command::SetGatePolicy {
+            policy: e.policy.clone(),
+        },
+        Event::ChangeProposed(e) => Command::ProposeChange {
+            candidate: e.candidate.clone(),
+            rationale: e.rationale.clone(),
+            expected_changes: e.expected_changes.clone(),
+        },
+        Event::CandidateRevised(e) => Command::ReviseCandidate {
+            release: e.release.clone(),
+            candidate: e.candidate.clone(),
+        },
+        Event::ReviewSubmitted(e) => Command::SubmitReview {
+            release: e.release.clone(),
+            layer: e.layer,
+            verdict: e.verdict,
+            note: e.note.clone(),
+        },
+        Event::EvalBundleAttached(e) => Command::AttachEvalBundle {
+            release: e.release.clone(),
+            bundle: e.bundle.clone(),
+        },
+        Event::TradeoffAccepted(e) => Command::AcceptTradeoff {
+            release: e.release.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::GateDecided(e) => Command::DecideGate {
+            release: e.release.clone(),
+        },
+        Event::RolloutPlanned(e) => Command::PlanRollout {
+            release: e.release.clone(),
+            plan: e.plan.clone(),
+        },
+        Event::RolloutStarted(e) => Command::StartRollout {
+            release: e.release.clone(),
+            bucketing_salt: e.bucketing_salt.clone(),
+            force_reason: forced(e.forced, &e.reason),
+        },
+        Event::StageAdvanced(e) => Command::AdvanceStage {
+            release: e.release.clone(),
+            from_stage: e.from_stage.clone(),
+            force_reason: forced(e.forced, &e.reason),
+            readiness: None,
+        },
+        Event::RolloutPaused(e) => Command::PauseRollout {
+            release: e.release.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::RolloutResumed(e) => Command::ResumeRollout {
+            release: e.release.clone(),
+        },
+        Event::RolloutFrozen(e) => Command::FreezeRollout {
+            release: e.release.clone(),
+            reason: e.reason.clone(),
+            evidence: e.evidence.clone(),
+        },
+        Event::RolledBack(e) => Command::Rollback {
+            release: Some(e.release.clone()),
+            reason: e.reason.clone(),
+        },
+        Event::ReleaseCompleted(e) => Command::CompleteRelease {
+            release: e.release.clone(),
+            force_reason: forced(e.forced, &e.reason),
+        },
+        Event::ProposalWithdrawn(e) => Command::WithdrawProposal {
+            release: e.release.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::RegressionCaseCollected(e) => Command::CollectRegressionCase(NewRegressionCase {
+            fingerprint: e.fingerprint.clone(),
+            tag: e.tag,
+            example: e.example.clone(),
+            version: e.version.clone(),
+            release: e.release.clone(),
+            source: e.source,
+            count: e.count,
+            through_sequence: e.through_sequence,
+        }),
+        Event::RegressionCaseRecurred(e) => {
+            let Some(case) = state.regression_cases.get(&e.case_id) else {
+                return Err(Rejection {
+                    rule: Rule::UnknownRegressionCase,
+                    message: format!("no regression case {} to recur", e.case_id),
+                });
+            };
+            Command::CollectRegressionCase(NewRegressionCase {
+                fingerprint: case.fingerprint.clone(),
+                tag: case.tag,
+                example: case.example.clone(),
+                version: case.version.clone(),
+                release: case.release.clone(),
+                source: crate::event::CaseSource::Production,
+                count: e.additional,
+                through_sequence: e.through_sequence,
+            })
+        }
+        Event::RegressionCaseClosed(e) => Command::CloseRegressionCase {
+            case_id: e.case_id.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::ReleaseWindowsSet(e) => Command::SetReleaseWindows {
+            windows: e.windows.clone(),
+        },
+        Event::NoticeRaised(e) => Command::RaiseNotice {
+            release: e.release.clone(),
+            notice: e.notice.clone(),
+        },
+        Event::FleetWindowsSet(_)
+        | Event::DigestRecorded(_)
+        | Event::IdentityEnrolled(_)
+        | Event::IdentityKeyRotated(_)
+        | Event::IdentityRolesSet(_)
+        | Event::IdentityRevoked(_) => {
+            return Err(Rejection {
+                rule: Rule::Inadmissible,
+                message: format!("{} is not an event of a prompt", event.kind()),
+            })
+        }
+    })
+}
+
+/// Is a recorded prompt event one the decider would record, by its actor with `roles`, on the
+/// state before it? The same `decide` as every command, on the command the event answers, at
+/// the event's own time; what the signer attested from outside the ledger (release windows,
+/// the canary monitor's counts) is taken as recorded.
+pub fn admit(
+    state: &PromptState,
+    envelope: &Envelope,
+    roles: &BTreeSet<Role>,
+) -> Result<(), Rejection> {
+    let command = command_of(state, &envelope.event)?;
+    let mut ctx = Context::new(envelope.actor.clone(), roles.clone(), envelope.occurred_at);
+    ctx.attested = true;
+    let decided = decide(state, &command, &ctx)?;
+    match decided.as_slice() {
+        [only] if only == &envelope.event => Ok(()),
+        [] => Err(Rejection {
+            rule: Rule::Inadmissible,
+            message: format!("repeats a {} already recorded", envelope.kind()),
+        }),
+        _ => Err(Rejection {
+            rule: Rule::Inadmissible,
+            message: format!(
+                "the decider would have recorded {} instead",
+                decided
+                    .iter()
+                    .map(|e| e.kind())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// A prompt family as verified so far.
+#[derive(Clone, Debug)]
+pub struct FamilyCursor {
+    pub state: PromptState,
+    /// Hash of the last accepted event (the next event's `prev_hash`).
+    pub head: Option<String>,
+}
+
+/// A fleet subject (global windows, one week's digest) as verified so far.
+#[derive(Clone, Debug, Default)]
+pub struct FleetCursor {
+    pub head: Option<String>,
+    /// The last accepted event.
+    pub last: Option<Envelope>,
+}
+
+/// Verifies ledger events in stream order and folds the accepted ones: the roster, each
+/// prompt family's state and every fleet subject. Feed it every event of the families it is
+/// asked about and of the roster, in stream order.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerVerifier {
+    pub roster: Roster,
+    roster_head: Option<String>,
+    pub families: BTreeMap<PromptName, FamilyCursor>,
+    pub fleet: BTreeMap<String, FleetCursor>,
+    event_ids: HashSet<String>,
+    /// Events accepted so far.
+    pub accepted: u64,
+}
+
+impl LedgerVerifier {
+    pub fn new() -> LedgerVerifier {
+        LedgerVerifier::default()
+    }
+
+    /// The verified state of a prompt (a fresh one if no event of it was accepted).
+    pub fn state(&self, prompt: &PromptName) -> PromptState {
+        self.families
+            .get(prompt)
+            .map(|f| f.state.clone())
+            .unwrap_or_else(|| PromptState::new(prompt.clone()))
+    }
+
+    /// The hash the next event of this prompt's family must name as `prev_hash`.
+    pub fn family_head(&self, prompt: &PromptName) -> Option<String> {
+        self.families.get(prompt).and_then(|f| f.head.clone())
+    }
+
+    /// The hash the next event of a fleet subject (by aggregate) must name as `prev_hash`.
+    pub fn fleet_head(&self, aggregate: &Aggregate) -> Option<String> {
+        if *aggregate == Aggregate::Fleet(FleetTopic::Roster) {
+            return self.roster_head.clone();
+        }
+        self.fleet.get(&aggregate.id()).and_then(|c| c.head.clone())
+    }
+
+    /// The last accepted event of a fleet subject.
+    pub fn fleet_last(&self, aggregate: &Aggregate) -> Option<&Envelope> {
+        self.fleet
+            .get(&aggregate.id())
+            .and_then(|c| c.last.as_ref())
+    }
+
+    /// Checks one stored message and applies it if every check passes.
+    pub fn observe(&mut self, sequence: u64, subject: &str, bytes: &[u8]) -> Verdict {
+        match self.check(sequence, subject, bytes) {
+            Ok(envelope) => Verdict::Accepted(Box::new(envelope)),
+            Err(f) => Verdict::Ignored(*f),
+        }
+    }
+
+    fn check(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        bytes: &[u8],
+    ) -> Result<Envelope, Box<Finding>> {
+        let finding = |envelope: Option<&Envelope>, check: Check, reason: String| {
+            Box::new(Finding {
+                sequence,
+                subject: subject.to_string(),
+                event_id: envelope.map(|e| e.event_id.clone()),
+                kind: envelope.map(|e| e.kind().to_string()),
+                actor: envelope.map(|e| e.actor.to_string()),
+                check,
+                reason,
+            })
+        };
+        let (envelope, signed) =
+            open(bytes).map_err(|r| finding(None, Check::Decoding, format!("the message {r}")))?;
+        let e = Some(&envelope);
+        let aggregate = envelope.event.aggregate();
+        let expected = crate::names::subject_for(&aggregate);
+        if expected != subject {
+            return Err(finding(
+                e,
+                Check::Subject,
+                format!("a {} event belongs on {expected}", envelope.kind()),
+            ));
+        }
+        // The key: on the roster at this position and the actor's; the roster's first event
+        // is signed by a key it enrols itself.
+        let Some(key_id) = envelope.key_id.as_deref() else {
+            return Err(finding(e, Check::Signature, "no key_id".into()));
+        };
+        let genesis_key = match (&envelope.event, self.roster.is_empty()) {
+            (Event::IdentityEnrolled(enrol), true) => enrol
+                .keys
+                .iter()
+                .find(|k| k.fingerprint() == key_id)
+                .map(|k| (k.ssh().clone(), enrol.roles.iter().copied().collect())),
+            _ => None,
+        };
+        let (key, roles): (ssh_key::PublicKey, BTreeSet<Role>) = match genesis_key {
+            Some((key, roles)) => {
+                let Event::IdentityEnrolled(enrol) = &envelope.event else {
+                    unreachable!()
+                };
+                if enrol.identity != envelope.actor {
+                    return Err(finding(
+                        e,
+                        Check::Key,
+                        format!(
+                            "the roster's first event must be signed by the identity it enrols ({}), not {}",
+                            enrol.identity, envelope.actor
+                        ),
+                    ));
+                }
+                (key, roles)
+            }
+            None => {
+                let signer = self.roster.signer_at(key_id, sequence).map_err(|p| {
+                    finding(
+                        e,
+                        Check::Key,
+                        format!("key {key_id} may not sign here: {p}"),
+                    )
+                })?;
+                if signer.identity.name != envelope.actor {
+                    return Err(finding(
+                        e,
+                        Check::Key,
+                        format!(
+                            "signed with {}'s key {key_id} but claims to be {}",
+                            signer.identity.name, envelope.actor
+                        ),
+                    ));
+                }
+                (signer.key.key.ssh().clone(), signer.roles)
+            }
+        };
+        check_signature(&envelope, &signed, &key).map_err(|r| finding(e, Check::Signature, r))?;
+
+        let head = match &aggregate {
+            Aggregate::Fleet(FleetTopic::Roster) => self.roster_head.clone(),
+            Aggregate::Fleet(_) => self.fleet.get(&aggregate.id()).and_then(|c| c.head.clone()),
+            Aggregate::Prompt(p) => self.family_head(p),
+            Aggregate::Release(r) => self.family_head(r.prompt()),
+        };
+        if envelope.prev_hash != head {
+            return Err(finding(
+                e,
+                Check::Chain,
+                format!(
+                    "prev_hash is {} but the family's last accepted event is {}",
+                    envelope.prev_hash.as_deref().unwrap_or("null"),
+                    head.as_deref().unwrap_or("none (this would be its first)")
+                ),
+            ));
+        }
+        if self.event_ids.contains(&envelope.event_id) {
+            return Err(finding(
+                e,
+                Check::DuplicateId,
+                format!("event id {} was already used", envelope.event_id),
+            ));
+        }
+        let rejected = |r: Rejection| {
+            let check = if r.rule == Rule::NotPermitted {
+                Check::Role
+            } else {
+                Check::Admissibility
+            };
+            finding(e, check, format!("rule `{}`: {}", r.rule, r.message))
+        };
+        let hash = event_hash(bytes);
+        match &aggregate {
+            Aggregate::Fleet(FleetTopic::Roster) => {
+                let command = RosterCommand::of_event(&envelope.event).expect("a roster event");
+                let decided = self
+                    .roster
+                    .decide(&command, &envelope.actor, &roles)
+                    .map_err(rejected)?;
+                if decided.as_slice() != std::slice::from_ref(&envelope.event) {
+                    return Err(rejected(Rejection {
+                        rule: Rule::Inadmissible,
+                        message: "the roster would not record this event here".into(),
+                    }));
+                }
+                if self.roster.is_empty() {
+                    self.roster.genesis = Some(RosterGenesis {
+                        sequence,
+                        event_id: envelope.event_id.clone(),
+                        hash: hash.clone(),
+                        admin: envelope.actor.clone(),
+                    });
+                }
+                self.roster.evolve(
+                    &envelope.event,
+                    sequence,
+                    &envelope.actor,
+                    envelope.occurred_at,
+                );
+                self.roster_head = Some(hash);
+            }
+            Aggregate::Fleet(_) => {
+                let cursor = self.fleet.entry(aggregate.id()).or_default();
+                admit_fleet(cursor, &envelope, &roles).map_err(rejected)?;
+                cursor.head = Some(hash);
+                cursor.last = Some(envelope.clone());
+            }
+            Aggregate::Prompt(_) | Aggregate::Release(_) => {
+                let prompt = aggregate.prompt().expect("a prompt event").clone();
+                let cursor = self
+                    .families
+                    .entry(prompt.clone())
+                    .or_insert_with(|| FamilyCursor {
+                        state: PromptState::new(prompt),
+                        head: None,
+                    });
+                admit(&cursor.state, &envelope, &roles).map_err(rejected)?;
+                evolve(&mut cursor.state, &envelope);
+                cursor.head = Some(hash);
+            }
+        }
+        self.event_ids.insert(envelope.event_id.clone());
+        self.accepted += 1;
+        Ok(envelope)
+    }
+}
+
+/// The rules of the fleet subjects: global windows by an admin, that compile and change
+/// something; one digest per week, by a worker, admin or release manager.
+fn admit_fleet(
+    cursor: &FleetCursor,
+    envelope: &Envelope,
+    roles: &BTreeSet<Role>,
+) -> Result<(), Rejection> {
+    match &envelope.event {
+        Event::FleetWindowsSet(e) => {
+            check_permitted(&envelope.actor, roles, "set-global-release-windows")?;
+            if let Some(w) = &e.windows {
+                w.compile().map_err(|err| Rejection {
+                    rule: Rule::InvalidInput,
+                    message: format!("release windows: {}: {}", err.field, err.message),
+                })?;
+            }
+            let current = match cursor.last.as_ref().map(|l| &l.event) {
+                Some(Event::FleetWindowsSet(last)) => last.windows.clone(),
+                _ => None,
+            };
+            if current == e.windows {
+                return Err(Rejection {
+                    rule: Rule::Inadmissible,
+                    message: "repeats the global windows already in force".into(),
+                });
+            }
+            Ok(())
+        }
+        Event::DigestRecorded(_) => {
+            check_permitted(&envelope.actor, roles, "record-digest")?;
+            if cursor.last.is_some() {
+                return Err(Rejection {
+                    rule: Rule::Inadmissible,
+                    message: "the week already has its digest".into(),
+                });
+            }
+            Ok(())
+        }
+        other => Err(Rejection {
+            rule: Rule::Inadmissible,
+            message: format!("{} is not a fleet event", other.kind()),
+        }),
+    }
+}
