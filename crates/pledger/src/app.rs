@@ -87,9 +87,10 @@ impl App {
         match command {
             TopCommand::Init => {
                 self.connect().await?;
+                let url = pledger_infra::nats_url::redact(&self.url);
                 Ok(Report::ok(
-                    format!("ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {}", self.url),
-                    json!({ "url": self.url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"] }),
+                    format!("ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {url}"),
+                    json!({ "url": url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"] }),
                 ))
             }
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
