@@ -6,6 +6,7 @@ mod fixture;
 mod input;
 mod learning;
 mod lifecycle;
+mod permissions;
 mod races;
 mod rules;
 mod schedule;

@@ -77,15 +77,21 @@ impl InfraError {
 }
 
 /// Connects to NATS, failing fast (2 s) when nothing listens, with an error that says how to
-/// start a server.
+/// start a server. A user and password in the URL (`nats://worker:PASSWORD@host:4222`) are
+/// sent to the server; error messages show the URL without the password.
 pub async fn connect(url: &str) -> Result<async_nats::Client, InfraError> {
-    async_nats::ConnectOptions::new()
+    crate::nats_url::connect_options(url)
         .name("pledger")
         .connection_timeout(std::time::Duration::from_secs(2))
         .connect(url)
         .await
         .map_err(|e| InfraError::Unreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
+            url: crate::nats_url::redact(url),
+            reason: match e.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    "the server refused the user and password".to_string()
+                }
+                _ => e.to_string(),
+            },
         })
 }

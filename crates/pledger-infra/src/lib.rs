@@ -6,6 +6,7 @@ pub mod cast;
 pub mod codec;
 pub mod error;
 pub mod ledger;
+pub mod nats_url;
 pub mod projection;
 pub mod routing;
 pub mod server;

@@ -99,6 +99,65 @@ pub fn render_config(listen: SocketAddr, store_dir: &Path) -> String {
     )
 }
 
+/// `ops/nats-auth.conf`: one user per role (admin, worker, person, service, auditor), each
+/// password read by nats-server from an environment variable (docs/RUNBOOK.md, "NATS
+/// permissions").
+pub const AUTH_CONFIG: &str = include_str!("../../../ops/nats-auth.conf");
+
+/// The name [`AUTH_CONFIG`] gets next to the server config that includes it.
+pub const AUTH_CONFIG_FILE: &str = "nats-auth.conf";
+
+/// The users of [`AUTH_CONFIG`], each with the environment variable holding its password.
+pub const AUTH_USERS: [(&str, &str); 5] = [
+    ("admin", "PLEDGER_NATS_ADMIN_PASSWORD"),
+    ("worker", "PLEDGER_NATS_WORKER_PASSWORD"),
+    ("person", "PLEDGER_NATS_PERSON_PASSWORD"),
+    ("service", "PLEDGER_NATS_SERVICE_PASSWORD"),
+    ("auditor", "PLEDGER_NATS_AUDITOR_PASSWORD"),
+];
+
+/// Passwords for the users of [`AUTH_CONFIG`]. A server started with them includes the auth
+/// configuration and gets the passwords in its environment.
+#[derive(Clone)]
+pub struct NatsAuth {
+    passwords: Vec<(&'static str, String)>,
+}
+
+impl NatsAuth {
+    /// A fresh random password for every user (letters and digits, starting with a letter, as
+    /// nats-server needs of a value read from the environment).
+    pub fn generate() -> NatsAuth {
+        NatsAuth {
+            passwords: AUTH_USERS
+                .iter()
+                .map(|(user, _)| {
+                    let random = format!(
+                        "{}{}",
+                        uuid::Uuid::now_v7().simple(),
+                        uuid::Uuid::now_v7().simple()
+                    );
+                    (*user, format!("p{random}"))
+                })
+                .collect(),
+        }
+    }
+
+    /// The password of `user`, if it is one of [`AUTH_USERS`].
+    pub fn password(&self, user: &str) -> Option<&str> {
+        self.passwords
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// The environment the server needs: one password variable per user.
+    fn env(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        AUTH_USERS
+            .iter()
+            .filter_map(|(user, var)| self.password(user).map(|p| (*var, p)))
+    }
+}
+
 /// A running nats-server child. Dropping it stops the server (SIGTERM, then SIGKILL).
 pub struct NatsServerProcess {
     child: Option<Child>,
@@ -114,18 +173,49 @@ impl NatsServerProcess {
         data_dir: &Path,
         listen: SocketAddr,
     ) -> Result<NatsServerProcess, ServerError> {
+        NatsServerProcess::spawn(binary, data_dir, listen, None)
+    }
+
+    /// [`NatsServerProcess::start`] with the users and permissions of `ops/nats-auth.conf`:
+    /// the same config, plus [`AUTH_CONFIG`] written next to it and included, and the
+    /// passwords in the server's environment.
+    pub fn start_with_auth(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        auth: &NatsAuth,
+    ) -> Result<NatsServerProcess, ServerError> {
+        NatsServerProcess::spawn(binary, data_dir, listen, Some(auth))
+    }
+
+    fn spawn(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        auth: Option<&NatsAuth>,
+    ) -> Result<NatsServerProcess, ServerError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ServerError::Io { path, source }
         };
         let store = data_dir.join("jetstream");
         fs::create_dir_all(&store).map_err(io(&store))?;
+        let mut config = render_config(listen, &store);
+        if auth.is_some() {
+            let auth_path = data_dir.join(AUTH_CONFIG_FILE);
+            fs::write(&auth_path, AUTH_CONFIG).map_err(io(&auth_path))?;
+            config.push_str(&format!("include {AUTH_CONFIG_FILE:?}\n"));
+        }
         let config_path = data_dir.join("nats-server.conf");
-        fs::write(&config_path, render_config(listen, &store)).map_err(io(&config_path))?;
+        fs::write(&config_path, config).map_err(io(&config_path))?;
         let log_path = data_dir.join("nats-server.log");
         let log = fs::File::create(&log_path).map_err(io(&log_path))?;
         let log_err = log.try_clone().map_err(io(&log_path))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(auth) = auth {
+            command.envs(auth.env());
+        }
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -243,10 +333,21 @@ pub struct EphemeralServer {
     // Field order matters: the process stops before its directory is removed.
     process: NatsServerProcess,
     dir: tempfile::TempDir,
+    auth: Option<NatsAuth>,
 }
 
 impl EphemeralServer {
     pub fn start() -> Result<EphemeralServer, ServerError> {
+        EphemeralServer::launch(None)
+    }
+
+    /// A throwaway server with the users and permissions of `ops/nats-auth.conf` and these
+    /// passwords; [`EphemeralServer::url_as`] gives each user's URL.
+    pub fn start_with_auth(auth: NatsAuth) -> Result<EphemeralServer, ServerError> {
+        EphemeralServer::launch(Some(auth))
+    }
+
+    fn launch(auth: Option<NatsAuth>) -> Result<EphemeralServer, ServerError> {
         let binary = find_nats_server()?;
         let dir = tempfile::Builder::new()
             .prefix("pledger-nats-")
@@ -260,8 +361,8 @@ impl EphemeralServer {
         let mut attempt = 0;
         loop {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            match NatsServerProcess::start(&binary, dir.path(), addr) {
-                Ok(process) => return Ok(EphemeralServer { process, dir }),
+            match NatsServerProcess::spawn(&binary, dir.path(), addr, auth.as_ref()) {
+                Ok(process) => return Ok(EphemeralServer { process, dir, auth }),
                 Err(ServerError::ExitedEarly { .. }) if attempt < 3 => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -269,6 +370,18 @@ impl EphemeralServer {
     }
     pub fn url(&self) -> String {
         self.process.url()
+    }
+    /// The URL of one of the users of a server started with auth:
+    /// `nats://<user>:<password>@127.0.0.1:<port>`. Panics for a server started without auth
+    /// or a user not in [`AUTH_USERS`].
+    pub fn url_as(&self, user: &str) -> String {
+        let password = self
+            .auth
+            .as_ref()
+            .expect("a server started with start_with_auth")
+            .password(user)
+            .unwrap_or_else(|| panic!("no user {user} in ops/nats-auth.conf"));
+        format!("nats://{user}:{password}@{}", self.process.addr)
     }
     pub fn data_dir(&self) -> &Path {
         self.dir.path()

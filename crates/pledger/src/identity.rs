@@ -35,9 +35,9 @@ impl App {
     pub(crate) async fn init(&self, admin: Option<&str>) -> Result<Report, Failure> {
         let conn = self.connect().await?;
         conn.ledger.ensure().await?;
+        let url = pledger_infra::nats_url::redact(&self.url);
         let mut text = format!(
-            "ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {}",
-            self.url
+            "ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {url}"
         );
         let Some(name) = admin else {
             let (roster, _, _) = conn.ledger.roster().await?;
@@ -49,7 +49,7 @@ impl App {
             }
             return Ok(Report::ok(
                 text,
-                json!({ "url": self.url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"], "genesis": roster.roster.genesis }),
+                json!({ "url": url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"], "genesis": roster.roster.genesis }),
             ));
         };
         let identity = Actor::parse(name)?;
@@ -73,7 +73,7 @@ impl App {
             text.push_str(&genesis_line(&before.roster));
             return Ok(Report::ok(
                 text,
-                json!({ "url": self.url, "admin": identity, "genesis": before.roster.genesis, "new": false }),
+                json!({ "url": url, "admin": identity, "genesis": before.roster.genesis, "new": false }),
             ));
         }
         let command = RosterCommand::Enroll {
@@ -100,7 +100,7 @@ impl App {
         ));
         Ok(Report::ok(
             text,
-            json!({ "url": self.url, "admin": identity, "key": key.fingerprint(), "genesis": after.roster.genesis, "new": true }),
+            json!({ "url": url, "admin": identity, "key": key.fingerprint(), "genesis": after.roster.genesis, "new": true }),
         ))
     }
 
