@@ -227,9 +227,9 @@ impl World {
             // A failure here (a stopped server) shows in the command itself.
             self.enroll(actor, &PERSON_ROLES);
         }
-        let mut c = self.bare_command(args);
-        c.arg("--as").arg(actor);
-        c
+        let mut with_actor = vec!["--as", actor];
+        with_actor.extend_from_slice(args);
+        self.bare_command(&with_actor)
     }
 
     /// A command with no `--as` (and no key selected): what the environment alone gives.

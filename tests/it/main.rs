@@ -11,3 +11,4 @@ mod races;
 mod rules;
 mod schedule;
 mod server;
+mod trust;

@@ -179,8 +179,15 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKey, Failure> {
     if !key.is_encrypted() {
         return Ok(key);
     }
+    use std::io::IsTerminal;
     let passphrase = match std::env::var("PLEDGER_KEY_PASSPHRASE") {
         Ok(p) => p,
+        Err(_) if !std::io::stdin().is_terminal() => {
+            return Err(Failure::usage(format!(
+                "{} is passphrase-protected and there is no terminal to ask on; set PLEDGER_KEY_PASSPHRASE",
+                path.display()
+            )))
+        }
         Err(_) => rpassword::prompt_password(format!(
             "passphrase for {}: ",
             path.display()
