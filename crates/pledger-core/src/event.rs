@@ -582,7 +582,8 @@ pub struct WireEnvelope<P = serde_json::Value> {
     pub event_id: String,
     pub kind: String,
     pub schema_version: u32,
-    /// `prompt:<name>`, `release:<prompt>-r<n>`, `fleet:windows` or `fleet:digest-<week>`.
+    /// `prompt:<name>`, `release:<prompt>-r<n>`, `fleet:windows`, `fleet:roster` or
+    /// `fleet:digest-<week>`.
     pub aggregate_id: String,
     pub occurred_at: Timestamp,
     pub actor: Actor,

@@ -97,7 +97,7 @@ use Role::*;
 
 /// Which roles may issue which command: `(command, roles)`. The command names are
 /// [`crate::Command::name`] and the fleet commands below; the table is the documented one
-/// (docs/USER-GUIDE.md, "Identities and roles").
+/// (docs/USER-GUIDE.md, "Identities, keys and roles").
 pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("register", &[Author, Admin]),
     ("publish", &[Author]),

@@ -618,7 +618,8 @@ impl LedgerVerifier {
             }
             Aggregate::Fleet(_) => {
                 let cursor = self.fleet.entry(aggregate.id()).or_default();
-                admit_fleet(cursor, &envelope, &roles).map_err(rejected)?;
+                let last = cursor.last.as_ref().map(|l| &l.event);
+                admit_fleet(last, &envelope.event, &envelope.actor, &roles).map_err(rejected)?;
                 cursor.head = Some(hash);
                 cursor.last = Some(envelope.clone());
             }
@@ -642,23 +643,25 @@ impl LedgerVerifier {
     }
 }
 
-/// The rules of the fleet subjects: global windows by an admin, that compile and change
+/// The rules of the fleet subjects, for a new event after `last` (the subject's last accepted
+/// event) and for a recorded one alike: global windows by an admin, that compile and change
 /// something; one digest per week, by a worker, admin or release manager.
-fn admit_fleet(
-    cursor: &FleetCursor,
-    envelope: &Envelope,
+pub fn admit_fleet(
+    last: Option<&Event>,
+    event: &Event,
+    actor: &crate::ids::Actor,
     roles: &BTreeSet<Role>,
 ) -> Result<(), Rejection> {
-    match &envelope.event {
+    match event {
         Event::FleetWindowsSet(e) => {
-            check_permitted(&envelope.actor, roles, "set-global-release-windows")?;
+            check_permitted(actor, roles, "set-global-release-windows")?;
             if let Some(w) = &e.windows {
                 w.compile().map_err(|err| Rejection {
                     rule: Rule::InvalidInput,
                     message: format!("release windows: {}: {}", err.field, err.message),
                 })?;
             }
-            let current = match cursor.last.as_ref().map(|l| &l.event) {
+            let current = match last {
                 Some(Event::FleetWindowsSet(last)) => last.windows.clone(),
                 _ => None,
             };
@@ -671,8 +674,8 @@ fn admit_fleet(
             Ok(())
         }
         Event::DigestRecorded(_) => {
-            check_permitted(&envelope.actor, roles, "record-digest")?;
-            if cursor.last.is_some() {
+            check_permitted(actor, roles, "record-digest")?;
+            if last.is_some() {
                 return Err(Rejection {
                     rule: Rule::Inadmissible,
                     message: "the week already has its digest".into(),

@@ -20,12 +20,6 @@ pub enum InfraError {
     },
     #[error("reading the ledger failed: {0}")]
     Read(String),
-    #[error("the ledger event at sequence {sequence} ({subject}) does not decode: {reason}")]
-    CorruptEvent {
-        sequence: u64,
-        subject: String,
-        reason: String,
-    },
     #[error("{}", not_enrolled(key, *empty))]
     NotEnrolled { key: String, empty: bool },
     #[error("--as {claimed}: the signing key {key} belongs to {owner}, not {claimed} (--as selects among your own keys; it never acts for another identity)")]

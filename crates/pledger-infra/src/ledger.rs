@@ -18,7 +18,9 @@ use pledger_core::event::{
 };
 use pledger_core::identity::{check_permitted, Role, Roster, RosterCommand};
 pub use pledger_core::verify::Check;
-use pledger_core::verify::{seal, EventSigner, Finding, LedgerVerifier, Sealed, Verdict};
+use pledger_core::verify::{
+    admit_fleet, seal, EventSigner, Finding, LedgerVerifier, Sealed, Verdict,
+};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::{Actor, Command, Context, PromptName, PromptState, Rejection, Timestamp};
 use tracing::{debug, info_span, Instrument};
@@ -686,22 +688,20 @@ impl Ledger {
         windows: Option<ReleaseWindows>,
         signer: &(dyn EventSigner + Sync),
     ) -> Result<Option<Recorded>, ExecuteError> {
-        if let Some(w) = &windows {
-            w.compile().map_err(|e| Rejection {
-                rule: pledger_core::Rule::InvalidInput,
-                message: format!("release windows: {}: {}", e.field, e.message),
-            })?;
-        }
         for _ in 0..MAX_ATTEMPTS {
             let (verifier, _, last) = self.load_fleet(FLEET_WINDOWS_SUBJECT).await?;
             let who = identify(&verifier.roster, signer)?;
-            check_permitted(&who.actor, &who.roles, "set-global-release-windows")?;
-            if fleet_windows_of(&verifier) == windows {
-                return Ok(None);
-            }
             let event = Event::FleetWindowsSet(FleetWindowsSet {
                 windows: windows.clone(),
             });
+            let aggregate = event.aggregate();
+            let current = verifier.fleet_last(&aggregate).map(|e| &e.event);
+            if fleet_windows_of(&verifier) == windows {
+                // Idempotent, once the caller may set them at all.
+                check_permitted(&who.actor, &who.roles, "set-global-release-windows")?;
+                return Ok(None);
+            }
+            admit_fleet(current, &event, &who.actor, &who.roles)?;
             if let Some(r) = self
                 .append_fleet(&verifier, last, event, &who.actor, signer)
                 .await?

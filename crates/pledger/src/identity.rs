@@ -205,11 +205,12 @@ impl App {
                 let (key, generated) = match (public_key, generate) {
                     (Some(path), _) => (crate::keys::read_public_key(&path)?, None),
                     (None, _) => {
-                        let k = ssh_key::PrivateKey::random(
+                        let mut k = ssh_key::PrivateKey::random(
                             &mut rand_core::OsRng,
                             ssh_key::Algorithm::Ed25519,
                         )
                         .map_err(|e| Failure::other(format!("generating a key: {e}")))?;
+                        k.set_comment(format!("pledger:{name}"));
                         (PublicKey::from_ssh(k.public_key().clone())?, Some(k))
                     }
                 };

@@ -59,12 +59,26 @@ impl Keyring {
         &self.dir
     }
 
+    /// The key file of `name`. Names that are not plain file names (a `/`, a leading `.`)
+    /// never reach the file system: they map to no file.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        if Keyring::is_plain(name) {
+            self.dir.join(name)
+        } else {
+            self.dir.join(".invalid-name")
+        }
+    }
+
+    fn is_plain(name: &str) -> bool {
+        !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.path(name).is_file()
+        Keyring::is_plain(name) && self.path(name).is_file()
     }
 
     /// Generates an ed25519 key for `name`, stores it and returns it. Refuses to overwrite.
@@ -85,6 +99,11 @@ impl Keyring {
 
     /// Stores a private key (and its `.pub`) under `name`.
     pub fn store(&self, name: &str, key: &PrivateKey) -> Result<(), Failure> {
+        if !Keyring::is_plain(name) {
+            return Err(Failure::usage(format!(
+                "`{name}` cannot name a key file in the keyring (letters, digits, `-`, `_`, `.`, `@`; not starting with `.`)"
+            )));
+        }
         let io =
             |p: &Path, e: &dyn std::fmt::Display| Failure::other(format!("{}: {e}", p.display()));
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, &e))?;
@@ -137,9 +156,28 @@ pub fn read_public_key(path: &Path) -> Result<pledger_core::identity::PublicKey,
         .map_err(|e| Failure::usage(format!("{}: {}", path.display(), e.message)))
 }
 
+/// Where a signing key lives: in memory (read from a file), or in ssh-agent.
+pub enum SigningKey {
+    Local(PrivateKey),
+    /// The agent at `socket` holds the private half of `public`.
+    Agent {
+        public: ssh_key::PublicKey,
+        socket: PathBuf,
+    },
+}
+
+impl SigningKey {
+    pub fn public_key(&self) -> &ssh_key::PublicKey {
+        match self {
+            SigningKey::Local(k) => k.public_key(),
+            SigningKey::Agent { public, .. } => public,
+        }
+    }
+}
+
 /// A key that signs ledger events, and the identity the caller claims with `--as`.
 pub struct CliSigner {
-    pub key: PrivateKey,
+    pub key: SigningKey,
     pub claimed: Option<Actor>,
 }
 
@@ -148,11 +186,89 @@ impl EventSigner for CliSigner {
         self.key.public_key()
     }
     fn sign(&self, message: &[u8]) -> Result<ssh_key::SshSig, String> {
-        EventSigner::sign(&self.key, message)
+        match &self.key {
+            SigningKey::Local(k) => EventSigner::sign(k, message),
+            SigningKey::Agent { public, socket } => agent_sign(socket, public, message),
+        }
     }
     fn claimed_identity(&self) -> Option<&Actor> {
         self.claimed.as_ref()
     }
+}
+
+/// An `SSHSIG` made by ssh-agent: the agent signs the SSHSIG signed-data blob.
+fn agent_sign(
+    socket: &Path,
+    public: &ssh_key::PublicKey,
+    message: &[u8],
+) -> Result<ssh_key::SshSig, String> {
+    let namespace = pledger_core::verify::SIGNATURE_NAMESPACE;
+    let data = ssh_key::SshSig::signed_data(namespace, ssh_key::HashAlg::Sha512, message)
+        .map_err(|e| e.to_string())?;
+    let mut client = ssh_agent_client_rs::Client::connect(socket)
+        .map_err(|e| format!("ssh-agent at {}: {e}", socket.display()))?;
+    let signature = client
+        .sign(public, &data)
+        .map_err(|e| format!("ssh-agent refused to sign: {e}"))?;
+    ssh_key::SshSig::new(
+        public.key_data().clone(),
+        namespace,
+        ssh_key::HashAlg::Sha512,
+        signature,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The ssh-agent socket (`$SSH_AUTH_SOCK`), if the agent there holds `public`.
+fn agent_holding(public: &ssh_key::PublicKey) -> Option<PathBuf> {
+    let socket = PathBuf::from(std::env::var_os("SSH_AUTH_SOCK")?);
+    let mut client = ssh_agent_client_rs::Client::connect(&socket).ok()?;
+    let held = client.list_all_identities().ok()?;
+    held.iter()
+        .any(|i| <&ssh_key::public::KeyData>::from(i) == public.key_data())
+        .then_some(socket)
+}
+
+/// Opens the key at `path` for signing: a plain private key; a passphrase-protected one
+/// through ssh-agent when the agent holds it, else with its passphrase; a `.pub` (or a
+/// private key file that is not there) through ssh-agent.
+pub fn open_signing_key(path: &Path) -> Result<SigningKey, Failure> {
+    let private = if path.extension().is_some_and(|e| e == "pub") {
+        path.with_extension("")
+    } else {
+        path.to_path_buf()
+    };
+    if !private.is_file() {
+        let public_path = if path.extension().is_some_and(|e| e == "pub") {
+            path.to_path_buf()
+        } else {
+            path.with_extension("pub")
+        };
+        let public = read_public_key(&public_path)?.ssh().clone();
+        return match agent_holding(&public) {
+            Some(socket) => Ok(SigningKey::Agent { public, socket }),
+            None => Err(Failure::usage(format!(
+                "{}: no private key there, and no ssh-agent ($SSH_AUTH_SOCK) holds {}",
+                private.display(),
+                pledger_core::verify::key_id(&public)
+            ))),
+        };
+    }
+    let key = PrivateKey::read_openssh_file(&private).map_err(|e| {
+        Failure::usage(format!(
+            "{}: cannot read an OpenSSH private key: {e}",
+            private.display()
+        ))
+    })?;
+    if key.is_encrypted() {
+        if let Some(socket) = agent_holding(key.public_key()) {
+            return Ok(SigningKey::Agent {
+                public: key.public_key().clone(),
+                socket,
+            });
+        }
+    }
+    Ok(SigningKey::Local(load_private_key(&private)?))
 }
 
 /// Loads a private key file; an encrypted one is decrypted with a passphrase asked on the
@@ -239,7 +355,7 @@ pub fn select_signer(
         ssh
     };
     Ok(CliSigner {
-        key: load_private_key(&path)?,
+        key: open_signing_key(&path)?,
         claimed: claimed_actor,
     })
 }

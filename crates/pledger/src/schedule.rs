@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::app::{format_of, read_input, registered, App, Report};
 use crate::cli::WindowsCommand;
-use crate::failure::Failure;
+use crate::failure::{Exit, Failure};
 
 impl App {
     pub(crate) async fn windows(&self, command: WindowsCommand) -> Result<Report, Failure> {
@@ -183,26 +183,29 @@ impl App {
             };
             (d, note.to_string())
         } else {
-            // Showing a finished week needs no identity; recording it needs a signing key.
-            let signer = match self.signer() {
-                Ok(s) => s,
-                Err(why) => {
+            // Showing a finished week needs no identity; recording it needs an enrolled key
+            // whose roles allow it. Without one, the digest is shown, not recorded.
+            let recording = match (conn.ledger.digest(&week.label).await?, self.signer()) {
+                (Some(recorded), _) => Ok((recorded, false)),
+                (None, Ok(signer)) => ensure_digest(&conn.ledger, &week, &config, &signer)
+                    .await
+                    .map_err(Failure::from),
+                (None, Err(why)) => Err(why),
+            };
+            let (recorded, created) = match recording {
+                Ok(r) => r,
+                Err(why) if matches!(why.exit, Exit::Usage | Exit::Rejected) => {
                     let d = compose_digest(&conn.ledger, &week, &config)
                         .await
                         .map_err(|e| Failure::other(e.to_string()))?;
-                    let status = match conn.ledger.digest(&week.label).await? {
-                        Some(_) => "recorded".to_string(),
-                        None => format!("not recorded ({})", why.message),
-                    };
+                    let status = format!("not recorded ({})", why.message);
                     return Ok(Report::ok(
                         render_digest(&d, &status),
                         json!({ "status": status, "digest": d }),
                     ));
                 }
+                Err(other) => return Err(other),
             };
-            let (recorded, created) = ensure_digest(&conn.ledger, &week, &config, &signer)
-                .await
-                .map_err(Failure::from)?;
             let Event::DigestRecorded(d) = recorded.envelope.event else {
                 return Err(Failure::other(format!(
                     "the digest subject of {} holds a {} event",

@@ -80,9 +80,10 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
         return Err(Failure::usage("--batch must be at least 1"));
     }
     let client = pledger_infra::connect(url).await?;
-    let ledger = Ledger::new(client);
-    ledger.ensure().await?;
-    let routing = RoutingStore::open(ledger.jetstream()).await?;
+    Ledger::check_server_version(&client)?;
+    // A service's view: the routing bucket and the outcome subjects, no stream set-up.
+    let js = async_nats::jetstream::new(client);
+    let routing = RoutingStore::open(&js).await?;
     let mut sim = Simulator::new(spec).map_err(|e| Failure::usage(format!("sim spec: {e}")))?;
     let subject = outcome_subject(&prompt);
     let (mut candidate, mut baseline, mut stable, mut messages) = (0u64, 0u64, 0u64, 0u64);
@@ -120,8 +121,7 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
             ));
         }
         let payload = serde_json::to_vec(&batch).expect("outcomes serialize");
-        let ack = ledger
-            .jetstream()
+        let ack = js
             .publish(subject.clone(), payload.into())
             .await
             .map_err(|e| Failure::other(format!("publishing outcomes: {e}")))?;

@@ -88,7 +88,9 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
                 eprintln!("pledger up: worker failed: {why}; restarting it in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if let Some(kind) = kind {
-                    crate::workers::spawn_one(&mut workers, kind, &url, &data_dir.join("workers"), None, "0", workers_rx.clone()).await?;
+                    if let Err(e) = crate::workers::spawn_one(&mut workers, kind, &url, &data_dir.join("workers"), None, "0", workers_rx.clone()).await {
+                        eprintln!("pledger up: the {} worker cannot start again: {}; the server keeps serving", kind.name(), e.message);
+                    }
                 }
             }
             _ = poll.tick() => {
