@@ -360,3 +360,152 @@ fn a_passphrase_protected_key_signs_once_unlocked() {
         .unwrap();
     assert_eq!(run.status.code(), Some(0), "{run:?}");
 }
+
+/// The raw stored bytes of the last message on `subject`.
+fn stored_bytes(w: &World, subject: &str) -> Vec<u8> {
+    let url = w.server.url();
+    let subject = subject.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let client = async_nats::connect(url).await.unwrap();
+            let stream = async_nats::jetstream::new(client)
+                .get_stream("PLEDGER_LEDGER")
+                .await
+                .unwrap();
+            stream
+                .direct_get_last_for_subject(subject)
+                .await
+                .unwrap()
+                .payload
+                .to_vec()
+        })
+}
+
+/// `ssh-keygen -Y verify` (OpenSSH's own verifier) accepts a recorded event's signature over
+/// its signing bytes, in the pledger namespace only: a client in another language can check
+/// events with nothing but the documented byte rule.
+#[test]
+fn ssh_keygen_verifies_a_recorded_event_in_the_pledger_namespace_only() {
+    use base64::Engine;
+    let w = World::new();
+    w.run(
+        "maria",
+        &["prompt", "register", "triage", "--owner", "support"],
+    )
+    .ok();
+    let stored = stored_bytes(&w, "pledger.ledger.triage.prompt");
+    let text = String::from_utf8(stored).unwrap();
+    // The signing bytes: the stored bytes without the last member, `signature`.
+    let cut = text.rfind(",\"signature\":\"").unwrap();
+    let message = format!("{}}}", &text[..cut]);
+    let signature = text[cut + 14..text.len() - 2].to_string();
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(&signature)
+        .unwrap();
+    let armored: String = base64::engine::general_purpose::STANDARD
+        .encode(blob)
+        .as_bytes()
+        .chunks(70)
+        .map(|c| format!("{}\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    let dir = w.files.path().join("sshsig");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("event.json"), &message).unwrap();
+    std::fs::write(
+        dir.join("event.sig"),
+        format!("-----BEGIN SSH SIGNATURE-----\n{armored}-----END SSH SIGNATURE-----\n"),
+    )
+    .unwrap();
+    let public = std::fs::read_to_string(w.keys_dir().join("maria.pub")).unwrap();
+    std::fs::write(dir.join("allowed_signers"), format!("maria {public}\n")).unwrap();
+    let verify = |namespace: &str, message_file: &str| {
+        std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f", "allowed_signers", "-I", "maria", "-n"])
+            .arg(namespace)
+            .args(["-s", "event.sig"])
+            .current_dir(&dir)
+            .env("HOME", w.home())
+            .stdin(std::fs::File::open(dir.join(message_file)).unwrap())
+            .output()
+            .expect("ssh-keygen (openssh-client) is installed")
+    };
+    let good = verify("pledger-event-v1", "event.json");
+    assert!(good.status.success(), "{good:?}");
+    assert!(!verify("git", "event.json").status.success());
+    std::fs::write(
+        dir.join("tampered.json"),
+        message.replace("support", "suppor7"),
+    )
+    .unwrap();
+    assert!(!verify("pledger-event-v1", "tampered.json").status.success());
+}
+
+/// A passphrase-protected key held by ssh-agent signs through the agent: no passphrase asked.
+#[test]
+fn a_key_held_by_ssh_agent_signs_through_the_agent() {
+    let w = World::new();
+    two_versions(&w, "triage", false);
+    let dir = w.files.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client) is installed");
+    w.wait_for("the agent's socket", Duration::from_secs(10), || {
+        socket.exists().then_some(())
+    });
+    let key =
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    ssh_agent_client_rs::Client::connect(&socket)
+        .unwrap()
+        .add_identity(&key)
+        .unwrap();
+    let path = dir.join("id_ed25519");
+    key.encrypt(&mut rand_core::OsRng, "never typed")
+        .unwrap()
+        .write_openssh_file(&path, ssh_key::LineEnding::LF)
+        .unwrap();
+    let public = dir.join("id_ed25519.pub");
+    std::fs::write(&public, key.public_key().to_openssh().unwrap()).unwrap();
+    w.run(
+        "admin",
+        &[
+            "identity",
+            "add",
+            "omar",
+            "--public-key",
+            &public.display().to_string(),
+            "--role",
+            "author",
+        ],
+    )
+    .ok();
+    let f = w.file("v8.toml", &artifact_toml("Version eight.", 0.2));
+    let run = w
+        .bare_command(&[
+            "--key",
+            &path.display().to_string(),
+            "prompt",
+            "publish",
+            "triage",
+            &f,
+        ])
+        .env("SSH_AUTH_SOCK", &socket)
+        .env_remove("PLEDGER_KEY_PASSPHRASE")
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let log = w.json("auditor", &["audit", "log", "triage"]);
+    let last = log["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event"]["actor"], "omar");
+}

@@ -158,7 +158,7 @@ pub fn read_public_key(path: &Path) -> Result<pledger_core::identity::PublicKey,
 
 /// Where a signing key lives: in memory (read from a file), or in ssh-agent.
 pub enum SigningKey {
-    Local(PrivateKey),
+    Local(Box<PrivateKey>),
     /// The agent at `socket` holds the private half of `public`.
     Agent {
         public: ssh_key::PublicKey,
@@ -187,7 +187,7 @@ impl EventSigner for CliSigner {
     }
     fn sign(&self, message: &[u8]) -> Result<ssh_key::SshSig, String> {
         match &self.key {
-            SigningKey::Local(k) => EventSigner::sign(k, message),
+            SigningKey::Local(k) => EventSigner::sign(&**k, message),
             SigningKey::Agent { public, socket } => agent_sign(socket, public, message),
         }
     }
@@ -268,7 +268,7 @@ pub fn open_signing_key(path: &Path) -> Result<SigningKey, Failure> {
             });
         }
     }
-    Ok(SigningKey::Local(load_private_key(&private)?))
+    Ok(SigningKey::Local(Box::new(load_private_key(&private)?)))
 }
 
 /// Loads a private key file; an encrypted one is decrypted with a passphrase asked on the
