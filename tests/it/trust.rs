@@ -9,23 +9,28 @@ use serde_json::{json, Value};
 
 use crate::fixture::*;
 
-/// Publishes raw bytes on a subject with a plain NATS client (JetStream ack awaited).
-fn raw_publish(w: &World, subject: &str, payload: Vec<u8>) {
+/// Runs `f` with a plain NATS client (not pledger's) connected to the world's server.
+fn with_client<T>(w: &World, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
     let url = w.server.url();
-    let subject = subject.to_string();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async move {
             let client = async_nats::connect(url).await.unwrap();
-            async_nats::jetstream::new(client)
-                .publish(subject, payload.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        });
+            f(async_nats::jetstream::new(client)).await
+        })
+}
+
+/// Publishes raw bytes on a subject (JetStream ack awaited).
+fn raw_publish(w: &World, subject: &str, payload: Vec<u8>) {
+    with_client(w, async |js| {
+        js.publish(subject.to_string(), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
 }
 
 /// The recorded event of `kind` (the first), with its subject, from `audit log --json`.
@@ -154,32 +159,25 @@ fn garbage_on_a_release_subject_leaves_every_reader_working_and_workers_deciding
 
 /// Every dead letter on the server, decoded.
 fn dead_letters(w: &World) -> Vec<Value> {
-    let url = w.server.url();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            use futures::StreamExt;
-            let client = async_nats::connect(url).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let stream = js.get_stream("PLEDGER_DEADLETTER").await.unwrap();
-            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-                .await
-                .unwrap();
-            let mut out = Vec::new();
-            let mut batch = consumer
-                .fetch()
-                .max_messages(1000)
-                .messages()
-                .await
-                .unwrap();
-            while let Some(Ok(m)) = batch.next().await {
-                out.push(serde_json::from_slice(&m.payload).unwrap());
-            }
-            out
-        })
+    with_client(w, async |js| {
+        use futures::StreamExt;
+        let stream = js.get_stream("PLEDGER_DEADLETTER").await.unwrap();
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = batch.next().await {
+            out.push(serde_json::from_slice(&m.payload).unwrap());
+        }
+        out
+    })
 }
 
 #[test]
@@ -363,25 +361,15 @@ fn a_passphrase_protected_key_signs_once_unlocked() {
 
 /// The raw stored bytes of the last message on `subject`.
 fn stored_bytes(w: &World, subject: &str) -> Vec<u8> {
-    let url = w.server.url();
-    let subject = subject.to_string();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let client = async_nats::connect(url).await.unwrap();
-            let stream = async_nats::jetstream::new(client)
-                .get_stream("PLEDGER_LEDGER")
-                .await
-                .unwrap();
-            stream
-                .direct_get_last_for_subject(subject)
-                .await
-                .unwrap()
-                .payload
-                .to_vec()
-        })
+    with_client(w, async |js| {
+        let stream = js.get_stream("PLEDGER_LEDGER").await.unwrap();
+        stream
+            .direct_get_last_for_subject(subject.to_string())
+            .await
+            .unwrap()
+            .payload
+            .to_vec()
+    })
 }
 
 /// `ssh-keygen -Y verify` (OpenSSH's own verifier) accepts a recorded event's signature over

@@ -60,7 +60,7 @@ impl ClientError {
 /// `ops/nats-auth.conf`) are sent to the server: async-nats 0.51 parses them but does not send
 /// them by itself (nats-io/nats.rs#1623).
 pub async fn connect(url: &str) -> Result<async_nats::Client, ClientError> {
-    let options = match url_credentials(url) {
+    let options = match pledger_core::nats_url::credentials(url) {
         Some((user, password)) => {
             async_nats::ConnectOptions::with_user_and_password(user, password)
         }
@@ -71,49 +71,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, ClientError> {
         .retry_on_initial_connect()
         .connect(url)
         .await
-        .map_err(|e| ClientError::Unreachable(format!("{}: {e}", redact(url))))
-}
-
-/// The user and password in a NATS URL, percent-decoded.
-fn url_credentials(url: &str) -> Option<(String, String)> {
-    let addr: async_nats::ServerAddr = url.parse().ok()?;
-    let user = addr.username()?;
-    Some((
-        percent_decode(user),
-        percent_decode(addr.password().unwrap_or("")),
-    ))
-}
-
-/// `url` with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        .map_err(|e| {
+            ClientError::Unreachable(format!("{}: {e}", pledger_core::nats_url::redact(url)))
+        })
 }

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod identity;
 pub mod ids;
 pub mod names;
+pub mod nats_url;
 pub mod outcome;
 pub mod plan;
 pub mod redact;

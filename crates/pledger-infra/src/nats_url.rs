@@ -1,17 +1,7 @@
-//! A NATS URL with a user and password in it (`nats://worker:PASSWORD@host:4222`, how
-//! `--nats` / `PLEDGER_NATS_URL` carry a role's credentials; see docs/RUNBOOK.md, "NATS
-//! permissions"). async-nats 0.51 parses such a URL but never sends its credentials
-//! (nats-io/nats.rs#1623), so [`connect_options`] moves them into the connect options.
+//! NATS URLs with credentials, at the connecting edge: the parsing is
+//! [`pledger_core::nats_url`]; here it becomes async-nats connect options.
 
-/// The user and password in `url`, percent-decoded; `None` when it has no user.
-pub fn credentials(url: &str) -> Option<(String, String)> {
-    let addr: async_nats::ServerAddr = url.parse().ok()?;
-    let user = addr.username()?;
-    Some((
-        percent_decode(user),
-        percent_decode(addr.password().unwrap_or("")),
-    ))
-}
+pub use pledger_core::nats_url::{credentials, redact};
 
 /// Connect options carrying the user and password of `url`, if it has any. Connect with them
 /// to `url` itself: async-nats ignores the credentials left in it.
@@ -22,38 +12,4 @@ pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
         }
         None => async_nats::ConnectOptions::new(),
     }
-}
-
-/// `url` with its password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

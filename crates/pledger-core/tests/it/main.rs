@@ -10,6 +10,7 @@ mod diff;
 mod envelope;
 mod gate;
 mod ids;
+mod nats_url;
 mod outcome;
 mod plan;
 mod redact;
