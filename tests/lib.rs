@@ -184,10 +184,20 @@ impl World {
         if std::mem::replace(&mut *self.workers_enrolled.borrow_mut(), true) {
             return;
         }
-        let dir = self.files.path().join("workers").join("keys");
+        self.enroll_workers_in(&self.files.path().join("workers"));
+    }
+
+    /// Enrols the worker identities whose keys are under `data_dir/keys` (generated there
+    /// when missing), as `pledger up` does for its own data dir.
+    pub fn enroll_workers_in(&self, data_dir: &Path) {
+        let dir = data_dir.join("keys");
         for kind in pledger_infra::worker::WorkerKind::ALL {
             let name = pledger_infra::worker::WorkerContext::identity_name(kind);
-            let public = write_key(&dir, name);
+            let public = if dir.join(name).is_file() {
+                dir.join(name).with_extension("pub")
+            } else {
+                write_key(&dir, name)
+            };
             self.run(
                 "admin",
                 &[
@@ -296,11 +306,18 @@ impl World {
     /// signing with the worker identities' keys there).
     pub fn worker(&self, kind: &str, replica: &str) -> WorkerProcess {
         self.enroll_workers();
+        self.worker_with_store(kind, replica, &self.files.path().join("workers"))
+    }
+
+    /// Starts `pledger worker <kind>` with its stores (and keys) under `data_dir`, which may
+    /// have served another world's ledger before. The keys there must be enrolled here
+    /// ([`World::enroll_workers_in`]).
+    pub fn worker_with_store(&self, kind: &str, replica: &str, data_dir: &Path) -> WorkerProcess {
         let mut p = WorkerProcess {
             url: self.server.url(),
             kind: kind.to_string(),
             replica: replica.to_string(),
-            data_dir: self.files.path().join("workers"),
+            data_dir: data_dir.to_path_buf(),
             clock: self.clock.clone(),
             child: None,
         };

@@ -259,9 +259,15 @@ fn a_flood_of_new_failures_is_rate_limited_and_says_so() {
     publish(&w, "pledger.outcomes.triage", Value::Array(flood));
     let listed = w.wait_for("the collector's counters", Duration::from_secs(30), || {
         let l = w.json("reviewer", &["regressions", "list", "triage"]);
+        // The counters are published as the collector decides; the last case's append may
+        // still be on its way, so wait for the ledger to list as many as it recorded.
         (l["collector"]["reports"] == 25
-            && l["collector"]["rate_limited"].as_u64().unwrap_or(0) > 0)
-            .then_some(l)
+            && l["collector"]["rate_limited"].as_u64().unwrap_or(0) > 0
+            && l["cases"].as_array().map(Vec::len)
+                == l["collector"]["cases_recorded"]
+                    .as_u64()
+                    .map(|n| n as usize))
+        .then_some(l)
     });
     assert_eq!(listed["cases"].as_array().unwrap().len(), 20, "{listed}");
     assert_eq!(listed["collector"]["cases_recorded"], 20);

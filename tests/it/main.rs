@@ -11,4 +11,5 @@ mod races;
 mod rules;
 mod schedule;
 mod server;
+mod stores;
 mod trust;

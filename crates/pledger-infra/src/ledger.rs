@@ -306,6 +306,34 @@ impl Ledger {
         Ok(())
     }
 
+    /// Which ledger this is, for worker stores to bind to: the ledger and outcome streams'
+    /// creation times and cluster, and each stream's last sequence.
+    pub async fn identity(
+        &self,
+    ) -> Result<(crate::projection::LedgerIdentity, Vec<(String, u64)>), InfraError> {
+        let mut streams = Vec::new();
+        let mut last = Vec::new();
+        for name in [LEDGER_STREAM, OUTCOMES_STREAM] {
+            let mut stream = self
+                .js
+                .get_stream(name)
+                .await
+                .map_err(InfraError::stream_missing)?;
+            let info = stream.info().await.map_err(InfraError::read)?;
+            let cluster = info
+                .cluster
+                .as_ref()
+                .and_then(|c| c.name.clone())
+                .unwrap_or_else(|| "single server".to_string());
+            streams.push((
+                name.to_string(),
+                format!("{}@{cluster}", info.created.unix_timestamp_nanos()),
+            ));
+            last.push((name.to_string(), info.state.last_sequence));
+        }
+        Ok((crate::projection::LedgerIdentity { streams }, last))
+    }
+
     /// Reads the raw messages matching `filters` after stream sequence `after`, in order,
     /// through one short-lived ephemeral consumer.
     pub async fn read_raw(

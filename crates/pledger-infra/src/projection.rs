@@ -33,6 +33,40 @@ pub struct ProjectionStore {
     meta: sled::Tree,
 }
 
+/// Which ledger a store projects: each stream it reads, by name and creation (a stream deleted
+/// and created again, or another server's, is another ledger), with the cluster that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LedgerIdentity {
+    /// `(stream, "<creation time in ns since the epoch>@<cluster or single server>")`.
+    pub streams: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for LedgerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .streams
+            .iter()
+            .map(|(name, created)| format!("{name} created {created}"))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// What [`ProjectionStore::bind`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// An empty store, now bound to the ledger.
+    New,
+    /// The store projects this ledger: resume where it left off.
+    Same,
+    /// The store projected something else (or more than the stream holds): it was cleared and
+    /// is rebuilt from the start of this ledger.
+    Rebuilt { reason: String },
+}
+
+const IDENTITY_KEY: &[u8] = b"ledger_identity";
+const REBUILDS_KEY: &[u8] = b"rebuilds";
+
 /// What [`ProjectionStore::apply`] did with a sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -81,6 +115,67 @@ impl ProjectionStore {
         let state = db.open_tree("state")?;
         let meta = db.open_tree("meta")?;
         Ok(ProjectionStore { db, state, meta })
+    }
+
+    /// Binds the store to the ledger it is about to project. A store that projected another
+    /// ledger, that does not say which, or that has applied more of a stream than the stream
+    /// now holds is cleared (state and applied sequences) so the worker rebuilds it from the
+    /// start: it never resumes at a sequence of another ledger. Each rebuild is counted.
+    pub fn bind(
+        &self,
+        identity: &LedgerIdentity,
+        last_sequences: &[(&str, u64)],
+    ) -> Result<Binding, ProjectionError> {
+        let stored: Option<LedgerIdentity> = match self.meta.get(IDENTITY_KEY)? {
+            Some(bytes) => codec::decode(&bytes).ok(),
+            None => None,
+        };
+        let mut behind = None;
+        for (source, last) in last_sequences {
+            let applied = self.applied_sequence(source)?;
+            if applied > *last {
+                behind = Some(format!(
+                    "it applied {source} up to sequence {applied} but the stream ends at {last}"
+                ));
+                break;
+            }
+        }
+        let empty = self.state.is_empty()
+            && self
+                .meta
+                .iter()
+                .keys()
+                .all(|k| k.is_ok_and(|k| k.as_ref() == REBUILDS_KEY));
+        let reason = match (&stored, behind) {
+            (Some(s), _) if s != identity => Some(format!(
+                "it projected another ledger ({s}); this one is {identity}"
+            )),
+            (Some(_), Some(behind)) => Some(behind),
+            (Some(_), None) => return Ok(Binding::Same),
+            (None, _) if empty => None,
+            (None, _) => Some("it does not say which ledger it projects".to_string()),
+        };
+        let rebuilds = self.rebuilds()?;
+        if reason.is_some() {
+            self.state.clear()?;
+            self.meta.clear()?;
+            self.meta
+                .insert(REBUILDS_KEY, codec::encode(&(rebuilds + 1))?)?;
+        }
+        self.meta.insert(IDENTITY_KEY, codec::encode(identity)?)?;
+        self.db.flush()?;
+        Ok(match reason {
+            Some(reason) => Binding::Rebuilt { reason },
+            None => Binding::New,
+        })
+    }
+
+    /// How many times this store was cleared to be rebuilt for another ledger.
+    pub fn rebuilds(&self) -> Result<u64, ProjectionError> {
+        match self.meta.get(REBUILDS_KEY)? {
+            Some(bytes) => Ok(codec::decode(&bytes)?),
+            None => Ok(0),
+        }
     }
 
     /// The last sequence applied from `source` (a stream name; 0 if none).

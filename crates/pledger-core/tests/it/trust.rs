@@ -170,9 +170,15 @@ impl SignedLedger {
 
     #[track_caller]
     pub fn run(&mut self, who: &str, command: Command) {
-        let state = self.verifier.state(&prompt());
         let ctx = Context::new(actor(who), self.roles(who), self.now);
-        let events = decide(&state, &command, &ctx)
+        let fresh = pledger_core::PromptState::new(prompt());
+        let state = self
+            .verifier
+            .families
+            .get(&prompt())
+            .map(|f| &f.state)
+            .unwrap_or(&fresh);
+        let events = decide(state, &command, &ctx)
             .unwrap_or_else(|r| panic!("{who} was refused {command:?}: {r}"));
         for e in events {
             self.append(who, e);
@@ -444,7 +450,12 @@ fn every_tampered_forged_or_replayed_event_is_ignored_and_changes_nothing() {
         mutants.push(("replay under a new id", resealed(replay, &signer)));
         // An inadmissible event, correctly signed and chained: the author reviews their own
         // release.
-        if let Some(r) = v.state(&prompt()).releases.values().next_back().cloned() {
+        let latest = v
+            .families
+            .get(&prompt())
+            .and_then(|f| f.state.releases.values().next_back())
+            .cloned();
+        if let Some(r) = latest {
             let mut own = original.clone();
             own.event_id = format!("{}-own-review", original.event_id);
             own.actor = r.author.clone();

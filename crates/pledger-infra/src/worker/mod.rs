@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::error::InfraError;
 use crate::ledger::{Family, Ledger};
-use crate::projection::{ProjectionError, ProjectionStore};
+use crate::projection::{Binding, ProjectionError, ProjectionStore};
 use crate::routing::RoutingStore;
 
 /// Subject prefix of dead letters (stream `PLEDGER_DEADLETTER`).
@@ -99,6 +99,17 @@ impl WorkerContext {
         let routing = RoutingStore::open(ledger.jetstream()).await?;
         let dir = data_dir.join(format!("{}-{replica}", kind.name()));
         let store = Arc::new(ProjectionStore::open(&dir)?);
+        let (identity, last) = ledger.identity().await?;
+        let last: Vec<(&str, u64)> = last.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        match store.bind(&identity, &last)? {
+            Binding::Rebuilt { reason } => tracing::warn!(
+                worker = kind.name(),
+                store = %dir.display(),
+                rebuilds = store.rebuilds()?,
+                "rebuilding the projection from the start of this ledger: {reason}"
+            ),
+            Binding::New | Binding::Same => {}
+        }
         let floor = store.applied_sequence(crate::ledger::LEDGER_STREAM)?;
         Ok(WorkerContext {
             kind,
