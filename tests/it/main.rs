@@ -2,6 +2,7 @@
 
 mod bench;
 mod canary;
+mod cluster;
 mod fixture;
 mod input;
 mod learning;

@@ -60,7 +60,7 @@ impl ClientError {
 /// `ops/nats-auth.conf`) are sent to the server: async-nats 0.51 parses them but does not send
 /// them by itself (nats-io/nats.rs#1623).
 pub async fn connect(url: &str) -> Result<async_nats::Client, ClientError> {
-    let options = match pledger_core::nats_url::credentials(url) {
+    let options = match pledger_core::nats_url::credentials_of(url) {
         Some((user, password)) => {
             async_nats::ConnectOptions::with_user_and_password(user, password)
         }
@@ -69,9 +69,9 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, ClientError> {
     options
         .name("pledger-client")
         .retry_on_initial_connect()
-        .connect(url)
+        .connect(pledger_core::nats_url::servers(url))
         .await
         .map_err(|e| {
-            ClientError::Unreachable(format!("{}: {e}", pledger_core::nats_url::redact(url)))
+            ClientError::Unreachable(format!("{}: {e}", pledger_core::nats_url::redact_all(url)))
         })
 }

@@ -4,6 +4,30 @@
 //! (nats-io/nats.rs#1623), so the edges that connect (`pledger-infra`, the SDK) take them out
 //! with [`credentials`] and pass them as connect options. Pure string handling: no IO.
 
+/// The servers of a `--nats` value: one URL, or several separated by commas
+/// (`nats://a:4222,nats://b:4222`, the nodes of a cluster; clients reconnect to any of them).
+pub fn servers(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The user and password of a `--nats` value: those of its first server that has any.
+pub fn credentials_of(urls: &str) -> Option<(String, String)> {
+    servers(urls).iter().find_map(|u| credentials(u))
+}
+
+/// A `--nats` value with every password replaced by `***`.
+pub fn redact_all(urls: &str) -> String {
+    servers(urls)
+        .iter()
+        .map(|u| redact(u))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The user and password in `url`, percent-decoded; `None` when it has no user.
 pub fn credentials(url: &str) -> Option<(String, String)> {
     let (_, rest) = url.split_once("://")?;

@@ -71,16 +71,19 @@ impl InfraError {
 }
 
 /// Connects to NATS, failing fast (2 s) when nothing listens, with an error that says how to
-/// start a server. A user and password in the URL (`nats://worker:PASSWORD@host:4222`) are
-/// sent to the server; error messages show the URL without the password.
+/// start a server. `url` may list several servers separated by commas (the nodes of a
+/// cluster): the client connects to one and reconnects to any. A user and password in the URL
+/// (`nats://worker:PASSWORD@host:4222`) are sent to the server; error messages show the URL
+/// without the password.
 pub async fn connect(url: &str) -> Result<async_nats::Client, InfraError> {
+    let servers = crate::nats_url::servers(url);
     crate::nats_url::connect_options(url)
         .name("pledger")
         .connection_timeout(std::time::Duration::from_secs(2))
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| InfraError::Unreachable {
-            url: crate::nats_url::redact(url),
+            url: crate::nats_url::redact_all(url),
             reason: match e.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation => {
                     "the server refused the user and password".to_string()

@@ -35,11 +35,25 @@ pub const ROUTING_BUCKET: &str = "pledger_routing";
 pub const CANARY_STATUS_BUCKET: &str = "pledger_canary";
 pub const DEADLETTER_STREAM: &str = "PLEDGER_DEADLETTER";
 pub const DEADLETTER_SUBJECTS: &str = "pledger.deadletter.>";
+/// The streams (and buckets' streams) `init --replicas` replicates.
+pub const REPLICATED_STREAMS: [&str; 5] = [
+    LEDGER_STREAM,
+    OUTCOMES_STREAM,
+    DEADLETTER_STREAM,
+    "KV_pledger_routing",
+    "KV_pledger_canary",
+];
 /// Largest encoded event accepted (the server's max_payload is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 900 * 1024;
 /// The oldest nats-server the ledger runs against (2.11 added the family-wide expected
 /// sequence header).
 pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
+/// How long one JetStream API request may wait for its answer.
+pub const JS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many times a read or an append that got no answer is tried (a cluster electing a
+/// stream leader after losing a node answers again within a few seconds).
+pub const UNANSWERED_ATTEMPTS: usize = 4;
+
 /// How many times a command re-reads and re-decides after losing a race.
 pub const MAX_ATTEMPTS: usize = 10;
 
@@ -214,9 +228,11 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(client: async_nats::Client) -> Ledger {
-        Ledger {
-            js: jetstream::new(client),
-        }
+        let mut js = jetstream::new(client);
+        // A request that gets no answer (a cluster electing a new leader for a stream) is
+        // retried by the callers below rather than waited on for the default 5 s.
+        js.set_timeout(JS_TIMEOUT);
+        Ledger { js }
     }
 
     /// Refuses servers older than [`MIN_SERVER_VERSION`]: they ignore
@@ -241,8 +257,17 @@ impl Ledger {
 
     /// Creates the ledger and outcome streams and the routing bucket, or checks that the
     /// existing ones have the properties the ledger relies on. Safe to run any number of times.
+    /// New streams get one replica; existing ones keep theirs.
     pub async fn ensure(&self) -> Result<(), InfraError> {
+        self.ensure_replicated(None).await
+    }
+
+    /// [`Ledger::ensure`] with `replicas` copies of every stream and bucket on a cluster
+    /// (`pledger init --replicas N`): new ones are created with them, existing ones are
+    /// updated to them.
+    pub async fn ensure_replicated(&self, replicas: Option<usize>) -> Result<(), InfraError> {
         Ledger::check_server_version(&self.js.client())?;
+        let num_replicas = replicas.unwrap_or(1);
         let ledger = stream::Config {
             name: LEDGER_STREAM.to_string(),
             description: Some(
@@ -256,6 +281,7 @@ impl Ledger {
             allow_direct: true,
             duplicate_window: Duration::from_secs(120),
             max_message_size: 1024 * 1024,
+            num_replicas,
             ..Default::default()
         };
         let mut s = self
@@ -296,14 +322,53 @@ impl Ledger {
                     storage: stream::StorageType::File,
                     retention: stream::RetentionPolicy::Limits,
                     max_age: Duration::from_secs(14 * 24 * 3600),
+                    num_replicas,
                     ..Default::default()
                 })
                 .await
                 .map_err(InfraError::stream_setup)?;
         }
-        crate::routing::ensure_bucket(&self.js).await?;
-        crate::routing::ensure_status_bucket(&self.js).await?;
+        crate::routing::ensure_bucket(&self.js, num_replicas).await?;
+        crate::routing::ensure_status_bucket(&self.js, num_replicas).await?;
+        if let Some(n) = replicas {
+            for name in REPLICATED_STREAMS {
+                let mut s = self
+                    .js
+                    .get_stream(name)
+                    .await
+                    .map_err(InfraError::stream_setup)?;
+                let info = s.info().await.map_err(InfraError::stream_setup)?;
+                if info.config.num_replicas != n {
+                    let mut config = info.config.clone();
+                    config.num_replicas = n;
+                    self.js
+                        .update_stream(config)
+                        .await
+                        .map_err(InfraError::stream_setup)?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Every stream and bucket and its number of replicas, and the number of servers in the
+    /// cluster (1 for a single server): what `init` reports and workers check at start.
+    pub async fn replication(&self) -> Result<(Vec<(String, usize)>, usize), InfraError> {
+        let mut streams = Vec::new();
+        let mut cluster_size = 1;
+        for name in REPLICATED_STREAMS {
+            let mut s = self
+                .js
+                .get_stream(name)
+                .await
+                .map_err(InfraError::stream_missing)?;
+            let info = s.info().await.map_err(InfraError::read)?;
+            if let Some(c) = &info.cluster {
+                cluster_size = cluster_size.max(1 + c.replicas.len());
+            }
+            streams.push((name.to_string(), info.config.num_replicas));
+        }
+        Ok((streams, cluster_size))
     }
 
     /// Which ledger this is, for worker stores to bind to: the ledger and outcome streams'
@@ -370,11 +435,18 @@ impl Ledger {
             1 => config.filter_subject = distinct.remove(0),
             _ => config.filter_subjects = distinct,
         }
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(config)
-            .await
-            .map_err(InfraError::read)?;
-        let mut consumer = consumer;
+        let mut attempt = 0;
+        let mut consumer: consumer::PullConsumer = loop {
+            attempt += 1;
+            match stream.create_consumer(config.clone()).await {
+                Ok(c) => break c,
+                Err(e) if attempt < UNANSWERED_ATTEMPTS => {
+                    debug!(attempt, "creating a reader got {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(InfraError::read(e)),
+            }
+        };
         let info = consumer.info().await.map_err(InfraError::read)?;
         let (name, pending) = (info.name.clone(), info.num_pending);
         let result = read_messages(&consumer, &filters.join(", "), pending).await;
@@ -490,16 +562,34 @@ impl Ledger {
         if let Some(filter) = over {
             headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", filter);
         }
-        let ack = self
-            .js
-            .publish_with_headers(subject.to_string(), headers, sealed.bytes.clone().into())
-            .await
-            .map_err(InfraError::publish)?
-            .await;
-        match ack {
-            Ok(ack) => Ok(Some(ack.sequence)),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(e) => Err(InfraError::publish(e)),
+        // A publish that got no acknowledgement is sent again as it is: its `Nats-Msg-Id`
+        // makes a copy that did land a duplicate the server drops (and acks).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ack = self
+                .js
+                .publish_with_headers(
+                    subject.to_string(),
+                    headers.clone(),
+                    sealed.bytes.clone().into(),
+                )
+                .await
+                .map_err(InfraError::publish)?
+                .await;
+            match ack {
+                Ok(ack) => return Ok(Some(ack.sequence)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Err(e)
+                    if e.kind() == PublishErrorKind::TimedOut && attempt < UNANSWERED_ATTEMPTS =>
+                {
+                    debug!(
+                        attempt,
+                        "no acknowledgement; publishing the same event again"
+                    );
+                }
+                Err(e) => return Err(InfraError::publish(e)),
+            }
         }
     }
 

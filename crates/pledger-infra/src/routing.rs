@@ -11,7 +11,10 @@ use crate::ledger::ROUTING_BUCKET;
 
 const MAX_CAS_ATTEMPTS: usize = 10;
 
-pub(crate) async fn ensure_bucket(js: &jetstream::Context) -> Result<kv::Store, InfraError> {
+pub(crate) async fn ensure_bucket(
+    js: &jetstream::Context,
+    num_replicas: usize,
+) -> Result<kv::Store, InfraError> {
     match js.get_key_value(ROUTING_BUCKET).await {
         Ok(store) => Ok(store),
         Err(_) => js
@@ -20,6 +23,7 @@ pub(crate) async fn ensure_bucket(js: &jetstream::Context) -> Result<kv::Store, 
                 description: "Prompt Ledger runtime config: routing table per prompt".into(),
                 history: 16,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas,
                 ..Default::default()
             })
             .await
@@ -27,7 +31,10 @@ pub(crate) async fn ensure_bucket(js: &jetstream::Context) -> Result<kv::Store, 
     }
 }
 
-pub(crate) async fn ensure_status_bucket(js: &jetstream::Context) -> Result<kv::Store, InfraError> {
+pub(crate) async fn ensure_status_bucket(
+    js: &jetstream::Context,
+    num_replicas: usize,
+) -> Result<kv::Store, InfraError> {
     match js.get_key_value(crate::ledger::CANARY_STATUS_BUCKET).await {
         Ok(store) => Ok(store),
         Err(_) => js
@@ -37,6 +44,7 @@ pub(crate) async fn ensure_status_bucket(js: &jetstream::Context) -> Result<kv::
                     .into(),
                 history: 1,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas,
                 ..Default::default()
             })
             .await
@@ -60,9 +68,24 @@ pub struct RoutingStore {
 
 impl RoutingStore {
     pub async fn open(js: &jetstream::Context) -> Result<RoutingStore, InfraError> {
-        Ok(RoutingStore {
-            kv: ensure_bucket(js).await?,
-        })
+        // Looked up, never created (only `init` creates buckets): a lookup that gets no
+        // answer, as while a cluster elects the bucket's leader, is tried again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match js.get_key_value(ROUTING_BUCKET).await {
+                Ok(kv) => return Ok(RoutingStore { kv }),
+                Err(e) if attempt < crate::ledger::UNANSWERED_ATTEMPTS => {
+                    tracing::debug!(attempt, "looking up {ROUTING_BUCKET}: {e}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(InfraError::StreamMissing(format!(
+                        "the bucket {ROUTING_BUCKET}: {e}"
+                    )))
+                }
+            }
+        }
     }
 
     pub fn store(&self) -> &kv::Store {

@@ -99,6 +99,115 @@ pub fn render_config(listen: SocketAddr, store_dir: &Path) -> String {
     )
 }
 
+/// One node of a JetStream cluster: its server name, its route listener and every node's.
+#[derive(Clone, Debug)]
+pub struct ClusterNode {
+    pub name: String,
+    pub cluster: String,
+    pub route_listen: SocketAddr,
+    pub routes: Vec<SocketAddr>,
+}
+
+/// The `cluster` block of a node (what `ops/nats-cluster/` holds for three nodes).
+pub fn render_cluster_block(node: &ClusterNode) -> String {
+    let routes: Vec<String> = node
+        .routes
+        .iter()
+        .map(|r| format!("nats-route://{r}"))
+        .collect();
+    format!(
+        "cluster {{\n  name: {}\n  listen: {}\n  routes: [{}]\n}}\n",
+        node.cluster,
+        node.route_listen,
+        routes.join(", ")
+    )
+}
+
+/// A throwaway JetStream cluster on loopback (free ports, temporary stores), for fault tests
+/// and for trying replication: `url()` lists every node, as `--nats` takes it.
+pub struct EphemeralCluster {
+    nodes: Vec<Option<NatsServerProcess>>,
+    listen: Vec<SocketAddr>,
+    members: Vec<ClusterNode>,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl EphemeralCluster {
+    pub fn start(size: usize) -> Result<EphemeralCluster, ServerError> {
+        let binary = find_nats_server()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pledger-cluster-")
+            .tempdir()
+            .map_err(|source| ServerError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let listen: Vec<SocketAddr> = (0..size)
+            .map(|_| ([127, 0, 0, 1], free_port()).into())
+            .collect();
+        let routes: Vec<SocketAddr> = (0..size)
+            .map(|_| ([127, 0, 0, 1], free_port()).into())
+            .collect();
+        let members: Vec<ClusterNode> = (0..size)
+            .map(|i| ClusterNode {
+                name: format!("pledger_n{}", i + 1),
+                cluster: "pledger_test".to_string(),
+                route_listen: routes[i],
+                routes: routes.clone(),
+            })
+            .collect();
+        let mut cluster = EphemeralCluster {
+            nodes: (0..size).map(|_| None).collect(),
+            listen,
+            members,
+            binary,
+            dir,
+        };
+        for i in 0..size {
+            cluster.restart(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every node's URL, comma-separated.
+    pub fn url(&self) -> String {
+        self.listen
+            .iter()
+            .map(|a| format!("nats://{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://{}", self.listen[i])
+    }
+
+    /// The server name of node `i` (what stream info names as leader).
+    pub fn node_name(&self, i: usize) -> &str {
+        &self.members[i].name
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.kill();
+        }
+    }
+
+    /// Starts node `i` again on its port and store.
+    pub fn restart(&mut self, i: usize) -> Result<(), ServerError> {
+        let dir = self.dir.path().join(&self.members[i].name);
+        self.nodes[i] = Some(NatsServerProcess::start_node(
+            &self.binary,
+            &dir,
+            self.listen[i],
+            &self.members[i],
+        )?);
+        Ok(())
+    }
+}
+
 /// `ops/nats-auth.conf`: one user per role (admin, worker, person, service, auditor), each
 /// password read by nats-server from an environment variable (docs/RUNBOOK.md, "NATS
 /// permissions").
@@ -194,6 +303,27 @@ impl NatsServerProcess {
         listen: SocketAddr,
         auth: Option<&NatsAuth>,
     ) -> Result<NatsServerProcess, ServerError> {
+        NatsServerProcess::spawn_node(binary, data_dir, listen, auth, None)
+    }
+
+    /// Starts one node of a cluster: the single-node config with the node's own name and
+    /// `cluster` block ([`render_cluster_block`]).
+    pub fn start_node(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        node: &ClusterNode,
+    ) -> Result<NatsServerProcess, ServerError> {
+        NatsServerProcess::spawn_node(binary, data_dir, listen, None, Some(node))
+    }
+
+    fn spawn_node(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        auth: Option<&NatsAuth>,
+        node: Option<&ClusterNode>,
+    ) -> Result<NatsServerProcess, ServerError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ServerError::Io { path, source }
@@ -201,6 +331,13 @@ impl NatsServerProcess {
         let store = data_dir.join("jetstream");
         fs::create_dir_all(&store).map_err(io(&store))?;
         let mut config = render_config(listen, &store);
+        if let Some(node) = node {
+            config = config.replace(
+                "server_name: pledger_local",
+                &format!("server_name: {}", node.name),
+            );
+            config.push_str(&render_cluster_block(node));
+        }
         if auth.is_some() {
             let auth_path = data_dir.join(AUTH_CONFIG_FILE);
             fs::write(&auth_path, AUTH_CONFIG).map_err(io(&auth_path))?;
@@ -297,6 +434,14 @@ impl NatsServerProcess {
             self.child = None;
         }
         status
+    }
+
+    /// SIGKILL: no shutdown, no flush (a crash, for fault tests).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Asks the server to shut down (SIGTERM: it flushes and closes its store), waits up to

@@ -95,7 +95,9 @@ impl App {
 
     pub async fn run(&self, command: TopCommand) -> Result<Report, Failure> {
         match command {
-            TopCommand::Init { admin } => self.init(admin.as_deref()).await,
+            TopCommand::Init { admin, replicas } => {
+                self.init(admin.as_deref(), replicas.map(usize::from)).await
+            }
             TopCommand::Identity(c) => self.identity(c).await,
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
             TopCommand::Regressions(c) => self.regressions(c).await,

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   4 conflict after retries, 5 cannot reach the server, 6 the gate was decided and failed."
 )]
 pub struct Cli {
-    /// NATS server URL.
+    /// NATS server URL, or several separated by commas (the nodes of a cluster).
     #[arg(long, global = true, env = "PLEDGER_NATS_URL", default_value = pledger_infra::server::DEFAULT_URL)]
     pub nats: String,
     /// Which of your local keys signs (the keyring entry of that name). The identity recorded
@@ -44,6 +44,10 @@ pub enum TopCommand {
         /// ~/.ssh/id_ed25519). Only on an empty roster.
         #[arg(long, value_name = "NAME")]
         admin: Option<String>,
+        /// Copies of every stream and bucket on a cluster (e.g. 3 on three nodes); existing
+        /// ones are updated. Default: new ones get 1, existing ones keep theirs.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+        replicas: Option<u8>,
     },
     /// The roster: who may sign what.
     #[command(subcommand)]

@@ -18,6 +18,13 @@ fn parse_roles(raw: &[String]) -> Result<BTreeSet<Role>, Failure> {
         .collect()
 }
 
+fn replicas_json(replication: &[(String, usize)]) -> serde_json::Value {
+    json!(replication
+        .iter()
+        .map(|(n, r)| json!({ "stream": n, "replicas": r }))
+        .collect::<Vec<_>>())
+}
+
 /// How auditors pin the roster: its first event.
 fn genesis_line(roster: &Roster) -> String {
     match &roster.genesis {
@@ -32,12 +39,29 @@ fn genesis_line(roster: &Roster) -> String {
 impl App {
     /// `pledger init [--admin NAME]`: create or check the streams and buckets; enrol the
     /// first admin with the signing key.
-    pub(crate) async fn init(&self, admin: Option<&str>) -> Result<Report, Failure> {
+    pub(crate) async fn init(
+        &self,
+        admin: Option<&str>,
+        replicas: Option<usize>,
+    ) -> Result<Report, Failure> {
+        {
+            // Creates (or checks) what an ordinary command only looks up.
+            let client = pledger_infra::connect(&self.url).await?;
+            pledger_infra::Ledger::new(client)
+                .ensure_replicated(replicas)
+                .await?;
+        }
         let conn = self.connect().await?;
-        conn.ledger.ensure().await?;
-        let url = pledger_infra::nats_url::redact(&self.url);
+        let url = pledger_infra::nats_url::redact_all(&self.url);
+        let (replication, servers) = conn.ledger.replication().await?;
+        let copies: Vec<String> = replication
+            .iter()
+            .map(|(name, n)| format!("{name} R{n}"))
+            .collect();
         let mut text = format!(
-            "ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {url}"
+            "ready: stream {LEDGER_STREAM}, stream PLEDGER_OUTCOMES and bucket pledger_routing at {url}\n{} server(s); {}",
+            servers,
+            copies.join(", ")
         );
         let Some(name) = admin else {
             let (roster, _, _) = conn.ledger.roster().await?;
@@ -49,7 +73,7 @@ impl App {
             }
             return Ok(Report::ok(
                 text,
-                json!({ "url": url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"], "genesis": roster.roster.genesis }),
+                json!({ "url": url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"], "genesis": roster.roster.genesis, "servers": servers, "replicas": replicas_json(&replication) }),
             ));
         };
         let identity = Actor::parse(name)?;
@@ -73,7 +97,7 @@ impl App {
             text.push_str(&genesis_line(&before.roster));
             return Ok(Report::ok(
                 text,
-                json!({ "url": url, "admin": identity, "genesis": before.roster.genesis, "new": false }),
+                json!({ "url": url, "admin": identity, "genesis": before.roster.genesis, "new": false, "servers": servers, "replicas": replicas_json(&replication) }),
             ));
         }
         let command = RosterCommand::Enroll {
@@ -100,7 +124,7 @@ impl App {
         ));
         Ok(Report::ok(
             text,
-            json!({ "url": url, "admin": identity, "key": key.fingerprint(), "genesis": after.roster.genesis, "new": true }),
+            json!({ "url": url, "admin": identity, "key": key.fingerprint(), "genesis": after.roster.genesis, "new": true, "servers": servers, "replicas": replicas_json(&replication) }),
         ))
     }
 

@@ -37,3 +37,21 @@ fn a_password_is_never_shown() {
     assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     assert!(!redact("tls://a:b%40c@h:1/x").contains("b%40c"));
 }
+
+#[test]
+fn a_nats_value_may_list_the_servers_of_a_cluster() {
+    use pledger_core::nats_url::{credentials_of, redact_all, servers};
+    let urls = "nats://a:4222, nats://w:pw@b:4222,,nats://c:4222";
+    assert_eq!(
+        servers(urls),
+        ["nats://a:4222", "nats://w:pw@b:4222", "nats://c:4222"]
+    );
+    assert_eq!(
+        credentials_of(urls),
+        Some(("w".to_string(), "pw".to_string()))
+    );
+    assert_eq!(
+        redact_all(urls),
+        "nats://a:4222,nats://w:***@b:4222,nats://c:4222"
+    );
+}

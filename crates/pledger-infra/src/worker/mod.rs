@@ -110,6 +110,16 @@ impl WorkerContext {
             ),
             Binding::New | Binding::Same => {}
         }
+        let (replication, servers) = ledger.replication().await?;
+        for (stream, copies) in replication {
+            if copies < servers.min(3) {
+                tracing::warn!(
+                    worker = kind.name(),
+                    "{stream} has {copies} replica(s) on a cluster of {servers} servers: losing the server that holds it stops the ledger (run `pledger init --replicas {}`)",
+                    servers.min(3)
+                );
+            }
+        }
         let floor = store.applied_sequence(crate::ledger::LEDGER_STREAM)?;
         Ok(WorkerContext {
             kind,
