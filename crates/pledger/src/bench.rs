@@ -3394,18 +3394,25 @@ async fn history_cost(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     for m in &measured {
         let (lo, hi) = (m.read.min(m.twin_read), m.read.max(m.twin_read));
         if hi > lo * 2 {
+            let signed_slower = m.read > m.twin_read;
             s.notes.push(format!(
                 "At {} events the same three-filter read took {} on the signed side's prompt and \
-                 {} on its twin (the same history, appended right after it): what a read costs \
-                 the server varies with where the family sits in the stream, more than the \
-                 family-only read does ({} and {}). It weighs on the signed and unsigned figures \
-                 at that size alike, and explains a signed − unsigned gap larger than \
-                 verification alone.",
+                 {} on its unsigned twin (the same history, appended right after it), while the \
+                 family-only reads took {} and {}: what the server spends on the three-filter \
+                 read depends on where the family sits in the stream, not only on its length. \
+                 Here the {} side's read is the slower one, so at this size the signed − \
+                 unsigned gap {} what signing and verification add.",
                 thousands(m.events as u64),
                 ms2(m.read),
                 ms2(m.twin_read),
                 ms2(m.family_only),
-                ms2(m.twin_family_only)
+                ms2(m.twin_family_only),
+                if signed_slower { "signed" } else { "unsigned" },
+                if signed_slower {
+                    "overstates"
+                } else {
+                    "understates"
+                }
             ));
         }
     }
