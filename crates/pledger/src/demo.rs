@@ -204,9 +204,8 @@ impl Demo {
         }
     }
 
-    /// Runs a command quietly with `--json` and returns its object (for values the story
-    /// needs, such as case ids).
-    async fn json(&self, actor: &str, args: &[&str]) -> Result<serde_json::Value, Failure> {
+    /// The command line of a step: the demo's server and keyring, signing as `actor`.
+    fn cli(&self, actor: &str, args: &[&str]) -> Result<Cli, clap::Error> {
         let config = self.config_dir();
         let mut argv = vec![
             "pledger",
@@ -216,10 +215,18 @@ impl Demo {
             &config,
             "--as",
             actor,
-            "--json",
         ];
         argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv)
+        Cli::try_parse_from(argv)
+    }
+
+    /// Runs a command quietly with `--json` and returns its object (for values the story
+    /// needs, such as case ids).
+    async fn json(&self, actor: &str, args: &[&str]) -> Result<serde_json::Value, Failure> {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let cli = self
+            .cli(actor, &with_json)
             .map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
         Ok(App::from_cli(&cli).run(cli.command).await?.json)
     }
@@ -263,18 +270,8 @@ impl Demo {
             .map(|a| a.replace(&self.dir.path().display().to_string(), "."))
             .collect();
         println!("\n$ pledger --as {actor} {}", shown.join(" "));
-        let config = self.config_dir();
-        let mut argv = vec![
-            "pledger",
-            "--nats",
-            &self.app_url,
-            "--config-dir",
-            &config,
-            "--as",
-            actor,
-        ];
-        argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv)
+        let cli = self
+            .cli(actor, args)
             .map_err(|e| Failure::other(format!("demo step does not parse: {e}")))?;
         let app = App::from_cli(&cli);
         let (text, exit) = match app.run(cli.command).await {
