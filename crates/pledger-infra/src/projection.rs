@@ -106,12 +106,41 @@ impl ProjectionTx<'_> {
     }
 }
 
+/// How long [`ProjectionStore::open`] waits for a store's lock released by a handle just dropped.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn is_lock_held(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
 impl ProjectionStore {
+    /// Opens (or creates) the store at `path`. sled releases its file lock from background
+    /// threads a moment after the last handle is dropped, so a store reopened at once by the
+    /// same process (a worker restarted in `pledger up`) may find it still held: the open is
+    /// tried again for up to [`LOCK_WAIT`] before it fails. Another live process holding the
+    /// store still fails, naming the path.
     pub fn open(path: &Path) -> Result<ProjectionStore, ProjectionError> {
-        let db = sled::open(path).map_err(|source| ProjectionError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::open(path) {
+                Ok(db) => break db,
+                Err(source) if is_lock_held(&source) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(ProjectionError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        };
         let state = db.open_tree("state")?;
         let meta = db.open_tree("meta")?;
         Ok(ProjectionStore { db, state, meta })
