@@ -664,7 +664,7 @@ pub fn stage_ready(
     control: &ArmStats,
 ) -> Readiness {
     let (c, k) = (candidate.samples, control.samples);
-    let enough = c >= min_samples && k >= min_samples;
+    let enough = enough_samples(min_samples, c, k);
     let healthy = judgement.verdict == Verdict::Healthy;
     let words = if !healthy {
         format!("not ready: {}", judgement.words)
@@ -685,6 +685,23 @@ pub fn stage_ready(
         control_samples: k,
         words,
     }
+}
+
+/// Whether both arms have the samples a stage needs (`min_samples` per arm). The decider's
+/// check of an advance and the canary monitor's readiness both use this one definition.
+pub fn enough_samples(min_samples: u64, candidate_samples: u64, control_samples: u64) -> bool {
+    candidate_samples.min(control_samples) >= min_samples
+}
+
+/// How long a stage entered at `entered` has baked at `now` (never negative), and whether that
+/// is its `min_bake`. The decider's check of an advance and the canary monitor both use this.
+pub fn bake_progress(
+    stage: &crate::plan::Stage,
+    entered: crate::Timestamp,
+    now: crate::Timestamp,
+) -> (u64, bool) {
+    let baked = now.millis_since(entered).max(0) as u64;
+    (baked, baked >= stage.min_bake.millis())
 }
 
 /// A Flagger-style fixed-threshold check of ONE interval's outcomes (e.g. the last 60 s),

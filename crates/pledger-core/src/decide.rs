@@ -734,8 +734,8 @@ pub fn decide(
                     format!("{release} is paused; resume it before advancing"),
                 );
             }
-            let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
-            let current = &plan.stages[stage].name;
+            let (plan, current) = started_plan(r, stage)?;
+            let current = &current.name;
             if current != from_stage {
                 return reject(
                     Rule::StageMoved,
@@ -830,26 +830,29 @@ pub fn decide(
                     format!("{release} is paused; resume it before completing"),
                 );
             }
-            let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
+            let (plan, current) = started_plan(r, stage)?;
             if stage + 1 != plan.stages.len() {
                 return reject(
                     Rule::NotAtLastStage,
                     format!(
                         "{release} is at stage `{}`; it completes from its last stage `{}`",
-                        plan.stages[stage].name,
-                        plan.stages[plan.stages.len() - 1].name
+                        current.name,
+                        plan.stages.last().map_or("", |s| s.name.as_str())
                     ),
                 );
             }
+            let Some(previous_stable) = r.baseline.clone() else {
+                return reject(
+                    Rule::NotRollingOut,
+                    format!("{release} has no baseline recorded; it cannot complete"),
+                );
+            };
             let forced =
                 window_or_force(state, ctx, force_reason.as_deref(), "complete a release")?;
             Ok(vec![Event::ReleaseCompleted(ReleaseCompleted {
                 release: release.clone(),
                 version: r.candidate.clone(),
-                previous_stable: r
-                    .baseline
-                    .clone()
-                    .expect("a started release has a baseline"),
+                previous_stable,
                 forced: forced.is_some(),
                 reason: forced,
             })])
@@ -1116,16 +1119,14 @@ fn stage_ready(
     readiness: Option<&StageReadiness>,
     ctx: &Context,
 ) -> Result<(), Rejection> {
-    let now = ctx.now;
-    let plan = r.plan.as_ref().expect("a rolling-out release has a plan");
-    let s = &plan.stages[stage];
     let id = &r.id;
+    let (_, s) = started_plan(r, stage)?;
     if let ReleaseStatus::RollingOut {
         stage_entered_at, ..
     } = r.status
     {
-        let baked = now.millis_since(stage_entered_at).max(0) as u64;
-        if baked < s.min_bake.millis() {
+        let (baked, done) = crate::canary::bake_progress(s, stage_entered_at, ctx.now);
+        if !done {
             return reject(
                 Rule::StageNotReady,
                 format!(
@@ -1158,8 +1159,7 @@ fn stage_ready(
                 format!("stage `{}` of {id} needs {} samples per arm and has no canary judgement yet (is the canary monitor running?)", s.name, s.min_samples),
             );
         };
-        let fewest = x.candidate_samples.min(x.control_samples);
-        if fewest < s.min_samples {
+        if !crate::canary::enough_samples(s.min_samples, x.candidate_samples, x.control_samples) {
             return reject(
                 Rule::StageNotReady,
                 format!(
@@ -1229,6 +1229,25 @@ fn open_release<'a>(
         );
     }
     Ok(r)
+}
+
+/// The plan of a started release and its stage `stage`. Both follow from recorded events, so
+/// a state without them (which no admitted history produces) is refused, never a panic.
+fn started_plan(
+    r: &ReleaseState,
+    stage: usize,
+) -> Result<(&crate::plan::RolloutPlan, &crate::plan::Stage), Rejection> {
+    match r
+        .plan
+        .as_ref()
+        .and_then(|p| Some((p, p.stages.get(stage)?)))
+    {
+        Some(found) => Ok(found),
+        None => reject(
+            Rule::NotRollingOut,
+            format!("{} has no stage {stage} in a recorded plan", r.id),
+        ),
+    }
 }
 
 /// The stage index and pause flag of a rolling-out (not frozen) release.

@@ -26,6 +26,7 @@ pub mod sim;
 pub mod state;
 pub mod verify;
 pub mod window;
+pub mod workers;
 
 pub use artifact::Artifact;
 pub use bundle::EvalBundle;

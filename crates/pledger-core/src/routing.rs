@@ -70,19 +70,44 @@ pub struct Resolution {
     pub arm: Option<Arm>,
 }
 
+impl RoutingTable {
+    /// Decodes a routing table from the JSON of its KV value. The error's field is the path to
+    /// the value that fails (`rollout.stages[0].percent`), or `routing` for the value as a whole
+    /// (broken JSON, with its line and column; a missing top-level field, named in the message).
+    pub fn from_json(bytes: &[u8]) -> Result<RoutingTable, crate::FieldError> {
+        // The usual, valid value decodes in one pass; only a refused one is decoded again,
+        // tracking the path to the value that fails.
+        serde_json::from_slice(bytes).map_err(|plain| {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let (path, message) = match serde_path_to_error::deserialize::<_, RoutingTable>(&mut de)
+            {
+                Err(e) => (e.path().to_string(), e.into_inner().to_string()),
+                Ok(_) => (String::new(), de.end().err().unwrap_or(plain).to_string()),
+            };
+            let field = if path.is_empty() || path == "." {
+                "routing".to_string()
+            } else {
+                path
+            };
+            crate::FieldError::new(field, message)
+        })
+    }
+}
+
 /// Derives the routing table from a prompt's state.
 pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTable {
     let rollout = state.active_rollout().and_then(|r| {
         let plan = r.plan.as_ref()?;
         let stage = r.status.stage()?;
         let salt = r.bucketing_salt.clone()?;
+        let served = plan.stages.get(..=stage)?;
         Some(RoutedRollout {
             release: r.id.clone(),
             candidate: r.candidate.clone(),
             state: r.status.name().to_string(),
-            current_stage: plan.stages[stage].name.clone(),
+            current_stage: served.last()?.name.clone(),
             bucketing_salt: salt,
-            stages: plan.stages[..=stage]
+            stages: served
                 .iter()
                 .map(|s| RoutedStage {
                     name: s.name.clone(),

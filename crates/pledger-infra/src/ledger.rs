@@ -143,6 +143,19 @@ impl Family {
     pub fn fleet_windows(&self) -> Option<ReleaseWindows> {
         fleet_windows_of(&self.verifier)
     }
+
+    /// The decider's context for a command signed by `signer` on this family at `now`: the
+    /// identity and roles the roster gives the key, and the global windows in force.
+    pub fn context(
+        &self,
+        signer: &(dyn EventSigner + Sync),
+        now: Timestamp,
+    ) -> Result<Context, InfraError> {
+        let who = identify(&self.verifier.roster, signer)?;
+        let mut ctx = Context::new(who.actor, who.roles, now);
+        ctx.fleet_windows = self.fleet_windows();
+        Ok(ctx)
+    }
 }
 
 fn fleet_windows_of(verifier: &LedgerVerifier) -> Option<ReleaseWindows> {
@@ -612,11 +625,8 @@ impl Ledger {
         async move {
             for attempt in 0..MAX_ATTEMPTS {
                 let family = self.load(prompt).await?;
-                let who = identify(&family.verifier.roster, signer)?;
+                let ctx = family.context(signer, now())?;
                 let command = make(&family.state)?;
-                let now = now();
-                let mut ctx = Context::new(who.actor.clone(), who.roles.clone(), now);
-                ctx.fleet_windows = family.fleet_windows();
                 let events = pledger_core::decide(&family.state, &command, &ctx)?;
                 if events.is_empty() {
                     debug!(attempt, "already recorded; nothing to append");
@@ -625,7 +635,7 @@ impl Ledger {
                         state: family.state,
                         last_sequence: family.last_sequence,
                         retries: attempt,
-                        actor: who.actor,
+                        actor: ctx.actor,
                     });
                 }
                 let mut state = family.state.clone();
@@ -636,8 +646,8 @@ impl Ledger {
                 for event in events {
                     let envelope = envelope_for(
                         event,
-                        &who.actor,
-                        now,
+                        &ctx.actor,
+                        ctx.now,
                         correlation_id,
                         recorded.last().map(|r| r.envelope.event_id.clone()),
                     );
@@ -675,7 +685,7 @@ impl Ledger {
                         state,
                         last_sequence: expected,
                         retries: attempt,
-                        actor: who.actor,
+                        actor: ctx.actor,
                     });
                 }
                 debug!(attempt, "lost a race on the family; re-reading");

@@ -150,6 +150,7 @@ impl ProjectionStore {
     /// ledger, that does not say which, or that has applied more of a stream than the stream
     /// now holds is cleared (state and applied sequences) so the worker rebuilds it from the
     /// start: it never resumes at a sequence of another ledger. Each rebuild is counted.
+    /// Durable at the next [`Self::flush`].
     pub fn bind(
         &self,
         identity: &LedgerIdentity,
@@ -192,7 +193,6 @@ impl ProjectionStore {
                 .insert(REBUILDS_KEY, codec::encode(&(rebuilds + 1))?)?;
         }
         self.meta.insert(IDENTITY_KEY, codec::encode(identity)?)?;
-        self.db.flush()?;
         Ok(match reason {
             Some(reason) => Binding::Rebuilt { reason },
             None => Binding::New,
@@ -235,24 +235,23 @@ impl ProjectionStore {
         Ok(out)
     }
 
-    /// Removes one value outside any stream sequence, and flushes.
+    /// Removes one value outside any stream sequence (durable at the next [`Self::flush`]).
     pub fn remove(&self, key: &str) -> Result<(), ProjectionError> {
         self.state.remove(key.as_bytes())?;
-        self.db.flush()?;
         Ok(())
     }
 
     /// Writes one derived value outside any stream sequence (a value the worker can always
-    /// derive again from the ledger), and flushes it.
+    /// derive again from the ledger); durable at the next [`Self::flush`].
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), ProjectionError> {
         self.state.insert(key.as_bytes(), codec::encode(value)?)?;
-        self.db.flush()?;
         Ok(())
     }
 
     /// Applies `effect` for stream sequence `sequence` exactly once: the effect's writes and
     /// the new applied sequence commit together, and a sequence at or below the recorded one
-    /// is skipped. The store is flushed before returning, so the caller may ack.
+    /// is skipped. The commit is atomic; it is durable once [`Self::flush`] returns, which a
+    /// worker awaits before it acks the messages applied.
     pub fn apply<F>(
         &self,
         source: &str,
@@ -283,7 +282,19 @@ impl ProjectionStore {
             Err(TransactionError::Abort(e)) => return Err(ProjectionError::Codec(e)),
             Err(TransactionError::Storage(e)) => return Err(ProjectionError::Sled(e)),
         };
-        self.db.flush()?;
         Ok(applied)
+    }
+
+    /// Makes every write so far durable (an fsync). It runs on sled's own IO threads, never on
+    /// the async runtime's: the runtime's threads keep serving while the disk works.
+    pub async fn flush(&self) -> Result<(), ProjectionError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// [`Self::flush`] for callers outside an async runtime (tests, tools).
+    pub fn flush_blocking(&self) -> Result<(), ProjectionError> {
+        self.db.flush()?;
+        Ok(())
     }
 }

@@ -319,6 +319,9 @@ pub fn canary_status(s: &pledger_infra::worker::canary::CanaryStatus) -> String 
     if let Some(w) = &s.waiting_for_window {
         out.push_str(&format!("             waiting for a release window: {w}\n"));
     }
+    if let Some(w) = &s.advance_refused {
+        out.push_str(&format!("             automatic advance refused: {w}\n"));
+    }
     for g in &j.guardrails {
         out.push_str(&format!(
             "             {:<7} {:<24} {:<12} candidate {:.4} vs control {:.4}, limit {:.4}; statistic {:.2} of {:.2}\n",

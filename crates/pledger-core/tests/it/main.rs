@@ -20,3 +20,4 @@ mod schemas;
 mod sim;
 mod trust;
 mod window;
+mod workers;

@@ -6,45 +6,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pledger_core::decide::NewRegressionCase;
-use pledger_core::event::CaseSource;
-use pledger_core::outcome::{parse_outcome_message, FeedbackTag};
-use pledger_core::redact::{fingerprint, RedactionPolicy, Redactor};
-use pledger_core::{Command, PromptName, ReleaseId, VersionId};
-use serde::{Deserialize, Serialize};
+use pledger_core::outcome::parse_outcome_message;
+use pledger_core::redact::{RedactionPolicy, Redactor};
+use pledger_core::workers::feedback::{collect, Collector, Submission};
+use pledger_core::PromptName;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{ack_batch, sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
+pub use pledger_core::workers::feedback::{
+    FeedbackCounters, PendingCase, NEW_CASES_PER_MINUTE, RECURRENCE_EVERY,
+};
+
+use super::{sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
 use crate::ledger::{ExecuteError, CANARY_STATUS_BUCKET, OUTCOMES_STREAM};
-
-/// New cases a prompt may add per minute; more are counted, not recorded.
-pub const NEW_CASES_PER_MINUTE: u32 = 20;
-/// Least time between two recurrence events of one case (reports accumulate meanwhile).
-pub const RECURRENCE_EVERY: Duration = Duration::from_secs(10);
-
-/// Reports of one failure not yet on the ledger.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PendingCase {
-    pub prompt: PromptName,
-    pub fingerprint: String,
-    pub tag: FeedbackTag,
-    pub example: String,
-    pub version: VersionId,
-    pub release: Option<ReleaseId>,
-    pub count: u64,
-    pub through_sequence: u64,
-}
-
-/// Per-prompt counters, published for `pledger regressions list`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FeedbackCounters {
-    pub reports: u64,
-    pub cases_recorded: u64,
-    /// New cases refused by the rate limit.
-    pub rate_limited: u64,
-    /// Replacements made by redaction, by pattern name.
-    pub redacted: BTreeMap<String, u64>,
-}
 
 fn pending_key(fingerprint: &str) -> String {
     format!("pending/{fingerprint}")
@@ -89,8 +62,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
             .get_key_value(CANARY_STATUS_BUCKET)
             .await
             .map_err(|e| WorkerError::Nats(e.to_string()))?;
-        let mut budget: BTreeMap<PromptName, (Instant, u32)> = BTreeMap::new();
-        let mut last_flush: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut collector = Collector::new();
         info!("feedback collector running");
         while !stopping(&shutdown) {
             let batch = tokio::select! {
@@ -98,10 +70,10 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 _ = shutdown.changed() => break,
             };
             if !batch.is_empty() {
-                collect(&ctx, &redactor, &batch).await?;
-                ack_batch(&batch).await?;
+                store_batch(&ctx, &redactor, &batch)?;
+                ctx.ack(&batch).await?;
             }
-            flush(&ctx, &status, &mut budget, &mut last_flush).await?;
+            submit(&ctx, &status, &mut collector).await?;
         }
         info!("feedback collector stopped");
         Ok(())
@@ -111,65 +83,45 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
 }
 
 /// Folds a batch's feedback into pending cases, committed with the batch's sequence.
-async fn collect(
+fn store_batch(
     ctx: &WorkerContext,
     redactor: &Redactor,
     batch: &[async_nats::jetstream::Message],
 ) -> Result<(), WorkerError> {
     let applied = ctx.store.applied_sequence(OUTCOMES_STREAM)?;
     let mut last = applied;
-    let mut pending: BTreeMap<String, PendingCase> = BTreeMap::new();
-    let mut counters: BTreeMap<PromptName, FeedbackCounters> = BTreeMap::new();
+    let mut outcomes = Vec::new();
     for m in batch {
-        let seq = sequence_of(m)?;
-        last = last.max(seq);
-        if seq <= applied {
-            continue;
-        }
-        // Malformed outcomes are the canary monitor's to dead-letter; here they carry nothing.
-        for o in parse_outcome_message(&m.payload).into_iter().flatten() {
-            let Some(f) = &o.feedback else { continue };
-            let redacted = redactor.redact(&f.example);
-            let c = counters.entry(o.prompt.clone()).or_default();
-            c.reports += 1;
-            for (pattern, n) in &redacted.replaced {
-                *c.redacted.entry(pattern.clone()).or_default() += u64::from(*n);
-            }
-            let fp = fingerprint(&o.prompt, f.tag, &redacted.text);
-            let entry = pending.entry(fp.clone()).or_insert_with(|| PendingCase {
-                prompt: o.prompt.clone(),
-                fingerprint: fp,
-                tag: f.tag,
-                example: redacted.text.clone(),
-                version: o.version.clone(),
-                release: o.release.clone(),
-                count: 0,
-                through_sequence: 0,
-            });
-            entry.count += 1;
-            entry.through_sequence = seq;
+        let sequence = sequence_of(m)?;
+        last = last.max(sequence);
+        if sequence > applied {
+            // Malformed outcomes are the canary monitor's to dead-letter; here they carry
+            // nothing.
+            outcomes.extend(
+                parse_outcome_message(&m.payload)
+                    .into_iter()
+                    .flatten()
+                    .map(|o| (sequence, o)),
+            );
         }
     }
+    let added = collect(redactor, outcomes.iter().map(|(s, o)| (*s, o)));
     ctx.store.apply(OUTCOMES_STREAM, last, |tx| {
-        for (fp, new) in &pending {
+        for (fp, new) in &added.pending {
             let key = pending_key(fp);
             let merged = match tx.get::<PendingCase>(&key)? {
                 Some(mut old) => {
-                    old.count += new.count;
-                    old.through_sequence = new.through_sequence;
+                    old.merge(new);
                     old
                 }
                 None => new.clone(),
             };
             tx.put(&key, &merged)?;
         }
-        for (prompt, delta) in &counters {
+        for (prompt, delta) in &added.counters {
             let key = counters_key(prompt);
             let mut c: FeedbackCounters = tx.get(&key)?.unwrap_or_default();
-            c.reports += delta.reports;
-            for (k, v) in &delta.redacted {
-                *c.redacted.entry(k.clone()).or_default() += v;
-            }
+            c.add(delta);
             tx.put(&key, &c)?;
         }
         Ok(())
@@ -177,14 +129,13 @@ async fn collect(
     Ok(())
 }
 
-/// Records pending cases on the ledger: new ones within the prompt's rate limit, repeats at
-/// most every [`RECURRENCE_EVERY`]. A recorded case leaves the pending set; a crash before
-/// that re-submits it, which the ledger recognises by its `through_sequence`.
-async fn flush(
+/// Records pending cases on the ledger as the collector's pacing allows. A recorded case
+/// leaves the pending set; a crash before that re-submits it, which the ledger recognises by
+/// its `through_sequence`. A refused case is reported for its prompt and dropped.
+async fn submit(
     ctx: &WorkerContext,
     status: &async_nats::jetstream::kv::Store,
-    budget: &mut BTreeMap<PromptName, (Instant, u32)>,
-    last_flush: &mut BTreeMap<String, Instant>,
+    collector: &mut Collector,
 ) -> Result<(), WorkerError> {
     let pending: Vec<PendingCase> = ctx.store.scan_prefix("pending/")?;
     let mut touched = BTreeMap::new();
@@ -193,45 +144,23 @@ async fn flush(
             .store
             .get::<bool>(&known_key(&case.fingerprint))?
             .unwrap_or(false);
-        if known
-            && last_flush
-                .get(&case.fingerprint)
-                .is_some_and(|t| t.elapsed() < RECURRENCE_EVERY)
-        {
-            continue;
-        }
         let mut counters: FeedbackCounters = ctx
             .store
             .get(&counters_key(&case.prompt))?
             .unwrap_or_default();
-        if !known {
-            let (since, used) = budget
-                .entry(case.prompt.clone())
-                .or_insert((Instant::now(), 0));
-            if since.elapsed() >= Duration::from_secs(60) {
-                *since = Instant::now();
-                *used = 0;
-            }
-            if *used >= NEW_CASES_PER_MINUTE {
+        match collector.next_submission(&case, known, Instant::now()) {
+            Submission::Later => continue,
+            Submission::RateLimited => {
                 counters.rate_limited += case.count;
-                warn!(prompt = %case.prompt, "rate limit: {} new cases this minute; dropping a new case", used);
+                warn!(prompt = %case.prompt, "rate limit: {NEW_CASES_PER_MINUTE} new cases this minute; dropping a new case");
                 ctx.store.remove(&pending_key(&case.fingerprint))?;
                 ctx.store.put(&counters_key(&case.prompt), &counters)?;
                 touched.insert(case.prompt.clone(), counters);
                 continue;
             }
-            *used += 1;
+            Submission::Submit => {}
         }
-        let command = Command::CollectRegressionCase(NewRegressionCase {
-            fingerprint: case.fingerprint.clone(),
-            tag: case.tag,
-            example: case.example.clone(),
-            version: Some(case.version.clone()),
-            release: case.release.clone(),
-            source: CaseSource::Production,
-            count: case.count,
-            through_sequence: case.through_sequence,
-        });
+        let command = case.command();
         match ctx
             .ledger
             .execute(
@@ -262,11 +191,12 @@ async fn flush(
         ctx.store.put(&known_key(&case.fingerprint), &true)?;
         ctx.store.remove(&pending_key(&case.fingerprint))?;
         ctx.store.put(&counters_key(&case.prompt), &counters)?;
-        last_flush.insert(case.fingerprint.clone(), Instant::now());
+        collector.submitted(&case, Instant::now());
         touched.insert(case.prompt.clone(), counters);
     }
+    ctx.store.flush().await?;
     for (prompt, counters) in touched {
-        let bytes = serde_json::to_vec(&counters).expect("counters serialize");
+        let bytes = serde_json::to_vec(&counters).map_err(|e| WorkerError::Nats(e.to_string()))?;
         status
             .put(status_key(&prompt), bytes.into())
             .await

@@ -110,6 +110,7 @@ impl WorkerContext {
             ),
             Binding::New | Binding::Same => {}
         }
+        store.flush().await?;
         let (replication, servers) = ledger.replication().await?;
         for (stream, copies) in replication {
             if copies < servers.min(3) {
@@ -131,6 +132,13 @@ impl WorkerContext {
             actor,
             reported: Arc::new(std::sync::Mutex::new((floor, Default::default()))),
         })
+    }
+
+    /// Makes the store's writes durable (off the runtime's threads), then acks the batch
+    /// whose effects they are.
+    pub async fn ack(&self, batch: &[jetstream::Message]) -> Result<(), WorkerError> {
+        self.store.flush().await?;
+        ack_batch(batch).await
     }
 
     /// Reads and verifies a prompt's family. Messages of the family that verification ignored

@@ -7,7 +7,7 @@ use pledger_core::routing::routing_table_for;
 use pledger_core::PromptName;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{ack_batch, stopping, touched_prompts, Batches, Shutdown, WorkerContext, WorkerError};
+use super::{stopping, touched_prompts, Batches, Shutdown, WorkerContext, WorkerError};
 use crate::ledger::{LEDGER_STREAM, LEDGER_SUBJECTS};
 
 const SOURCE: &str = LEDGER_STREAM;
@@ -40,7 +40,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 project(&ctx, &prompt).await?;
             }
             ctx.store.apply(SOURCE, last, |_| Ok(()))?;
-            ack_batch(&batch).await?;
+            ctx.ack(&batch).await?;
         }
         info!("router stopped");
         Ok(())

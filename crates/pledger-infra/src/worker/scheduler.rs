@@ -15,11 +15,13 @@
 
 use std::time::{Duration, Instant};
 
-use pledger_core::digest::{missing_approvals, DigestBuilder};
+use std::collections::BTreeMap;
+
+use pledger_core::digest::DigestBuilder;
 use pledger_core::event::{DigestRecorded, Notice};
-use pledger_core::state::ReleaseStatus;
 use pledger_core::verify::{EventSigner, LedgerVerifier};
-use pledger_core::window::{last_completed_week, CronSchedule, Week};
+use pledger_core::window::{CronSchedule, Week};
+use pledger_core::workers::scheduler::{digest_due, needs_status, notices, NoticeLimits};
 use pledger_core::{Command, DurationSpec, Timestamp};
 use tracing::{info, info_span, warn, Instrument};
 
@@ -204,14 +206,16 @@ impl Scheduler {
 
     /// The latest firing at or before now: its week must have a digest.
     async fn digest(&mut self, now: Timestamp) -> Result<(), WorkerError> {
-        let Some(fired) = self.schedule.last_at_or_before(now) else {
+        let due = digest_due(
+            &self.schedule,
+            &self.config.timezone,
+            now,
+            self.digest_done_for,
+        )
+        .map_err(|e| WorkerError::Config(e.message))?;
+        let Some((fired, week)) = due else {
             return Ok(());
         };
-        if self.digest_done_for == Some(fired) {
-            return Ok(());
-        }
-        let week = last_completed_week(fired, &self.config.timezone)
-            .map_err(|e| WorkerError::Config(e.message))?;
         let (recorded, created) =
             ensure_digest(&self.ctx.ledger, &week, &self.config, &*self.ctx.signer)
                 .await
@@ -244,77 +248,18 @@ impl Scheduler {
 
     /// Finds what needs a person and records a notice for each, once.
     async fn checks(&mut self, now: Timestamp) -> Result<(), WorkerError> {
-        let mut notices = Vec::new();
-        for state in self.verifier.families.values().map(|f| &f.state) {
-            for r in state.releases.values() {
-                match r.status {
-                    ReleaseStatus::Proposed => {
-                        let waiting = now.millis_since(r.candidate_since).max(0) as u64;
-                        let missing = missing_approvals(r);
-                        if waiting >= self.config.stale_review_after.millis() && !missing.is_empty()
-                        {
-                            let notice = Notice::StaleReview {
-                                candidate: r.candidate.clone(),
-                                missing,
-                                waiting: DurationSpec::from_millis(waiting / 60_000 * 60_000),
-                            };
-                            if !r.notices.contains(&notice.key(None)) {
-                                notices.push((r.id.clone(), notice));
-                            }
-                        }
-                    }
-                    ReleaseStatus::RollingOut {
-                        stage,
-                        stage_entered_at,
-                        paused: false,
-                    } => {
-                        let Some(plan) = &r.plan else { continue };
-                        let s = &plan.stages[stage];
-                        let baked_at = stage_entered_at.plus(s.min_bake);
-                        if now < baked_at {
-                            continue;
-                        }
-                        let status = read_status(self.ctx.ledger.jetstream(), &r.id)
-                            .await?
-                            .filter(|x| {
-                                x.stage == s.name && x.stage_entered_at == stage_entered_at
-                            });
-                        let samples = status
-                            .as_ref()
-                            .map(|x| {
-                                x.judgement
-                                    .candidate
-                                    .samples
-                                    .min(x.judgement.control.samples)
-                            })
-                            .unwrap_or(0);
-                        let overdue = now.millis_since(baked_at).max(0) as u64;
-                        let notice = if samples < s.min_samples
-                            && overdue >= self.config.stuck_after.millis()
-                        {
-                            Notice::StuckOnData {
-                                stage: s.name.clone(),
-                                samples,
-                                min_samples: s.min_samples,
-                                overdue: DurationSpec::from_millis(overdue / 60_000 * 60_000),
-                            }
-                        } else if !plan.advance.automatic
-                            && status.as_ref().is_some_and(|x| x.ready)
-                        {
-                            Notice::BakeReached {
-                                stage: s.name.clone(),
-                            }
-                        } else {
-                            continue;
-                        };
-                        if !r.notices.contains(&notice.key(Some(stage_entered_at))) {
-                            notices.push((r.id.clone(), notice));
-                        }
-                    }
-                    _ => {}
-                }
+        let states = || self.verifier.families.values().map(|f| &f.state);
+        let mut statuses = BTreeMap::new();
+        for release in needs_status(states(), now) {
+            if let Some(status) = read_status(self.ctx.ledger.jetstream(), &release).await? {
+                statuses.insert(release, status);
             }
         }
+        let limits = NoticeLimits {
+            stale_review_after: self.config.stale_review_after,
+            stuck_after: self.config.stuck_after,
+        };
+        let notices = notices(states(), &statuses, &limits, now);
         for (release, notice) in notices {
             let n = notice.clone();
             let rid = release.clone();
@@ -343,8 +288,9 @@ impl Scheduler {
                     tracing::debug!(release = %release, "notice not raised: {r}")
                 }
                 Err(ExecuteError::Infra(e)) => return Err(e.into()),
+                // Raised again on a later check if it is still due.
                 Err(e @ ExecuteError::Conflict { .. }) => {
-                    return Err(WorkerError::Nats(e.to_string()))
+                    warn!(release = %release, "notice not raised this time: {e}")
                 }
             }
         }

@@ -1,0 +1,637 @@
+//! The workers' state machines, without NATS: the canary monitor, the gatekeeper, the
+//! scheduler's checks and the feedback collector's pacing. Decisions they return are executed
+//! through the decider on a [`World`], as their drivers do through the ledger.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use pledger_core::canary::{ArmStats, Verdict};
+use pledger_core::event::{Notice, ReviewLayer};
+use pledger_core::outcome::parse_outcome_message;
+use pledger_core::redact::{RedactionPolicy, Redactor};
+use pledger_core::sim::{ArmProfile, SimRng};
+use pledger_core::window::ReleaseWindows;
+use pledger_core::workers::canary::{
+    prompt_view, tally, view_may_be_stale, ControlKind, Executed, Monitor, OutcomeMessage,
+    PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
+};
+use pledger_core::workers::feedback::{collect, Collector, Submission, NEW_CASES_PER_MINUTE};
+use pledger_core::workers::gatekeeper::{gate_action, GateAction};
+use pledger_core::workers::scheduler::{digest_due, needs_status, notices, NoticeLimits};
+use pledger_core::{Command, DurationSpec, Rule};
+
+use crate::support::*;
+
+const MONITOR: &str = "canary-monitor";
+
+/// `n` outcomes drawn with a fixed seed, with exactly `fallbacks` fallbacks.
+fn arm(n: u64, fallbacks: u64, seed: u64) -> ArmStats {
+    let mut rng = SimRng::new(seed);
+    let mut s = ArmStats::new();
+    for _ in 0..n {
+        s.observe(&ArmProfile::default().draw(&mut rng));
+    }
+    s.fallback = fallbacks;
+    s
+}
+
+/// Counts for the first stage of the plans below (it sends its whole segment to the
+/// candidate, so the control is the baseline outside the segment).
+fn stats(candidate: ArmStats, control: ArmStats) -> StageStats {
+    StageStats {
+        candidate,
+        control_in_segment: ArmStats::new(),
+        baseline_outside_segment: control,
+    }
+}
+
+fn healthy() -> StageStats {
+    stats(arm(600, 6, 1), arm(600, 6, 2))
+}
+
+/// A fallback regression: 30% against 1%.
+fn breached() -> StageStats {
+    stats(arm(600, 180, 3), arm(600, 6, 4))
+}
+
+/// r1 rolling out at `internal` with a plan that advances and rolls back automatically.
+fn automatic() -> World {
+    let mut plan = standard_plan();
+    plan.advance.automatic = true;
+    plan.rollback.as_mut().unwrap().automatic = true;
+    gate_passed()
+        .with(OPS, plan_rollout(1, plan))
+        .with(OPS, start(1))
+}
+
+/// Windows recorded when they compiled, that no longer do (a time zone the tz database lost).
+fn broken_windows() -> ReleaseWindows {
+    ReleaseWindows {
+        timezone: "Mars/Olympus_Mons".into(),
+        open: vec![],
+        closed: vec![],
+    }
+}
+
+/// Executes the monitor's commands through the decider, as the driver does through the
+/// ledger, and reports back; returns the reports.
+fn execute(
+    w: &mut World,
+    monitor: &mut Monitor,
+    commands: Vec<Command>,
+    at: Instant,
+) -> Vec<Report> {
+    let release = rid(1);
+    commands
+        .into_iter()
+        .map(|c| {
+            let result = match w.try_run(MONITOR, c.clone()) {
+                Ok(_) => Executed::Recorded,
+                Err(r) => Executed::Refused(r),
+            };
+            monitor.executed(&release, &c, result, at)
+        })
+        .collect()
+}
+
+fn names(commands: &[Command]) -> Vec<&'static str> {
+    commands.iter().map(|c| c.name()).collect()
+}
+
+#[test]
+fn a_breach_freezes_and_rolls_back_even_when_the_global_windows_no_longer_compile() {
+    let mut w = automatic();
+    w.fleet_windows = Some(broken_windows());
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+
+    // Healthy and ready: the automatic advance is refused by the windows that do not compile.
+    let view = prompt_view(&w.state);
+    let judged = m.judge(&rid(1), &view, &healthy(), w.now, at).unwrap();
+    assert_eq!(names(&judged.commands), ["advance"]);
+    let reports = execute(&mut w, &mut m, judged.commands, at);
+    let [Report::AdvanceDeferred { rejection, status }] = reports.as_slice() else {
+        panic!("{reports:?}");
+    };
+    assert_eq!(rejection.rule, Rule::InvalidInput);
+    assert!(
+        rejection.message.contains("do not compile"),
+        "{}",
+        rejection.message
+    );
+    let status = status.as_ref().unwrap();
+    assert!(status
+        .advance_refused
+        .as_ref()
+        .unwrap()
+        .contains("invalid-input"));
+    assert_eq!(status.waiting_for_window, None);
+    assert_eq!(w.status(1), "rolling_out");
+
+    // The monitor goes on: not tried again before ADVANCE_RETRY, and the status says why.
+    let again = m
+        .judge(
+            &rid(1),
+            &view,
+            &healthy(),
+            w.now,
+            at + Duration::from_millis(500),
+        )
+        .unwrap();
+    assert!(again.commands.is_empty());
+    assert!(again.status.advance_refused.is_some());
+    let retried = m
+        .judge(&rid(1), &view, &healthy(), w.now, at + ADVANCE_RETRY)
+        .unwrap();
+    assert_eq!(names(&retried.commands), ["advance"]);
+    let reports = execute(&mut w, &mut m, retried.commands, at + ADVANCE_RETRY);
+    assert_eq!(reports, [Report::StillDeferred]);
+
+    // A regression: frozen and rolled back, windows or not.
+    let later = at + ADVANCE_RETRY * 2;
+    let judged = m.judge(&rid(1), &view, &breached(), w.now, later).unwrap();
+    assert_eq!(judged.status.judgement.verdict, Verdict::Breached);
+    assert!(judged.publish, "a new verdict is published at once");
+    assert_eq!(names(&judged.commands), ["freeze", "rollback"]);
+    let reports = execute(&mut w, &mut m, judged.commands, later);
+    assert_eq!(reports, [Report::Recorded, Report::Recorded]);
+    assert_eq!(w.status(1), "rolled_back");
+    assert_eq!(w.state.stable, Some(vid(1)));
+    // The rollout is over: the monitor forgets it.
+    let view = prompt_view(&w.state);
+    assert!(m.judge(&rid(1), &view, &breached(), w.now, later).is_none());
+    assert!(m.tracked().is_empty());
+}
+
+#[test]
+fn a_closed_window_defers_the_advance_and_says_when_it_opens() {
+    let mut w = automatic();
+    // Always closed: a blackout covering every minute.
+    w.fleet_windows = Some(windows(
+        "timezone = \"UTC\"\n[[closed]]\ncron = \"0 * * * * *\"\nduration = \"2m\"\n",
+    ));
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let judged = m
+        .judge(&rid(1), &prompt_view(&w.state), &healthy(), w.now, at)
+        .unwrap();
+    let reports = execute(&mut w, &mut m, judged.commands, at);
+    let [Report::AdvanceDeferred { rejection, status }] = reports.as_slice() else {
+        panic!("{reports:?}");
+    };
+    assert_eq!(rejection.rule, Rule::OutsideReleaseWindow);
+    let status = status.as_ref().unwrap();
+    assert_eq!(
+        status.waiting_for_window.as_deref(),
+        Some(rejection.message.as_str())
+    );
+    assert_eq!(status.advance_refused, None);
+    // Windows open again (here: removed): the next try after ADVANCE_RETRY advances.
+    w.fleet_windows = None;
+    let judged = m
+        .judge(
+            &rid(1),
+            &prompt_view(&w.state),
+            &healthy(),
+            w.now,
+            at + ADVANCE_RETRY,
+        )
+        .unwrap();
+    assert_eq!(
+        judged.status.waiting_for_window.as_deref(),
+        Some(rejection.message.as_str())
+    );
+    let reports = execute(&mut w, &mut m, judged.commands, at + ADVANCE_RETRY);
+    assert_eq!(reports, [Report::Recorded]);
+    assert_eq!(w.release(1).status.stage(), Some(1));
+    // The advance cleared the deferral.
+    let judged = m
+        .judge(
+            &rid(1),
+            &prompt_view(&w.state),
+            &StageStats::default(),
+            w.now,
+            at + ADVANCE_RETRY,
+        )
+        .unwrap();
+    assert_eq!(judged.status.waiting_for_window, None);
+}
+
+#[test]
+fn each_situation_gets_one_decision_across_replicas_and_restarts() {
+    let mut w = automatic();
+    let (mut a, mut b) = (
+        Monitor::new(Default::default(), "a"),
+        Monitor::new(Default::default(), "b"),
+    );
+    let at = Instant::now();
+    let view = prompt_view(&w.state);
+    // Both replicas see the breach on the same view and both decide to freeze and roll back.
+    let from_a = a
+        .judge(&rid(1), &view, &breached(), w.now, at)
+        .unwrap()
+        .commands;
+    let from_b = b
+        .judge(&rid(1), &view, &breached(), w.now, at)
+        .unwrap()
+        .commands;
+    assert_eq!(names(&from_a), ["freeze", "rollback"]);
+    assert_eq!(format!("{from_a:?}"), format!("{from_b:?}"));
+    // The ledger takes the first replica's; the second finds nothing left to do.
+    assert_eq!(
+        execute(&mut w, &mut a, from_a, at),
+        [Report::Recorded, Report::Recorded]
+    );
+    let reports = execute(&mut w, &mut b, from_b, at);
+    assert!(
+        matches!(&reports[0], Report::NotNeeded(r) if r.rule == Rule::NotRollingOut),
+        "{reports:?}"
+    );
+    // A rollback of a rolled-back release is a no-op: the decider records nothing.
+    assert_eq!(
+        w.kinds()
+            .iter()
+            .filter(|k| **k == "release.rollout_frozen")
+            .count(),
+        1
+    );
+    assert_eq!(
+        w.kinds()
+            .iter()
+            .filter(|k| **k == "release.rolled_back")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_monitor_restarted_between_freeze_and_rollback_rolls_back() {
+    let mut w = automatic();
+    let mut before = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let commands = before
+        .judge(&rid(1), &prompt_view(&w.state), &breached(), w.now, at)
+        .unwrap()
+        .commands;
+    // The freeze is recorded, then the process dies before the rollback.
+    execute(&mut w, &mut before, commands[..1].to_vec(), at);
+    assert_eq!(w.status(1), "frozen");
+    let mut after = Monitor::new(Default::default(), "a");
+    let judged = after
+        .judge(&rid(1), &prompt_view(&w.state), &breached(), w.now, at)
+        .unwrap();
+    assert_eq!(names(&judged.commands), ["rollback"], "not frozen twice");
+    execute(&mut w, &mut after, judged.commands, at);
+    assert_eq!(w.status(1), "rolled_back");
+}
+
+#[test]
+fn a_frozen_rollout_without_automatic_rollback_waits_for_a_person() {
+    let mut w = rolling();
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let judged = m
+        .judge(&rid(1), &prompt_view(&w.state), &breached(), w.now, at)
+        .unwrap();
+    assert_eq!(names(&judged.commands), ["freeze"]);
+    execute(&mut w, &mut m, judged.commands, at);
+    let judged = m
+        .judge(&rid(1), &prompt_view(&w.state), &breached(), w.now, at)
+        .unwrap();
+    assert!(judged.commands.is_empty(), "{:?}", judged.commands);
+}
+
+#[test]
+fn a_stage_advances_only_when_ready_baked_rolling_and_automatic() {
+    let at = Instant::now();
+    let ready = |w: &World| {
+        let mut m = Monitor::new(Default::default(), "a");
+        m.judge(&rid(1), &prompt_view(&w.state), &healthy(), w.now, at)
+            .unwrap()
+    };
+    // Automatic, ready: advance, with the readiness the decider checks.
+    let w = automatic();
+    let judged = ready(&w);
+    let [Command::AdvanceStage {
+        from_stage,
+        readiness: Some(r),
+        ..
+    }] = judged.commands.as_slice()
+    else {
+        panic!("{:?}", judged.commands);
+    };
+    assert_eq!(from_stage, "internal");
+    assert_eq!(
+        (r.candidate_samples, r.control_samples, r.breached),
+        (600, 600, false)
+    );
+    assert_eq!(judged.status.control, ControlKind::OutsideSegment);
+    // Not automatic: ready, but nothing done.
+    let judged = ready(&rolling());
+    assert!(judged.status.ready && judged.commands.is_empty());
+    // Paused: nothing.
+    let judged = ready(&automatic().with(OPS, pause(1)));
+    assert!(judged.commands.is_empty());
+    // Not enough samples for the stage: not ready.
+    let mut plan = standard_plan();
+    plan.advance.automatic = true;
+    plan.stages[0].min_samples = 1000;
+    let w = gate_passed()
+        .with(OPS, plan_rollout(1, plan.clone()))
+        .with(OPS, start(1));
+    let judged = ready(&w);
+    assert!(!judged.status.ready && judged.commands.is_empty());
+    // Not baked: not ready; baked a moment later: advance.
+    plan.stages[0].min_samples = 0;
+    plan.stages[0].min_bake = DurationSpec::parse("10m").unwrap();
+    let mut w = gate_passed()
+        .with(OPS, plan_rollout(1, plan))
+        .with(OPS, start(1));
+    assert!(!ready(&w).status.ready);
+    w.tick(10 * 60_000);
+    assert_eq!(names(&ready(&w).commands), ["advance"]);
+    // The last stage completes the release.
+    let mut w = automatic();
+    for pair in STAGES.windows(2) {
+        w.run(OPS, advance(1, pair[0]));
+    }
+    let judged = ready(&w);
+    assert_eq!(names(&judged.commands), ["complete"]);
+    execute(
+        &mut w,
+        &mut Monitor::new(Default::default(), "a"),
+        judged.commands,
+        at,
+    );
+    assert_eq!(w.status(1), "completed");
+}
+
+#[test]
+fn the_status_is_written_on_a_new_verdict_at_once_and_otherwise_paced() {
+    let w = rolling();
+    let view = prompt_view(&w.state);
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let j = |m: &mut Monitor, s: &StageStats, after: Duration| {
+        m.judge(&rid(1), &view, s, w.now, at + after)
+            .unwrap()
+            .publish
+    };
+    assert!(j(&mut m, &healthy(), Duration::ZERO), "first judgement");
+    assert!(!j(&mut m, &healthy(), Duration::from_millis(50)));
+    assert!(
+        j(&mut m, &breached(), Duration::from_millis(60)),
+        "verdict changed"
+    );
+    assert!(!j(&mut m, &breached(), Duration::from_millis(100)));
+    assert!(j(
+        &mut m,
+        &breached(),
+        Duration::from_millis(60) + STATUS_EVERY
+    ));
+}
+
+#[test]
+fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
+    let mut w = rolling();
+    w.run(OPS, advance(1, "internal")); // canary: 5% of all traffic
+    let view = prompt_view(&w.state);
+    let mut views = BTreeMap::new();
+    views.insert(prompt(), view.clone());
+    let outcome = |version: &str, extra: &str| {
+        format!(
+            r#"{{"prompt":"{PROMPT}","version":"{version}","request_id":"q","fallback":false,"escalated":false,"manually_corrected":false,"refusal":false,"latency_ms":100,"tokens_in":1,"tokens_out":1{extra}}}"#
+        )
+    };
+    let (cand, base, other) = (vid(2).to_string(), vid(1).to_string(), vid(3).to_string());
+    let payload = format!(
+        "[{},{},{},{}]",
+        outcome(&cand, ""),
+        outcome(&base, ""),
+        outcome(&other, ""),
+        outcome(&"sha256:".repeat(1), ""),
+    );
+    let subject = format!("pledger.outcomes.{PROMPT}");
+    let messages = vec![
+        OutcomeMessage {
+            sequence: 7,
+            subject: subject.clone(),
+            outcomes: parse_outcome_message(payload.as_bytes()),
+        },
+        OutcomeMessage {
+            sequence: 8,
+            subject: "pledger.outcomes.another-prompt".into(),
+            outcomes: parse_outcome_message(outcome(&cand, "").as_bytes()),
+        },
+        OutcomeMessage {
+            sequence: 9,
+            subject: subject.clone(),
+            outcomes: parse_outcome_message(b"not json"),
+        },
+    ];
+    let t = tally(&messages, &views);
+    let (release, s) = t.stats.values().next().unwrap();
+    assert_eq!(release, &rid(1));
+    assert_eq!(s.candidate.samples, 1);
+    assert_eq!(
+        s.control_in_segment.samples, 1,
+        "no match: every request is in the segment"
+    );
+    assert_eq!(t.counters.other_version, 1);
+    assert_eq!(t.counters.outcomes_applied, 2);
+    let reasons: Vec<(u64, &str)> = t
+        .dead
+        .iter()
+        .map(|d| (d.sequence, d.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].0 == 7 && reasons[0].1.starts_with("element 3"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == 8
+            && reasons[1]
+                .1
+                .contains("published on pledger.outcomes.another-prompt")
+    );
+    assert_eq!(reasons[2].0, 9);
+    assert_eq!(t.counters.dead_lettered, 3);
+    assert_eq!(t.releases().into_iter().collect::<Vec<_>>(), [rid(1)]);
+    // An outcome naming a version the view has not seen asks for a fresh read.
+    let o = parse_outcome_message(outcome(&cand, "").as_bytes())
+        .remove(0)
+        .unwrap();
+    assert!(!view_may_be_stale(&view, &o));
+    assert!(view_may_be_stale(&PromptView::default(), &o));
+}
+
+#[test]
+fn the_gatekeeper_runs_the_gate_the_decider_would_record_once() {
+    let ctx = |w: &World| w.ctx("gatekeeper");
+    // Not approved yet: nothing (the decider refuses).
+    let w = proposed().with(CI, attach(1, bundle(&vid(2), &vid(1))));
+    assert_eq!(
+        gate_action(&w.state, w.release(1), &ctx(&w)),
+        GateAction::Nothing
+    );
+    // Approved with a bundle: decide; once decided on this evidence: nothing.
+    let mut w = evaluated();
+    assert_eq!(
+        gate_action(&w.state, w.release(1), &ctx(&w)),
+        GateAction::Decide
+    );
+    w.run("gatekeeper", gate(1));
+    assert_eq!(
+        gate_action(&w.state, w.release(1), &ctx(&w)),
+        GateAction::Nothing
+    );
+    // Failing only on cost (waivable): wait for a trade-off, then decide with it.
+    let costly = BundleBuilder::new(&vid(2), &vid(1))
+        .cost(0.02, 0.01)
+        .build();
+    let mut w = approved().with(CI, attach(1, costly));
+    assert_eq!(
+        gate_action(&w.state, w.release(1), &ctx(&w)),
+        GateAction::AwaitTradeoff
+    );
+    w.run(LEAD, accept_tradeoff(1));
+    assert_eq!(
+        gate_action(&w.state, w.release(1), &ctx(&w)),
+        GateAction::Decide
+    );
+    // A gatekeeper without the role is refused by the decider: nothing.
+    let w = evaluated().with_roles("gatekeeper", &[pledger_core::identity::Role::Reviewer]);
+    assert_eq!(
+        gate_action(&w.state, w.release(1), &ctx(&w)),
+        GateAction::Nothing
+    );
+}
+
+#[test]
+fn the_scheduler_raises_each_notice_once_per_situation() {
+    let limits = NoticeLimits {
+        stale_review_after: DurationSpec::parse("3d").unwrap(),
+        stuck_after: DurationSpec::parse("2h").unwrap(),
+    };
+    // A review waiting past the limit.
+    let mut w = proposed().with(PRODUCT, approve(1, ReviewLayer::Product));
+    assert!(notices([&w.state], &BTreeMap::new(), &limits, w.now).is_empty());
+    w.tick(3 * 24 * 3_600_000);
+    let found = notices([&w.state], &BTreeMap::new(), &limits, w.now);
+    let [(release, Notice::StaleReview { missing, .. })] = found.as_slice() else {
+        panic!("{found:?}");
+    };
+    assert_eq!(release, &rid(1));
+    assert_eq!(missing.len(), 1);
+    w.run(
+        "scheduler",
+        Command::RaiseNotice {
+            release: rid(1),
+            notice: found[0].1.clone(),
+        },
+    );
+    assert!(
+        notices([&w.state], &BTreeMap::new(), &limits, w.now).is_empty(),
+        "once"
+    );
+
+    // A stage past its bake time without its samples, for longer than the limit.
+    let mut plan = standard_plan();
+    plan.stages[0].min_samples = 100;
+    plan.stages[0].min_bake = DurationSpec::parse("1h").unwrap();
+    let mut w = gate_passed()
+        .with(OPS, plan_rollout(1, plan))
+        .with(OPS, start(1));
+    assert!(needs_status([&w.state], w.now).is_empty(), "not baked");
+    w.tick(3 * 3_600_000);
+    assert_eq!(needs_status([&w.state], w.now), [rid(1)]);
+    let found = notices([&w.state], &BTreeMap::new(), &limits, w.now);
+    assert!(
+        matches!(
+            found.as_slice(),
+            [(
+                _,
+                Notice::StuckOnData {
+                    samples: 0,
+                    min_samples: 100,
+                    ..
+                }
+            )]
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_digest_owed_is_the_latest_firings_once() {
+    let schedule = pledger_core::window::CronSchedule::parse("0 0 9 * * Mon", "UTC").unwrap();
+    // Wednesday 2026-11-25: the latest firing is Monday 2026-11-23 09:00.
+    let now = ts("2026-11-25T12:00:00Z");
+    let (fired, week) = digest_due(&schedule, "UTC", now, None).unwrap().unwrap();
+    assert_eq!(fired, ts("2026-11-23T09:00:00Z"));
+    assert_eq!(week.label, "2026-W47");
+    assert!(digest_due(&schedule, "UTC", now, Some(fired))
+        .unwrap()
+        .is_none());
+    // Down for three weeks: one digest is owed, the latest week's.
+    let (_, week) = digest_due(&schedule, "UTC", ts("2026-12-16T12:00:00Z"), Some(fired))
+        .unwrap()
+        .unwrap();
+    assert_eq!(week.label, "2026-W50");
+}
+
+#[test]
+fn feedback_is_folded_by_fingerprint_and_new_cases_are_rate_limited_per_prompt() {
+    let redactor = Redactor::new(&RedactionPolicy::default()).unwrap();
+    let text = |example: &str| {
+        format!(
+            r#"{{"prompt":"{PROMPT}","version":"{}","request_id":"q","fallback":false,"escalated":true,"manually_corrected":false,"refusal":false,"latency_ms":1,"tokens_in":1,"tokens_out":1,"feedback":{{"tag":"unexpected_refusal","example":"{example}"}}}}"#,
+            vid(2)
+        )
+    };
+    let outcomes: Vec<_> = ["mail me at a@b.example", "mail me at c@d.example", "other"]
+        .iter()
+        .map(|e| parse_outcome_message(text(e).as_bytes()).remove(0).unwrap())
+        .collect();
+    let c = collect(
+        &redactor,
+        outcomes.iter().enumerate().map(|(i, o)| (i as u64 + 1, o)),
+    );
+    assert_eq!(c.pending.len(), 2, "two e-mails redact to one failure");
+    let merged = c.pending.values().find(|p| p.count == 2).unwrap();
+    assert!(!merged.example.contains("a@b.example"));
+    assert_eq!(merged.through_sequence, 2);
+    assert_eq!(c.counters[&prompt()].reports, 3);
+
+    let mut collector = Collector::new();
+    let at = Instant::now();
+    let mut case = merged.clone();
+    for i in 0..NEW_CASES_PER_MINUTE {
+        case.fingerprint = format!("{i:064x}");
+        assert_eq!(
+            collector.next_submission(&case, false, at),
+            Submission::Submit
+        );
+    }
+    case.fingerprint = "f".repeat(64);
+    assert_eq!(
+        collector.next_submission(&case, false, at),
+        Submission::RateLimited
+    );
+    assert_eq!(
+        collector.next_submission(&case, false, at + Duration::from_secs(60)),
+        Submission::Submit,
+        "a new minute"
+    );
+    // A known case recurs at most every RECURRENCE_EVERY.
+    collector.submitted(&case, at);
+    assert_eq!(
+        collector.next_submission(&case, true, at + Duration::from_secs(1)),
+        Submission::Later
+    );
+    assert_eq!(
+        collector.next_submission(&case, true, at + Duration::from_secs(10)),
+        Submission::Submit
+    );
+}
