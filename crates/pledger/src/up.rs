@@ -56,19 +56,21 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
     let app = crate::app::App::from_cli(cli);
     ensure_identities(&ledger, &app, &data_dir.join("workers")).await?;
     let (stop_workers, workers_rx) = tokio::sync::watch::channel(false);
-    let mut workers = if args.no_workers {
-        tokio::task::JoinSet::new()
-    } else {
-        crate::workers::spawn(
-            &WorkerKind::ALL,
-            &url,
-            &data_dir.join("workers"),
-            None,
-            "0",
-            workers_rx.clone(),
-        )
-        .await?
-    };
+    let mut workers = tokio::task::JoinSet::new();
+    if !args.no_workers {
+        // Each worker is supervised: started, and started again with backoff after a failure,
+        // a panic or a stop on its own, until shutdown. The server keeps serving meanwhile.
+        for kind in WorkerKind::ALL {
+            crate::workers::spawn_supervised(
+                &mut workers,
+                kind,
+                &url,
+                &data_dir.join("workers"),
+                "0",
+                workers_rx.clone(),
+            );
+        }
+    }
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
         data_dir.display(),
@@ -79,18 +81,9 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
         tokio::select! {
             reason = signals.recv() => break Ok(reason),
             Some(done) = workers.join_next() => {
-                // A worker that fails is restarted after a pause; the server keeps serving.
-                let (kind, why) = match done {
-                    Ok((kind, Ok(()))) => (Some(kind), "stopped on its own".to_string()),
-                    Ok((kind, Err(e))) => (Some(kind), e),
-                    Err(e) => (None, e.to_string()),
-                };
-                eprintln!("pledger up: worker failed: {why}; restarting it in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Some(kind) = kind {
-                    if let Err(e) = crate::workers::spawn_one(&mut workers, kind, &url, &data_dir.join("workers"), None, "0", workers_rx.clone()).await {
-                        eprintln!("pledger up: the {} worker cannot start again: {}; the server keeps serving", kind.name(), e.message);
-                    }
+                // A supervisor ends only at shutdown; say so if one ever does otherwise.
+                if let Err(e) = done {
+                    eprintln!("pledger up: a worker supervisor ended: {e}");
                 }
             }
             _ = poll.tick() => {

@@ -77,7 +77,8 @@ pub async fn spawn(
     Ok(set)
 }
 
-/// Starts one worker task in `set`.
+/// Starts one worker task in `set`: opened here (so that a worker that cannot start fails
+/// the command), then run until shutdown.
 pub async fn spawn_one(
     set: &mut JoinSet<(WorkerKind, Result<(), String>)>,
     kind: WorkerKind,
@@ -87,25 +88,67 @@ pub async fn spawn_one(
     replica: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Failure> {
-    {
-        let signer = worker_signer(kind, data_dir, key)?;
-        let client = pledger_infra::connect(url).await?;
-        let ctx = WorkerContext::open(kind, replica, client, data_dir, signer)
-            .await
-            .map_err(|e| Failure::other(format!("{}: {e}", kind.name())))?;
-        let rx = shutdown;
-        set.spawn(async move {
-            let result = match kind {
-                WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await,
-                WorkerKind::Router => router::run(ctx, rx).await,
-                WorkerKind::Canary => pledger_infra::worker::canary::run(ctx, rx).await,
-                WorkerKind::Feedback => pledger_infra::worker::feedback::run(ctx, rx).await,
-                WorkerKind::Scheduler => pledger_infra::worker::scheduler::run(ctx, rx).await,
-            };
-            (kind, result.map_err(|e| format!("{}: {e}", kind.name())))
-        });
-    }
+    let ctx = open(kind, url, data_dir, key, replica).await?;
+    set.spawn(async move { (kind, run_worker(kind, ctx, shutdown).await) });
     Ok(())
+}
+
+/// Starts one supervised worker task in `set`: opened and run until shutdown, and opened and
+/// run again after a failure, a panic or a stop on its own, with backoff
+/// ([`pledger_infra::worker::supervise`]). The task ends only at shutdown.
+pub fn spawn_supervised(
+    set: &mut JoinSet<(WorkerKind, Result<(), String>)>,
+    kind: WorkerKind,
+    url: &str,
+    data_dir: &Path,
+    replica: &str,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (url, data_dir, replica) = (url.to_string(), data_dir.to_path_buf(), replica.to_string());
+    let rx = shutdown.clone();
+    set.spawn(async move {
+        let start = move || {
+            let (url, data_dir, replica, rx) =
+                (url.clone(), data_dir.clone(), replica.clone(), rx.clone());
+            async move {
+                let ctx = open(kind, &url, &data_dir, None, &replica)
+                    .await
+                    .map_err(|e| e.message)?;
+                run_worker(kind, ctx, rx).await
+            }
+        };
+        pledger_infra::worker::supervise::supervise(kind, shutdown, start).await;
+        (kind, Ok(()))
+    });
+}
+
+async fn open(
+    kind: WorkerKind,
+    url: &str,
+    data_dir: &Path,
+    key: Option<&Path>,
+    replica: &str,
+) -> Result<WorkerContext, Failure> {
+    let signer = worker_signer(kind, data_dir, key)?;
+    let client = pledger_infra::connect(url).await?;
+    WorkerContext::open(kind, replica, client, data_dir, signer)
+        .await
+        .map_err(|e| Failure::other(format!("{}: {e}", kind.name())))
+}
+
+async fn run_worker(
+    kind: WorkerKind,
+    ctx: WorkerContext,
+    rx: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let result = match kind {
+        WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await,
+        WorkerKind::Router => router::run(ctx, rx).await,
+        WorkerKind::Canary => pledger_infra::worker::canary::run(ctx, rx).await,
+        WorkerKind::Feedback => pledger_infra::worker::feedback::run(ctx, rx).await,
+        WorkerKind::Scheduler => pledger_infra::worker::scheduler::run(ctx, rx).await,
+    };
+    result.map_err(|e| format!("{}: {e}", kind.name()))
 }
 
 /// Ctrl-C and SIGTERM, listened for from the moment this is created (so a signal that

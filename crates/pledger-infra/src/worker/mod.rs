@@ -10,6 +10,7 @@ pub mod feedback;
 pub mod gatekeeper;
 pub mod router;
 pub mod scheduler;
+pub mod supervise;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -5,5 +5,6 @@ mod codec;
 mod ledger;
 mod projection;
 mod routing;
+mod supervise;
 mod support;
 mod workers;
