@@ -57,7 +57,10 @@
 //!   of its tables whenever they change, and the next [`Resolver::start`] serves that
 //!   snapshot at once, even if the server is down at that moment (connect with
 //!   [`connect`], which keeps retrying in the background). Without a snapshot, `start` fails
-//!   when the tables cannot be loaded: there would be nothing to serve.
+//!   when the tables cannot be loaded: there would be nothing to serve. A snapshot names the
+//!   routing bucket it came from; once a server answers whose bucket is another one (another
+//!   ledger, or the bucket created again), the snapshot's tables are dropped with a warning
+//!   and that bucket's are served, whatever their ledger sequences.
 //! - **Ordering.** A table is never replaced by one derived from an older ledger sequence.
 //!   Deleting a prompt's key removes the prompt.
 //! - **Outcomes are telemetry.** Delivery is at most once; everything dropped or lost is

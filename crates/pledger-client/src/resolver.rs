@@ -107,6 +107,24 @@ struct Shared {
     /// Bumped on every observable change (tables, revision, connectivity).
     changes: watch::Sender<u64>,
     client: Option<async_nats::Client>,
+    /// The routing bucket the tables held came from ([`bucket_source`]); `None` for tables
+    /// that came from nowhere known.
+    source: Mutex<Option<String>>,
+}
+
+/// Names a routing bucket: its stream, creation time and cluster. A bucket deleted and
+/// created again, or another server's, has another name.
+fn bucket_source(info: &jetstream::stream::Info) -> String {
+    let cluster = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.name.clone())
+        .unwrap_or_else(|| "single server".to_string());
+    format!(
+        "{} created {}@{cluster}",
+        info.config.name,
+        info.created.unix_timestamp_nanos()
+    )
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -128,6 +146,7 @@ impl Shared {
                 last_error: None,
             }),
             changes: watch::channel(0).0,
+            source: Mutex::new(None),
             client,
         }
     }
@@ -173,6 +192,13 @@ impl Shared {
     }
 
     /// Removes every table whose key is not in `keep`; returns how many went.
+    fn source(&self) -> Option<String> {
+        self.source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn retain(&self, keep: &HashSet<String>) -> usize {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         let before = tables.len();
@@ -243,6 +269,13 @@ impl Resolver {
         let shared = Arc::new(Shared::new(Some(client.clone()), confirmed));
         let from_snapshot = snapshot.is_some();
         if let Some(s) = snapshot {
+            // A snapshot without its source is from an unknown bucket: served while no server
+            // answers, dropped when one does (see `WatchTask::session`).
+            *shared.source.lock().unwrap_or_else(PoisonError::into_inner) = Some(
+                s.source
+                    .clone()
+                    .unwrap_or_else(|| "an unknown routing bucket (a format 1 snapshot)".into()),
+            );
             info!(
                 tables = s.tables.len(),
                 saved_at = %s.saved_at,
@@ -410,7 +443,7 @@ impl Resolver {
     /// later [`ResolverOptions::snapshot`] start. Blocking file IO of a small file.
     pub fn save_snapshot(&self, path: impl AsRef<std::path::Path>) -> Result<(), ClientError> {
         let tables = self.tables().iter().map(|t| (**t).clone()).collect();
-        snapshot::write(path.as_ref(), tables)
+        snapshot::write(path.as_ref(), self.inner.shared.source(), tables)
     }
 }
 
@@ -466,6 +499,28 @@ impl WatchTask {
             .get_stream(ROUTING_STREAM)
             .await
             .map_err(ClientError::from_get_stream)?;
+        // Tables (and key revisions) from another bucket (a snapshot of another ledger, a
+        // server replaced under a running resolver, a bucket created again) never mix with
+        // this one's: they are dropped, and the load below brings this bucket's.
+        let live = bucket_source(stream.cached_info());
+        let held = self
+            .shared
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(live.clone());
+        if let Some(held) = held.filter(|h| *h != live) {
+            let dropped = self.shared.retain(&HashSet::new());
+            self.key_revisions.clear();
+            warn!(
+                dropped,
+                "the routing tables held came from {held}, not from this server's bucket ({live}): dropped; serving this bucket's"
+            );
+            if dropped > 0 {
+                self.dirty = true;
+                self.shared.bump();
+            }
+        }
         let state = &stream.cached_info().state;
         // The load is complete once the watch delivered the stream's last message (the last
         // message is always the last of its key, so the watch delivers it).
@@ -562,7 +617,7 @@ impl WatchTask {
         }
         self.key_revisions.insert(entry.key.clone(), entry.revision);
         let changed = match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<RoutingTable>(&entry.value) {
+            kv::Operation::Put => match RoutingTable::from_json(&entry.value) {
                 Ok(table) if table.prompt.as_str() != entry.key => {
                     warn!(
                         key = entry.key,
@@ -631,7 +686,8 @@ impl WatchTask {
         };
         self.dirty = false;
         let tables = self.shared.tables().iter().map(|t| (**t).clone()).collect();
-        match tokio::task::spawn_blocking(move || snapshot::write(&path, tables)).await {
+        let source = self.shared.source();
+        match tokio::task::spawn_blocking(move || snapshot::write(&path, source, tables)).await {
             // Wakes waiters that watch the file (tests).
             Ok(Ok(())) => self.shared.bump(),
             Ok(Err(e)) => warn!("saving the routing snapshot: {e}"),

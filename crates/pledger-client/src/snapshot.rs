@@ -2,8 +2,15 @@
 //! while NATS is away still serves what it served before.
 //!
 //! ```json
-//! {"format": 1, "saved_at": "2026-11-24T09:30:00.000Z", "tables": [<RoutingTable>, ...]}
+//! {"format": 2, "saved_at": "2026-11-24T09:30:00.000Z",
+//!  "source": "KV_pledger_routing created 1795510800000000000@single server",
+//!  "tables": [<RoutingTable>, ...]}
 //! ```
+//!
+//! `source` names the routing bucket the tables came from (its stream's creation time and
+//! cluster). A resolver that reaches a server whose bucket is another one drops the
+//! snapshot's tables rather than serving them as that ledger's (format 1 had no source and is
+//! treated as from another bucket).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,12 +24,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::ClientError;
 
 /// The snapshot format this SDK writes; newer ones are refused rather than misread.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
     pub format: u32,
     pub saved_at: Timestamp,
+    /// The routing bucket the tables came from; `None` when unknown (format 1, or tables
+    /// that never came from a server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub tables: Vec<RoutingTable>,
 }
 
@@ -65,11 +76,16 @@ pub(crate) fn read(path: &Path) -> Result<Option<Snapshot>, ClientError> {
 
 /// Writes a snapshot atomically: a temporary file in the same directory, flushed to disk,
 /// then renamed over `path`. A reader (or a crash) sees the old file or the new one.
-pub(crate) fn write(path: &Path, tables: Vec<RoutingTable>) -> Result<(), ClientError> {
+pub(crate) fn write(
+    path: &Path,
+    source: Option<String>,
+    tables: Vec<RoutingTable>,
+) -> Result<(), ClientError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let snapshot = Snapshot {
         format: SNAPSHOT_FORMAT,
         saved_at: now(),
+        source,
         tables,
     };
     let bytes = serde_json::to_vec_pretty(&snapshot).map_err(|e| ClientError::snapshot(path, e))?;

@@ -18,7 +18,7 @@ fn with_snapshot(path: &std::path::Path) -> ResolverOptions {
 
 fn snapshot_tables(path: &std::path::Path) -> Vec<RoutingTable> {
     let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    assert_eq!(value["format"], 1);
+    assert_eq!(value["format"], 2);
     assert!(value["saved_at"].is_string());
     serde_json::from_value(value["tables"].clone()).unwrap()
 }
@@ -169,4 +169,62 @@ async fn an_unreadable_snapshot_is_ignored_for_a_live_load() {
         .unwrap();
     assert!(resolver.staleness().synced);
     assert_eq!(snapshot_tables(&path).len(), 1, "replaced by a good one");
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_ledger_is_dropped_once_this_servers_bucket_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routing.json");
+    let (a, b) = (artifact("a"), artifact("b"));
+    // A first ledger, far along: its snapshot holds `triage` at sequence 50 and `retired`.
+    {
+        let first = env().await;
+        first
+            .routing
+            .publish(&stable_table("triage", 50, &a))
+            .await
+            .unwrap();
+        first
+            .routing
+            .publish(&stable_table("retired", 40, &a))
+            .await
+            .unwrap();
+        let resolver = Resolver::start(first.client.clone(), with_snapshot(&path))
+            .await
+            .unwrap();
+        assert_eq!(resolver.tables().len(), 2);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(value["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("KV_pledger_routing created "));
+    // A new ledger on another server, younger: `triage` at sequence 3 serves `b`.
+    let second = env().await;
+    second
+        .routing
+        .publish(&stable_table("triage", 3, &b))
+        .await
+        .unwrap();
+    let resolver = Resolver::start(second.client.clone(), with_snapshot(&path))
+        .await
+        .unwrap();
+    within("the live load", resolver.wait_synced()).await;
+    within(
+        "the new ledger's table",
+        resolver.wait_for("triage", |t| t.is_some_and(|t| t.ledger_sequence == 3)),
+    )
+    .await;
+    let r = resolver.resolve("triage", &RequestContext::new().unit("u1"));
+    assert_eq!(r.version(), Some(&b.version_id()));
+    assert!(
+        resolver.table("retired").is_none(),
+        "nothing of the other ledger is served"
+    );
+    // The snapshot now names this bucket and holds its tables only.
+    within(
+        "the snapshot to be rewritten",
+        resolver.wait_until(|_| snapshot_tables(&path) == vec![stable_table("triage", 3, &b)]),
+    )
+    .await;
 }
