@@ -55,6 +55,12 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run::from_output(o)
+    }
+}
+
 impl Run {
     fn from_output(o: Output) -> Run {
         Run {
@@ -367,6 +373,34 @@ impl World {
     }
 }
 
+/// [`World::wait_for`] for tests without a [`World`] (a cluster): polls `check` until it
+/// returns `Some`, failing after `limit`.
+#[track_caller]
+pub fn wait_until<T>(
+    what: &str,
+    limit: std::time::Duration,
+    check: impl FnMut() -> Option<T>,
+) -> T {
+    try_wait_until(limit, check).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// [`wait_until`] returning `None` on time-out instead of failing.
+pub fn try_wait_until<T>(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A worker child process; stopped with SIGTERM on drop.
 pub struct WorkerProcess {
     url: String,
@@ -378,6 +412,33 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// Starts `pledger worker <kind>` against `url` (one server, or a cluster's nodes
+    /// comma-separated) with its stores and keys under `data_dir`, outside any [`World`]
+    /// (the keys there must be enrolled on that ledger).
+    pub fn spawn(url: &str, kind: &str, replica: &str, data_dir: &Path) -> WorkerProcess {
+        let mut p = WorkerProcess {
+            url: url.to_string(),
+            kind: kind.to_string(),
+            replica: replica.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            clock: None,
+            child: None,
+        };
+        p.start();
+        p
+    }
+
+    /// Has the worker exited on its own? Its exit status if so (`None` while it runs, or when
+    /// the test stopped it).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// The worker's log so far (empty when it has none).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let mut command = Command::new(pledger_bin());
@@ -504,3 +565,10 @@ fallback_rate = { max_rate = 0.05 }
 criteria = "fallback rate over 5%"
 automatic = true
 "#;
+
+/// The outcome subject of `prompt` (`pledger_core::names::outcome_subject`).
+pub fn outcomes_of(prompt: &str) -> String {
+    pledger_core::names::outcome_subject(
+        &pledger_core::PromptName::parse(prompt).expect("a prompt name"),
+    )
+}

@@ -131,7 +131,15 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
     // Every replica has judged the same traffic by now; wait until each has consumed it all.
     for (r, m) in replicas.iter().zip(&monitors) {
         let drained = w.try_wait_for(Duration::from_secs(30), || {
-            drained(&w, &format!("pledger_canary_{r}_pledger_outcomes")).then_some(())
+            drained(
+                &w,
+                &pledger_core::names::durable_name(
+                    "canary",
+                    &r.to_string(),
+                    pledger_core::names::OUTCOMES_STREAM,
+                ),
+            )
+            .then_some(())
         });
         assert!(
             drained.is_some(),
@@ -218,7 +226,10 @@ fn drained(w: &World, durable: &str) -> bool {
     rt.block_on(async {
         let client = async_nats::connect(w.server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream("PLEDGER_OUTCOMES").await.unwrap();
+        let stream = js
+            .get_stream(pledger_core::names::OUTCOMES_STREAM)
+            .await
+            .unwrap();
         let Ok(mut c) = stream
             .get_consumer::<async_nats::jetstream::consumer::pull::Config>(durable)
             .await
@@ -295,8 +306,16 @@ fn sigkilled_monitors_count_every_outcome_exactly_once() {
         last = s.clone();
         let seen = s["judgement"]["candidate"]["samples"].as_u64().unwrap_or(0)
             + s["judgement"]["control"]["samples"].as_u64().unwrap_or(0);
-        (seen >= candidate + baseline && drained(&w, "pledger_canary_a_pledger_outcomes"))
-            .then_some(s)
+        (seen >= candidate + baseline
+            && drained(
+                &w,
+                &pledger_core::names::durable_name(
+                    "canary",
+                    "a",
+                    pledger_core::names::OUTCOMES_STREAM,
+                ),
+            ))
+        .then_some(s)
     });
     let status = status.unwrap_or_else(|| {
         panic!(
@@ -342,29 +361,26 @@ fn malformed_outcomes_are_dead_lettered_and_the_good_ones_counted() {
     let mut unknown_prompt = good(93, "baseline", &p.v1);
     unknown_prompt["prompt"] = serde_json::json!("ghost");
     let messages: Vec<(String, Vec<u8>)> = vec![
+        (outcomes_of("triage").into(), b"this is not json".to_vec()),
         (
-            "pledger.outcomes.triage".into(),
-            b"this is not json".to_vec(),
-        ),
-        (
-            "pledger.outcomes.triage".into(),
+            outcomes_of("triage").into(),
             serde_json::to_vec(&wrong_type).unwrap(),
         ),
         (
-            "pledger.outcomes.triage".into(),
+            outcomes_of("triage").into(),
             serde_json::to_vec(&negative).unwrap(),
         ),
         (
-            "pledger.outcomes.triage".into(),
+            outcomes_of("triage").into(),
             serde_json::to_vec(&unknown_version).unwrap(),
         ),
         (
-            "pledger.outcomes.ghost".into(),
+            outcomes_of("ghost").into(),
             serde_json::to_vec(&unknown_prompt).unwrap(),
         ),
         // An array with one bad element among three good ones.
         (
-            "pledger.outcomes.triage".into(),
+            outcomes_of("triage").into(),
             serde_json::to_vec(&serde_json::json!([
                 good(1, "candidate", &p.v2),
                 negative,
@@ -407,7 +423,10 @@ fn malformed_outcomes_are_dead_lettered_and_the_good_ones_counted() {
     let reasons: Vec<String> = rt.block_on(async {
         let client = async_nats::connect(w.server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream("PLEDGER_DEADLETTER").await.unwrap();
+        let stream = js
+            .get_stream(pledger_core::names::DEADLETTER_STREAM)
+            .await
+            .unwrap();
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                 ..Default::default()

@@ -95,7 +95,7 @@ fn an_r3_ledger_survives_losing_its_leader_through_every_nodes_url() {
     assert_eq!(before, 4);
 
     // Kill the server leading the ledger stream.
-    let leading = leader(&cluster.node_url(0), "PLEDGER_LEDGER");
+    let leading = leader(&cluster.node_url(0), pledger_core::names::LEDGER_STREAM);
     let victim = (0..3).find(|i| cluster.node_name(*i) == leading).unwrap();
     cluster.kill(victim);
     let f = dir.path().join("after.toml");
@@ -125,7 +125,10 @@ fn an_r3_ledger_survives_losing_its_leader_through_every_nodes_url() {
     assert!(log["ignored"].as_array().unwrap().is_empty(), "{log}");
     let survivor = (0..3).find(|i| *i != victim).unwrap();
     assert_ne!(
-        leader(&cluster.node_url(survivor), "PLEDGER_LEDGER"),
+        leader(
+            &cluster.node_url(survivor),
+            pledger_core::names::LEDGER_STREAM
+        ),
         leading
     );
     let roster = json_of(&ok(&["--json", "identity", "list"]));

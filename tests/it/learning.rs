@@ -73,7 +73,7 @@ fn production_feedback_becomes_redacted_deduplicated_cases_the_gate_requires() {
         "hallucinated_field",
         "Invented card_number 5555-5555-5555-4444 in the reply",
     ));
-    publish(&w, "pledger.outcomes.triage", Value::Array(batch));
+    publish(&w, &outcomes_of("triage"), Value::Array(batch));
 
     let found = w.wait_for("two cases", Duration::from_secs(30), || {
         let c = cases(&w);
@@ -95,7 +95,7 @@ fn production_feedback_becomes_redacted_deduplicated_cases_the_gate_requires() {
             )
         })
         .collect();
-    publish(&w, "pledger.outcomes.triage", Value::Array(more));
+    publish(&w, &outcomes_of("triage"), Value::Array(more));
     w.wait_for("the repeats to be counted", Duration::from_secs(30), || {
         let c = cases(&w);
         (c.len() == 2 && c.iter().any(|c| c["count"] == 8)).then_some(())
@@ -256,7 +256,7 @@ fn a_flood_of_new_failures_is_rate_limited_and_says_so() {
             )
         })
         .collect();
-    publish(&w, "pledger.outcomes.triage", Value::Array(flood));
+    publish(&w, &outcomes_of("triage"), Value::Array(flood));
     let listed = w.wait_for("the collector's counters", Duration::from_secs(30), || {
         let l = w.json("reviewer", &["regressions", "list", "triage"]);
         // The counters are published as the collector decides; the last case's append may

@@ -1,3 +1,6 @@
+//! tidy: wire names in this file: it pins, subject by subject, what `ops/nats-auth.conf`
+//! permits, so it spells the names as that file does.
+//!
 //! NATS permissions for a real deployment (`ops/nats-auth.conf`): a server started with that
 //! configuration, the streams and buckets created by `admin` with the project's own set-up, and
 //! for each role the operations it may do succeeding and the others refused by the server.

@@ -109,7 +109,10 @@ fn garbage_on_a_release_subject_leaves_every_reader_working_and_workers_deciding
     let _gatekeeper = w.worker("gatekeeper", "0");
     let p = proposed(&w, "triage");
     let other = proposed(&w, "billing");
-    let subject = "pledger.ledger.triage.release.r1";
+    let subject = pledger_core::names::subject_for(&pledger_core::event::Aggregate::Release(
+        pledger_core::ReleaseId::parse("triage-r1").unwrap(),
+    ));
+    let subject = subject.as_str();
     raw_publish(&w, subject, b"\x00not an event\xff".to_vec());
     raw_publish(
         &w,
@@ -161,7 +164,10 @@ fn garbage_on_a_release_subject_leaves_every_reader_working_and_workers_deciding
 fn dead_letters(w: &World) -> Vec<Value> {
     with_client(w, async |js| {
         use futures::StreamExt;
-        let stream = js.get_stream("PLEDGER_DEADLETTER").await.unwrap();
+        let stream = js
+            .get_stream(pledger_core::names::DEADLETTER_STREAM)
+            .await
+            .unwrap();
         let consumer: async_nats::jetstream::consumer::PullConsumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
             .await
@@ -362,7 +368,10 @@ fn a_passphrase_protected_key_signs_once_unlocked() {
 /// The raw stored bytes of the last message on `subject`.
 fn stored_bytes(w: &World, subject: &str) -> Vec<u8> {
     with_client(w, async |js| {
-        let stream = js.get_stream("PLEDGER_LEDGER").await.unwrap();
+        let stream = js
+            .get_stream(pledger_core::names::LEDGER_STREAM)
+            .await
+            .unwrap();
         stream
             .direct_get_last_for_subject(subject.to_string())
             .await
@@ -384,7 +393,10 @@ fn ssh_keygen_verifies_a_recorded_event_in_the_pledger_namespace_only() {
         &["prompt", "register", "triage", "--owner", "support"],
     )
     .ok();
-    let stored = stored_bytes(&w, "pledger.ledger.triage.prompt");
+    let stored = stored_bytes(
+        &w,
+        &pledger_core::names::prompt_subject(&pledger_core::PromptName::parse("triage").unwrap()),
+    );
     let text = String::from_utf8(stored).unwrap();
     // The signing bytes: the stored bytes without the last member, `signature`.
     let cut = text.rfind(",\"signature\":\"").unwrap();

@@ -5,9 +5,8 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::ErrorCode;
 
 /// The bucket services resolve against.
-pub const ROUTING_BUCKET: &str = "pledger_routing";
-/// The stream behind [`ROUTING_BUCKET`].
-pub(crate) const ROUTING_STREAM: &str = "KV_pledger_routing";
+pub use pledger_core::names::ROUTING_BUCKET;
+pub(crate) use pledger_core::names::ROUTING_STREAM;
 
 /// What can go wrong in the SDK. `report` never fails (it counts); the rest say what to do.
 #[derive(Debug, thiserror::Error)]

@@ -1,11 +1,31 @@
-//! Ledger subject names: the one place they are spelled. `pledger-infra` re-exports them
-//! beside its stream, bucket and consumer names.
+//! Every name the system shares through NATS: streams, subjects, KV buckets, KV keys and
+//! durable consumers. This is the one place they are spelled (a tidy test,
+//! `pledger-core/tests/it/tidy.rs`, fails when one is spelled anywhere else in the code);
+//! `pledger-infra` and the SDK use them from here.
 
 use crate::event::{Aggregate, FleetTopic};
 use crate::ids::PromptName;
 
+// ---------------------------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------------------------
+
+/// The ledger: every event, on the subjects below.
+pub const LEDGER_STREAM: &str = "PLEDGER_LEDGER";
+/// Outcomes services publish.
+pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
+/// Copies of what a worker could not use, with the reason.
+pub const DEADLETTER_STREAM: &str = "PLEDGER_DEADLETTER";
+
+// ---------------------------------------------------------------------------------------------
+// Ledger subjects
+// ---------------------------------------------------------------------------------------------
+
 /// Every ledger subject starts with this.
 pub const LEDGER_SUBJECTS: &str = "pledger.ledger.>";
+/// Each prompt's own subject (one per prompt): listing them lists the prompts.
+pub const PROMPT_SUBJECTS: &str = "pledger.ledger.*.prompt";
+const LEDGER_PREFIX: &str = "pledger.ledger.";
 /// The global release windows: one subject, its last accepted event is in force.
 pub const FLEET_WINDOWS_SUBJECT: &str = "pledger.ledger._fleet.windows";
 /// The roster of identities, keys and roles.
@@ -14,12 +34,18 @@ pub const ROSTER_SUBJECT: &str = "pledger.ledger._fleet.roster";
 pub const DIGEST_FILTER: &str = "pledger.ledger._fleet.digest.*";
 
 pub fn prompt_subject(prompt: &PromptName) -> String {
-    format!("pledger.ledger.{prompt}.prompt")
+    format!("{LEDGER_PREFIX}{prompt}.prompt")
+}
+
+/// The prompt token of a ledger subject (`pledger.ledger.<prompt>....`), unparsed; fleet
+/// subjects give `_fleet`.
+pub fn prompt_token(subject: &str) -> Option<&str> {
+    subject.strip_prefix(LEDGER_PREFIX)?.split('.').next()
 }
 
 /// Every subject of a prompt's family: the prompt and its releases.
 pub fn family_filter(prompt: &PromptName) -> String {
-    format!("pledger.ledger.{prompt}.>")
+    format!("{LEDGER_PREFIX}{prompt}.>")
 }
 
 /// The subject of one week's digest. It holds at most one event: the digest is appended only
@@ -32,9 +58,69 @@ pub fn digest_subject(week: &str) -> String {
 pub fn subject_for(aggregate: &Aggregate) -> String {
     match aggregate {
         Aggregate::Prompt(p) => prompt_subject(p),
-        Aggregate::Release(r) => format!("pledger.ledger.{}.release.{}", r.prompt(), r.token()),
+        Aggregate::Release(r) => format!("{LEDGER_PREFIX}{}.release.{}", r.prompt(), r.token()),
         Aggregate::Fleet(FleetTopic::Windows) => FLEET_WINDOWS_SUBJECT.to_string(),
         Aggregate::Fleet(FleetTopic::Roster) => ROSTER_SUBJECT.to_string(),
         Aggregate::Fleet(FleetTopic::Digest(week)) => digest_subject(week),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcome and dead-letter subjects
+// ---------------------------------------------------------------------------------------------
+
+/// Every outcome subject.
+pub const OUTCOMES_SUBJECTS: &str = "pledger.outcomes.>";
+/// The outcome subjects of every prompt (one token each): what the workers consume.
+pub const OUTCOMES_FILTER: &str = "pledger.outcomes.*";
+
+/// The subject services publish a prompt's outcomes on.
+pub fn outcome_subject(prompt: &PromptName) -> String {
+    format!("pledger.outcomes.{prompt}")
+}
+
+/// Every dead-letter subject.
+pub const DEADLETTER_SUBJECTS: &str = "pledger.deadletter.>";
+
+/// The dead-letter subject of what `worker` could not use from `source` (a subject).
+pub fn deadletter_subject(worker: &str, source: &str) -> String {
+    format!("pledger.deadletter.{worker}.{source}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// KV buckets and keys
+// ---------------------------------------------------------------------------------------------
+
+/// The runtime config layer: one key per prompt ([`routing_key`]) holding its routing table.
+pub const ROUTING_BUCKET: &str = "pledger_routing";
+/// The stream behind [`ROUTING_BUCKET`].
+pub const ROUTING_STREAM: &str = "KV_pledger_routing";
+/// The canary monitor's status of each active rollout ([`canary_status_key`]) and the
+/// feedback collector's counters ([`feedback_status_key`]).
+pub const CANARY_STATUS_BUCKET: &str = "pledger_canary";
+/// The stream behind [`CANARY_STATUS_BUCKET`].
+pub const CANARY_STATUS_STREAM: &str = "KV_pledger_canary";
+
+/// A prompt's key in [`ROUTING_BUCKET`].
+pub fn routing_key(prompt: &PromptName) -> String {
+    prompt.to_string()
+}
+
+/// A release's key in [`CANARY_STATUS_BUCKET`].
+pub fn canary_status_key(release: &crate::ReleaseId) -> String {
+    release.to_string()
+}
+
+/// A prompt's feedback counters' key in [`CANARY_STATUS_BUCKET`].
+pub fn feedback_status_key(prompt: &PromptName) -> String {
+    format!("feedback-{prompt}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumers
+// ---------------------------------------------------------------------------------------------
+
+/// The durable consumer of one worker replica on a stream.
+pub fn durable_name(worker: &str, replica: &str, stream: &str) -> String {
+    format!("pledger_{worker}_{replica}_{}", stream.to_ascii_lowercase())
 }

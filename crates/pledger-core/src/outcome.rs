@@ -192,7 +192,4 @@ fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// The subject services publish a prompt's outcomes on.
-pub fn outcome_subject(prompt: &PromptName) -> String {
-    format!("pledger.outcomes.{prompt}")
-}
+pub use crate::names::outcome_subject;

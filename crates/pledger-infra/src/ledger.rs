@@ -27,21 +27,17 @@ use tracing::{debug, info_span, Instrument};
 
 use crate::error::InfraError;
 
-pub const LEDGER_STREAM: &str = "PLEDGER_LEDGER";
-pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
-pub const OUTCOMES_SUBJECTS: &str = "pledger.outcomes.>";
-pub const ROUTING_BUCKET: &str = "pledger_routing";
-/// Where the canary monitor publishes its judgement of each active rollout (key: release id).
-pub const CANARY_STATUS_BUCKET: &str = "pledger_canary";
-pub const DEADLETTER_STREAM: &str = "PLEDGER_DEADLETTER";
-pub const DEADLETTER_SUBJECTS: &str = "pledger.deadletter.>";
+pub use pledger_core::names::{
+    CANARY_STATUS_BUCKET, DEADLETTER_STREAM, DEADLETTER_SUBJECTS, LEDGER_STREAM, OUTCOMES_STREAM,
+    OUTCOMES_SUBJECTS, ROUTING_BUCKET,
+};
 /// The streams (and buckets' streams) `init --replicas` replicates.
 pub const REPLICATED_STREAMS: [&str; 5] = [
     LEDGER_STREAM,
     OUTCOMES_STREAM,
     DEADLETTER_STREAM,
-    "KV_pledger_routing",
-    "KV_pledger_canary",
+    pledger_core::names::ROUTING_STREAM,
+    pledger_core::names::CANARY_STATUS_STREAM,
 ];
 /// Largest encoded event accepted (the server's max_payload is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 900 * 1024;
@@ -513,15 +509,13 @@ impl Ledger {
             .await
             .map_err(InfraError::stream_missing)?;
         let mut subjects = stream
-            .info_with_subjects("pledger.ledger.*.prompt")
+            .info_with_subjects(pledger_core::names::PROMPT_SUBJECTS)
             .await
             .map_err(InfraError::read)?;
         let mut prompts = Vec::new();
         while let Some(item) = subjects.next().await {
             let (subject, _count) = item.map_err(InfraError::read)?;
-            let name = subject
-                .trim_start_matches("pledger.ledger.")
-                .trim_end_matches(".prompt");
+            let name = pledger_core::names::prompt_token(&subject).unwrap_or_default();
             if let Ok(p) = PromptName::parse(name) {
                 prompts.push(p);
             }

@@ -753,7 +753,9 @@ pub async fn run() -> Result<(), Failure> {
     let client = pledger_infra::connect(&demo.app_url).await?;
     async_nats::jetstream::new(client)
         .publish(
-            "pledger.outcomes.support-triage",
+            pledger_core::names::outcome_subject(
+                &pledger_core::PromptName::parse("support-triage").expect("a valid name"),
+            ),
             serde_json::to_vec(&feedback).expect("json").into(),
         )
         .await

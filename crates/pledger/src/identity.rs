@@ -73,7 +73,7 @@ impl App {
             }
             return Ok(Report::ok(
                 text,
-                json!({ "url": url, "streams": [LEDGER_STREAM, "PLEDGER_OUTCOMES"], "buckets": ["pledger_routing"], "genesis": roster.roster.genesis, "servers": servers, "replicas": replicas_json(&replication) }),
+                json!({ "url": url, "streams": [LEDGER_STREAM, pledger_core::names::OUTCOMES_STREAM], "buckets": [pledger_core::names::ROUTING_BUCKET], "genesis": roster.roster.genesis, "servers": servers, "replicas": replicas_json(&replication) }),
             ));
         };
         let identity = Actor::parse(name)?;

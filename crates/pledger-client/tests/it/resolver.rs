@@ -72,7 +72,7 @@ async fn start_names_the_bucket_and_pledger_init_when_it_is_missing() {
     assert!(matches!(err, ClientError::BucketMissing), "{err:?}");
     let message = err.to_string();
     assert!(
-        message.contains("pledger_routing") && message.contains("pledger init"),
+        message.contains(pledger_core::names::ROUTING_BUCKET) && message.contains("pledger init"),
         "{message}"
     );
 }

@@ -198,7 +198,7 @@ async fn a_snapshot_of_another_ledger_is_dropped_once_this_servers_bucket_answer
     assert!(value["source"]
         .as_str()
         .unwrap()
-        .starts_with("KV_pledger_routing created "));
+        .starts_with(&format!("{} created ", pledger_core::names::ROUTING_STREAM)));
     // A new ledger on another server, younger: `triage` at sequence 3 serves `b`.
     let second = env().await;
     second

@@ -813,12 +813,12 @@ fn the_prompt_name_helpers_agree_with_aggregates() {
     let p = PromptName::parse("support-triage").unwrap();
     assert_eq!(
         subject_for(&pledger_core::event::Aggregate::Prompt(p.clone())),
-        "pledger.ledger.support-triage.prompt"
+        "pledger.ledger.support-triage.prompt" // tidy: wire name
     );
     assert_eq!(
         subject_for(&pledger_core::event::Aggregate::Fleet(
             pledger_core::event::FleetTopic::Roster
         )),
-        "pledger.ledger._fleet.roster"
+        "pledger.ledger._fleet.roster" // tidy: wire name
     );
 }

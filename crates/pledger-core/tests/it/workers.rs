@@ -411,7 +411,7 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
         outcome(&other, ""),
         outcome(&"sha256:".repeat(1), ""),
     );
-    let subject = format!("pledger.outcomes.{PROMPT}");
+    let subject = pledger_core::names::outcome_subject(&prompt());
     let messages = vec![
         OutcomeMessage {
             sequence: 7,
@@ -420,7 +420,9 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
         },
         OutcomeMessage {
             sequence: 8,
-            subject: "pledger.outcomes.another-prompt".into(),
+            subject: pledger_core::names::outcome_subject(
+                &pledger_core::PromptName::parse("another-prompt").unwrap(),
+            ),
             outcomes: parse_outcome_message(outcome(&cand, "").as_bytes()),
         },
         OutcomeMessage {

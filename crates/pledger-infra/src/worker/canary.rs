@@ -37,7 +37,7 @@ pub async fn read_status(
         .await
         .map_err(|e| WorkerError::Nats(e.to_string()))?;
     match kv
-        .get(release.to_string())
+        .get(pledger_core::names::canary_status_key(release))
         .await
         .map_err(|e| WorkerError::Nats(e.to_string()))?
     {
@@ -73,7 +73,9 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
     let span = info_span!("worker", kind = "canary", replica = %ctx.replica);
     async move {
         let ledger_consumer = ctx.consumer(LEDGER_STREAM, LEDGER_SUBJECTS).await?;
-        let outcome_consumer = ctx.consumer(OUTCOMES_STREAM, "pledger.outcomes.*").await?;
+        let outcome_consumer = ctx
+            .consumer(OUTCOMES_STREAM, pledger_core::names::OUTCOMES_FILTER)
+            .await?;
         let mut ledger_batches = Batches::new(&ledger_consumer).await?;
         let mut outcome_batches = Batches::new(&outcome_consumer).await?;
         let status = ctx
@@ -346,7 +348,10 @@ impl Driver {
     async fn publish_status(&mut self, status: &CanaryStatus) -> Result<(), WorkerError> {
         let bytes = serde_json::to_vec(status).map_err(|e| WorkerError::Nats(e.to_string()))?;
         self.status
-            .put(status.release.to_string(), bytes.into())
+            .put(
+                pledger_core::names::canary_status_key(&status.release),
+                bytes.into(),
+            )
             .await
             .map_err(|e| WorkerError::Nats(e.to_string()))?;
         Ok(())

@@ -31,7 +31,7 @@ fn counters_key(prompt: &PromptName) -> String {
 
 /// The status-bucket key of a prompt's feedback counters.
 pub fn status_key(prompt: &PromptName) -> String {
-    format!("feedback-{prompt}")
+    pledger_core::names::feedback_status_key(prompt)
 }
 
 /// Reads the redaction policy from `$PLEDGER_REDACTION_POLICY` (a TOML or JSON file, which
@@ -54,7 +54,9 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
     async move {
         let redactor = Redactor::new(&redaction_policy()?)
             .map_err(|e| WorkerError::Nats(format!("redaction policy: {e}")))?;
-        let consumer = ctx.consumer(OUTCOMES_STREAM, "pledger.outcomes.*").await?;
+        let consumer = ctx
+            .consumer(OUTCOMES_STREAM, pledger_core::names::OUTCOMES_FILTER)
+            .await?;
         let mut batches = Batches::new(&consumer).await?;
         let status = ctx
             .ledger

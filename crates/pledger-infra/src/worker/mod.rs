@@ -28,8 +28,6 @@ use crate::ledger::{Family, Ledger};
 use crate::projection::{Binding, ProjectionError, ProjectionStore};
 use crate::routing::RoutingStore;
 
-/// Subject prefix of dead letters (stream `PLEDGER_DEADLETTER`).
-pub const DEADLETTER_PREFIX: &str = "pledger.deadletter";
 /// Largest batch a worker applies in one sled transaction.
 pub const MAX_BATCH: usize = 1000;
 /// Most payload bytes a worker pulls in one batch.
@@ -191,12 +189,7 @@ impl WorkerContext {
 
     /// The durable consumer name of this worker and replica on one stream.
     pub fn durable_name(&self, stream: &str) -> String {
-        format!(
-            "pledger_{}_{}_{}",
-            self.kind.name(),
-            self.replica,
-            stream.to_ascii_lowercase()
-        )
+        pledger_core::names::durable_name(self.kind.name(), &self.replica, stream)
     }
 
     /// This worker's durable pull consumer on `stream` for `filter`, positioned right after
@@ -271,10 +264,9 @@ impl WorkerContext {
             reason,
             payload: text,
         };
-        let subject = format!(
-            "{DEADLETTER_PREFIX}.{}.{}",
+        let subject = pledger_core::names::deadletter_subject(
             self.kind.name(),
-            source_subject.replace('.', "_")
+            &source_subject.replace('.', "_"),
         );
         self.ledger
             .jetstream()
@@ -386,7 +378,7 @@ pub fn touched_prompts(
 
 /// The prompt whose family a ledger subject belongs to (`None` for fleet subjects).
 pub fn prompt_of_subject(subject: &str) -> Option<pledger_core::PromptName> {
-    let token = subject.strip_prefix("pledger.ledger.")?.split('.').next()?;
+    let token = pledger_core::names::prompt_token(subject)?;
     pledger_core::PromptName::parse(token).ok()
 }
 

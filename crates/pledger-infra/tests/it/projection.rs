@@ -1,3 +1,4 @@
+use pledger_core::names::LEDGER_STREAM as LEDGER;
 use pledger_infra::projection::{Applied, ProjectionStore};
 
 #[test]
@@ -63,7 +64,7 @@ fn each_source_stream_has_its_own_applied_sequence() {
 
 fn identity(created: &str) -> pledger_infra::projection::LedgerIdentity {
     pledger_infra::projection::LedgerIdentity {
-        streams: vec![("PLEDGER_LEDGER".into(), format!("{created}@single server"))],
+        streams: vec![(LEDGER.into(), format!("{created}@single server"))],
     }
 }
 
@@ -80,37 +81,28 @@ fn a_store_resumes_only_on_its_own_ledger_and_is_rebuilt_for_another() {
     let dir = tempfile::tempdir().unwrap();
     let store = ProjectionStore::open(dir.path()).unwrap();
     let a = identity("1000");
-    assert_eq!(
-        store.bind(&a, &[("PLEDGER_LEDGER", 0)]).unwrap(),
-        Binding::New
-    );
-    store.apply("PLEDGER_LEDGER", 7, count(7)).unwrap();
+    assert_eq!(store.bind(&a, &[(LEDGER, 0)]).unwrap(), Binding::New);
+    store.apply(LEDGER, 7, count(7)).unwrap();
     // The same ledger, grown: resume.
-    assert_eq!(
-        store.bind(&a, &[("PLEDGER_LEDGER", 9)]).unwrap(),
-        Binding::Same
-    );
-    assert_eq!(store.applied_sequence("PLEDGER_LEDGER").unwrap(), 7);
+    assert_eq!(store.bind(&a, &[(LEDGER, 9)]).unwrap(), Binding::Same);
+    assert_eq!(store.applied_sequence(LEDGER).unwrap(), 7);
     // Another ledger (a new server, a recreated stream): cleared, counted, never resumed.
     let b = identity("2000");
-    match store.bind(&b, &[("PLEDGER_LEDGER", 3)]).unwrap() {
+    match store.bind(&b, &[(LEDGER, 3)]).unwrap() {
         Binding::Rebuilt { reason } => assert!(reason.contains("another ledger"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.applied_sequence("PLEDGER_LEDGER").unwrap(), 0);
+    assert_eq!(store.applied_sequence(LEDGER).unwrap(), 0);
     assert_eq!(store.get::<u64>("count").unwrap(), None);
     assert_eq!(store.rebuilds().unwrap(), 1);
     // The same identity, but the stream holds less than the store applied.
-    store.apply("PLEDGER_LEDGER", 3, count(3)).unwrap();
-    match store.bind(&b, &[("PLEDGER_LEDGER", 2)]).unwrap() {
+    store.apply(LEDGER, 3, count(3)).unwrap();
+    match store.bind(&b, &[(LEDGER, 2)]).unwrap() {
         Binding::Rebuilt { reason } => assert!(reason.contains("ends at 2"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(store.rebuilds().unwrap(), 2);
-    assert_eq!(
-        store.bind(&b, &[("PLEDGER_LEDGER", 2)]).unwrap(),
-        Binding::Same
-    );
+    assert_eq!(store.bind(&b, &[(LEDGER, 2)]).unwrap(), Binding::Same);
 }
 
 #[test]
@@ -118,13 +110,10 @@ fn a_store_from_before_binding_is_rebuilt_not_trusted() {
     use pledger_infra::projection::Binding;
     let dir = tempfile::tempdir().unwrap();
     let store = ProjectionStore::open(dir.path()).unwrap();
-    store.apply("PLEDGER_LEDGER", 40, count(40)).unwrap();
-    match store
-        .bind(&identity("1"), &[("PLEDGER_LEDGER", 100)])
-        .unwrap()
-    {
+    store.apply(LEDGER, 40, count(40)).unwrap();
+    match store.bind(&identity("1"), &[(LEDGER, 100)]).unwrap() {
         Binding::Rebuilt { reason } => assert!(reason.contains("does not say"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.applied_sequence("PLEDGER_LEDGER").unwrap(), 0);
+    assert_eq!(store.applied_sequence(LEDGER).unwrap(), 0);
 }

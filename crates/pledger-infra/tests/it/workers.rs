@@ -144,7 +144,7 @@ async fn wait_drained(h: &Harness, durable: &str) {
     let stream = h
         .ledger
         .jetstream()
-        .get_stream("PLEDGER_LEDGER")
+        .get_stream(pledger_core::names::LEDGER_STREAM)
         .await
         .unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
@@ -176,7 +176,12 @@ async fn two_gatekeeper_replicas_decide_a_ready_release_once() {
     let dir = tempfile::tempdir().unwrap();
     let (release, v1, v2) = reviewed(&h).await;
     let client = pledger_infra::connect(&h.server.url()).await.unwrap();
-    let mut sub = client.subscribe("pledger.ledger.triage.>").await.unwrap();
+    let mut sub = client
+        .subscribe(pledger_core::names::family_filter(
+            &pledger_core::PromptName::parse("triage").unwrap(),
+        ))
+        .await
+        .unwrap();
     let (g1, s1) = spawn(WorkerKind::Gatekeeper, "a", &h.server.url(), dir.path()).await;
     let (g2, s2) = spawn(WorkerKind::Gatekeeper, "b", &h.server.url(), dir.path()).await;
     attach(&h, &release, bundle(&v2, &v1, 0.0)).await;
@@ -210,7 +215,12 @@ async fn the_gatekeeper_waits_for_a_tradeoff_when_only_cost_fails() {
     let dir = tempfile::tempdir().unwrap();
     let (release, v1, v2) = reviewed(&h).await;
     let client = pledger_infra::connect(&h.server.url()).await.unwrap();
-    let mut sub = client.subscribe("pledger.ledger.triage.>").await.unwrap();
+    let mut sub = client
+        .subscribe(pledger_core::names::family_filter(
+            &pledger_core::PromptName::parse("triage").unwrap(),
+        ))
+        .await
+        .unwrap();
     let (g, stop) = spawn(WorkerKind::Gatekeeper, "a", &h.server.url(), dir.path()).await;
     attach(&h, &release, bundle(&v2, &v1, 0.5)).await;
     next_event(&mut sub, "release.eval_bundle_attached").await;
