@@ -279,8 +279,10 @@ pub enum VersionLookupError {
 }
 
 /// Folds one recorded event into the state. Events are facts: `evolve` never refuses one.
-/// An event that does not fit the state (which `decide` never produces) is counted and
-/// otherwise ignored, so a replay of any ledger terminates with a state.
+/// An event that does not fit the state (which `decide` never produces, and which readers do
+/// not admit) changes nothing but `event_count`, so a replay of any ledger terminates with a
+/// state. There is no separate count of such events: readers report inadmissible events
+/// before they reach `evolve` (see `verify::admit`).
 pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
     state.event_count += 1;
     let at = envelope.occurred_at;
