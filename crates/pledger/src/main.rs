@@ -3,6 +3,7 @@
 mod app;
 mod bench;
 mod cli;
+mod commands;
 mod demo;
 mod failure;
 mod identity;
