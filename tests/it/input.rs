@@ -109,6 +109,32 @@ fn a_server_that_is_down_gets_exit_5_and_says_how_to_start_one() {
 }
 
 #[test]
+fn bad_input_files_are_refused_before_the_ledger_is_contacted() {
+    let mut w = World::new();
+    let plan = w.file("p.toml", "[[stages]]\nname = \"a\"\npercent = \"all\"\n");
+    let bundle = w.file("b.json", "{\"candidate\": 1}");
+    let artifact = w.file("a.toml", "instructions = 3\n");
+    // With the server down, a bad file is still exit 2 naming the file, not exit 5.
+    w.server.stop();
+    for (actor, args) in [
+        ("maria", vec!["rollout", "plan", "triage-r1", plan.as_str()]),
+        (
+            "ci",
+            vec!["release", "attach-eval", "triage-r1", bundle.as_str()],
+        ),
+        (
+            "maria",
+            vec!["prompt", "publish", "triage", artifact.as_str()],
+        ),
+    ] {
+        let run = w.run(actor, &args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        let file = args.last().unwrap().rsplit('/').next().unwrap();
+        assert!(run.stderr.contains(file), "{args:?}: {}", run.stderr);
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let w = World::new();
     let run = w.run(

@@ -399,7 +399,7 @@ pub enum Report {
     /// the status that says so.
     AdvanceDeferred {
         rejection: Rejection,
-        status: Option<CanaryStatus>,
+        status: Option<Box<CanaryStatus>>,
     },
     /// A later refusal of an advance already reported.
     StillDeferred,
@@ -605,7 +605,10 @@ impl Monitor {
                             .map_or(Verdict::Healthy, |s| s.judgement.verdict),
                     ));
                 }
-                Report::AdvanceDeferred { rejection, status }
+                Report::AdvanceDeferred {
+                    rejection,
+                    status: status.map(Box::new),
+                }
             }
             Executed::Refused(rejection) if rejection.rule == Rule::InvalidInput => {
                 Report::Refused(rejection)

@@ -14,9 +14,9 @@ use crate::render;
 
 impl App {
     pub(crate) async fn rollout(&self, command: RolloutCommand) -> Result<Report, Failure> {
-        let conn = self.connect().await?;
-        // Every rollout command is fixed before the first read: nothing in it depends on a
-        // state the caller did not see (advance pins its stage here).
+        // Inputs first: a bad release id or plan file is refused before the ledger is
+        // contacted. Every rollout command is fixed before the first read: nothing in it
+        // depends on a state the caller did not see (advance pins its stage here).
         let release = match &command {
             RolloutCommand::Plan { release, .. }
             | RolloutCommand::Start { release, .. }
@@ -26,14 +26,25 @@ impl App {
             | RolloutCommand::Freeze { release, .. }
             | RolloutCommand::Complete { release, .. } => ReleaseId::parse(release)?,
         };
+        let mut plan = match &command {
+            RolloutCommand::Plan { plan_file, .. } => {
+                let text = read_input(plan_file)?;
+                Some(
+                    RolloutPlan::from_text(&text, format_of(plan_file))
+                        .map_err(|e| file_failure(plan_file, e))?,
+                )
+            }
+            _ => None,
+        };
+        let conn = self.connect().await?;
         let r = release.clone();
         let command = match command {
-            RolloutCommand::Plan { plan_file, .. } => {
-                let text = read_input(&plan_file)?;
-                let plan = RolloutPlan::from_text(&text, format_of(&plan_file))
-                    .map_err(|e| file_failure(&plan_file, e))?;
-                Command::PlanRollout { release: r, plan }
-            }
+            RolloutCommand::Plan { .. } => Command::PlanRollout {
+                release: r,
+                plan: plan
+                    .take()
+                    .ok_or_else(|| Failure::other("the rollout plan was not read"))?,
+            },
             RolloutCommand::Start { force, reason, .. } => Command::StartRollout {
                 release: r,
                 bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
