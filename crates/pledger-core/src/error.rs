@@ -72,7 +72,9 @@ pub enum FileError {
     },
 }
 
-/// Parses `text` as `T` in `format`, mapping parser errors to [`FileError::Syntax`].
+/// Parses `text` as `T` in `format`, mapping parser errors to [`FileError::Syntax`]. The
+/// message starts with the path of the value the parser refused (`model.temperature: invalid
+/// type: ...`), then the parser's own words with the line and column.
 pub fn parse_file<T: serde::de::DeserializeOwned>(
     kind: &'static str,
     text: &str,
@@ -86,16 +88,36 @@ pub fn parse_file<T: serde::de::DeserializeOwned>(
             limit,
         });
     }
+    let syntax = |message: String| FileError::Syntax {
+        kind,
+        format,
+        message,
+    };
     match format {
-        FileFormat::Json => serde_json::from_str(text).map_err(|e| FileError::Syntax {
-            kind,
-            format,
-            message: e.to_string(),
-        }),
-        FileFormat::Toml => toml::from_str(text).map_err(|e| FileError::Syntax {
-            kind,
-            format,
-            message: e.to_string().trim_end().replace('\n', " "),
-        }),
+        FileFormat::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                syntax(with_path(&path, e.into_inner().to_string()))
+            })?;
+            de.end().map_err(|e| syntax(e.to_string()))?;
+            Ok(value)
+        }
+        FileFormat::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                syntax(with_path(&path, message.trim_end().replace('\n', " ")))
+            }),
+    }
+}
+
+/// A parser's message after the path of the value it refused (`stages[1].percent: ...`); the
+/// root's path (`.`) is left out.
+pub(crate) fn with_path(path: &str, message: String) -> String {
+    if path.is_empty() || path == "." {
+        message
+    } else {
+        format!("{path}: {message}")
     }
 }

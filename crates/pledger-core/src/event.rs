@@ -573,6 +573,25 @@ impl Envelope {
     pub fn kind(&self) -> &'static str {
         self.event.kind()
     }
+
+    /// Decodes an envelope from its wire JSON (the stored bytes of a ledger message). A refusal
+    /// names the field (`occurred_at: invalid type: ...`, `payload of
+    /// \`release.review_submitted\`: verdict: unknown variant ...`) or, for broken JSON, the
+    /// line and column.
+    pub fn from_json(bytes: &[u8]) -> Result<Envelope, String> {
+        // The usual, valid message decodes in one pass; only a refused one is decoded again,
+        // tracking the path to the value that fails.
+        serde_json::from_slice(bytes).map_err(|plain| {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            match serde_path_to_error::deserialize::<_, Envelope>(&mut de) {
+                Err(e) => {
+                    let path = e.path().to_string();
+                    crate::error::with_path(&path, e.into_inner().to_string())
+                }
+                Ok(_) => de.end().err().unwrap_or(plain).to_string(),
+            }
+        })
+    }
 }
 
 /// The JSON shape of [`Envelope`]: the envelope fields, `kind` and `payload`.
@@ -644,12 +663,43 @@ impl TryFrom<WireEnvelope> for Envelope {
             ));
         }
         let tagged = serde_json::json!({ "kind": w.kind, "payload": w.payload });
-        let event: Event =
-            serde_json::from_value(tagged).map_err(|e| format!("payload of `{}`: {e}", w.kind))?;
-        let expected = event.aggregate().id();
+        let event = match Event::deserialize(&tagged) {
+            Ok(event) => event,
+            // Decoded again, tracking the path, to name the payload's field that fails.
+            Err(plain) => {
+                let e = match serde_path_to_error::deserialize::<_, Event>(&tagged) {
+                    Err(e) => {
+                        let mut path = e.path().to_string();
+                        let message = e.inner().to_string();
+                        let names_its_field = ["missing field", "unknown field"]
+                            .iter()
+                            .any(|m| message.starts_with(m));
+                        if !names_its_field {
+                            if let Some(member) = member_at_fault(&tagged, e.path()) {
+                                path = format!("{path}.{member}");
+                            }
+                        }
+                        let field = path.strip_prefix("payload").unwrap_or(&path);
+                        let field = field.strip_prefix('.').unwrap_or(field);
+                        crate::error::with_path(field, message)
+                    }
+                    Ok(_) => plain.to_string(),
+                };
+                return Err(format!("payload of `{}`: {e}", w.kind));
+            }
+        };
+        let aggregate = event.aggregate();
+        let expected = aggregate.id();
         if expected != w.aggregate_id {
+            // The payload's field the aggregate comes from, if any.
+            let source = match aggregate {
+                Aggregate::Prompt(_) => " (from its `prompt`)",
+                Aggregate::Release(_) => " (from its `release`)",
+                Aggregate::Fleet(FleetTopic::Digest(_)) => " (from its `week`)",
+                Aggregate::Fleet(_) => "",
+            };
             return Err(format!(
-                "aggregate_id `{}` does not match the payload's `{expected}`",
+                "aggregate_id `{}` does not match the payload's `{expected}`{source}",
                 w.aggregate_id
             ));
         }
@@ -667,4 +717,47 @@ impl TryFrom<WireEnvelope> for Envelope {
             event,
         })
     }
+}
+
+/// The tag members of the internally tagged enums in payloads (`Notice`).
+const INTERNAL_TAGS: [&str; 1] = ["notice"];
+
+/// The member of the object at `path` in `tagged` that fails to decode, when the error's path
+/// stops at that object: serde decodes an internally tagged enum (`notice`) from a buffered
+/// copy and reports a bad member without its name (`notice: invalid type: null, expected a
+/// string`). The culprit is the required member whose removal turns the error into "missing
+/// field" about itself. Removing the enum's tag always does, so the tag is the culprit only
+/// when no other member is. Only refused payloads are probed.
+fn member_at_fault(tagged: &serde_json::Value, path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut pointer = String::new();
+    for segment in path {
+        match segment {
+            Segment::Map { key } => {
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        }
+    }
+    let serde_json::Value::Object(members) = tagged.pointer(&pointer)? else {
+        return None;
+    };
+    let culprits: Vec<&String> = members
+        .keys()
+        .filter(|key| {
+            let mut probe = tagged.clone();
+            if let Some(serde_json::Value::Object(object)) = probe.pointer_mut(&pointer) {
+                object.remove(key.as_str());
+            }
+            let missing = format!("missing field `{key}`");
+            matches!(Event::deserialize(&probe), Err(e) if e.to_string().starts_with(&missing))
+        })
+        .collect();
+    culprits
+        .iter()
+        .find(|key| !INTERNAL_TAGS.contains(&key.as_str()))
+        .or(culprits.first())
+        .map(|key| key.to_string())
 }

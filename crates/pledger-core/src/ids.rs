@@ -226,6 +226,9 @@ impl fmt::Display for Actor {
     }
 }
 
+/// 9999-12-31T23:59:59.999Z, the last instant with a four-digit year.
+const LAST_WRITABLE_MILLIS: i64 = 253_402_300_799_999;
+
 /// A point in time: milliseconds since the Unix epoch, UTC. On the wire it is an RFC 3339
 /// string with millisecond precision (`2026-11-24T09:30:00.000Z`).
 #[derive(
@@ -308,9 +311,13 @@ impl Timestamp {
         if civil_from_days(days) != (y, mo, d) {
             return Err(bad());
         }
-        Ok(Timestamp(
-            ((days * 86_400) + h * 3600 + mi * 60 + s) * 1000 + millis,
-        ))
+        let millis = ((days * 86_400) + h * 3600 + mi * 60 + s) * 1000 + millis;
+        // A leap second on 9999-12-31 would land in year 10000, which does not write back in
+        // this format.
+        if millis > LAST_WRITABLE_MILLIS {
+            return Err(bad());
+        }
+        Ok(Timestamp(millis))
     }
 }
 

@@ -195,12 +195,12 @@ pub enum Verdict {
 
 /// Splits stored bytes into the envelope and its signing bytes.
 fn open(bytes: &[u8]) -> Result<(Envelope, Vec<u8>), String> {
-    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| {
+    let envelope = Envelope::from_json(bytes).map_err(|e| {
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
         format!("does not decode as a ledger event ({e}): {shown:?}")
     })?;
     let Some(b64) = envelope.signature.as_deref() else {
-        return Err("is not signed".into());
+        return Err("is not signed (it has no `signature`)".into());
     };
     let mut tail = Vec::with_capacity(b64.len() + 20);
     tail.extend_from_slice(SIGNATURE_MEMBER);

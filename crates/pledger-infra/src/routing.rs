@@ -109,7 +109,7 @@ impl RoutingStore {
             return Ok(None);
         }
         let table =
-            serde_json::from_slice(&entry.value).map_err(|e| InfraError::CorruptRouting {
+            RoutingTable::from_json(&entry.value).map_err(|e| InfraError::CorruptRouting {
                 prompt: prompt.to_string(),
                 reason: e.to_string(),
             })?;

@@ -6,6 +6,7 @@ mod artifact;
 mod bundle;
 mod canary;
 mod decider;
+mod decoders;
 mod diff;
 mod envelope;
 mod gate;
