@@ -409,7 +409,7 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
         outcome(&cand, ""),
         outcome(&base, ""),
         outcome(&other, ""),
-        outcome(&"sha256:".repeat(1), ""),
+        outcome("sha256:", ""),
     );
     let subject = pledger_core::names::outcome_subject(&prompt());
     let messages = vec![

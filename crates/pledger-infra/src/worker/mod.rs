@@ -366,7 +366,7 @@ pub fn touched_prompts(
         let Some(prompt) = prompt_of_subject(&m.subject) else {
             continue;
         };
-        match serde_json::from_slice::<pledger_core::Envelope>(&m.payload) {
+        match pledger_core::Envelope::from_json(&m.payload) {
             Ok(e) if !relevant(&e) => {}
             _ => {
                 prompts.insert(prompt);
