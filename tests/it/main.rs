@@ -3,6 +3,7 @@
 mod bench;
 mod canary;
 mod cluster;
+mod faults;
 mod fixture;
 mod input;
 mod learning;

@@ -479,6 +479,7 @@ pub struct EphemeralServer {
     process: NatsServerProcess,
     dir: tempfile::TempDir,
     auth: Option<NatsAuth>,
+    binary: PathBuf,
 }
 
 impl EphemeralServer {
@@ -507,7 +508,14 @@ impl EphemeralServer {
         loop {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             match NatsServerProcess::spawn(&binary, dir.path(), addr, auth.as_ref()) {
-                Ok(process) => return Ok(EphemeralServer { process, dir, auth }),
+                Ok(process) => {
+                    return Ok(EphemeralServer {
+                        process,
+                        dir,
+                        auth,
+                        binary,
+                    })
+                }
                 Err(ServerError::ExitedEarly { .. }) if attempt < 3 => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -534,5 +542,36 @@ impl EphemeralServer {
     /// Stops the server (the store stays until drop): for "server is down" tests.
     pub fn stop(&mut self) {
         self.process.stop();
+    }
+
+    /// SIGKILLs the server (a crash: no shutdown, no flush); the store stays until drop.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the server again, after [`EphemeralServer::kill`] or [`EphemeralServer::stop`],
+    /// on the same port, store and users (as [`EphemeralCluster::restart`] does for a node),
+    /// returning once it accepts connections. A server still running is stopped first. The
+    /// previous run's log is kept as `nats-server.log.<n>`.
+    pub fn restart(&mut self) -> Result<(), ServerError> {
+        self.process.stop();
+        let log = &self.process.log_path;
+        let kept = (1..)
+            .map(|n| log.with_extension(format!("log.{n}")))
+            .find(|p| !p.exists())
+            .expect("a free log name");
+        let _ = fs::rename(log, kept);
+        self.process = NatsServerProcess::spawn(
+            &self.binary,
+            self.dir.path(),
+            self.process.addr,
+            self.auth.as_ref(),
+        )?;
+        Ok(())
+    }
+
+    /// The server's log (the current run's), for a failing test to show.
+    pub fn log_path(&self) -> &Path {
+        &self.process.log_path
     }
 }
