@@ -408,7 +408,6 @@ fn a_server_sigkilled_mid_ingest_and_restarted_counts_each_acknowledged_outcome_
 }
 
 #[test]
-#[ignore = "issue 9: a standalone `pledger worker` exits (status 1) on a NATS error while its server is away: `ack error: timed out: didn't receive ack in time` from ack_batch (also `missed idle heartbeat` from Batches::next)"]
 fn a_server_down_longer_than_a_heartbeat_keeps_its_monitor_and_counts_each_outcome_once() {
     killed_mid_ingest(Outage::LongerThanAHeartbeat);
 }
@@ -1043,19 +1042,16 @@ fn leader_killed_during_ingest_and_rollout(replicas: &[&'static str]) {
 }
 
 #[test]
-#[ignore = "issue 9: a canary monitor connected to the killed node loses an acknowledged outcome message (counted 2398/2398 of 2400/2400; the consumer reports all 1200 messages delivered and acked), or exits on `ack error: no stream found for given subject` / `ack error: timed out` / `missed idle heartbeat`"]
 fn an_r3_clusters_leader_sigkilled_during_ingest_and_rollout_counts_exactly_and_decides_once() {
     leader_killed_during_ingest_and_rollout(&["a"]);
 }
 
 #[test]
-#[ignore = "issue 9: as the single-replica test (a lost outcome message, or the monitor exits on an ack or heartbeat error), and the replica that loses the race to freeze exits on `wrong last sequence (code 400, error code 10164)`"]
 fn two_monitor_replicas_on_an_r3_cluster_losing_its_leader_decide_once() {
     leader_killed_during_ingest_and_rollout(&["a", "b"]);
 }
 
 #[test]
-#[ignore = "issue 9: on a cluster a lost conditional append is answered with JetStream error 10164 (wrong last sequence, constant), which Ledger::publish_conditional does not treat as a lost race: the loser exits 1 instead of re-reading"]
 fn writers_racing_on_one_prompt_of_an_r3_cluster_each_reread_and_record_once() {
     let cluster = EphemeralCluster::start(3).expect("three nats-servers start");
     let cli = ClusterCli {

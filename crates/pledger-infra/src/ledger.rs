@@ -39,6 +39,25 @@ pub const REPLICATED_STREAMS: [&str; 5] = [
     pledger_core::names::ROUTING_STREAM,
     pledger_core::names::CANARY_STATUS_STREAM,
 ];
+/// How often an append that finds no stream leader (an election after a node was lost) is
+/// sent, [`ELECTION_PAUSE`] apart: about 8 s in all, within the 10 s a cluster takes to elect.
+pub const ELECTION_ATTEMPTS: usize = 32;
+pub const ELECTION_PAUSE: Duration = Duration::from_millis(250);
+
+/// Whether a conditional append lost its race: the server says the family's last sequence
+/// moved. A single server answers error code 10071; a clustered stream answers 10164, which
+/// async-nats reports as `Other` with the server's error as its source.
+fn lost_race(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    e.kind() == PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|j| {
+                j.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    || j.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            })
+}
+
 /// Largest encoded event accepted (the server's max_payload is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 900 * 1024;
 /// The oldest nats-server the ledger runs against (2.11 added the family-wide expected
@@ -586,7 +605,7 @@ impl Ledger {
                 .await;
             match ack {
                 Ok(ack) => return Ok(Some(ack.sequence)),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Err(e) if lost_race(&e) => return Ok(None),
                 Err(e)
                     if e.kind() == PublishErrorKind::TimedOut && attempt < UNANSWERED_ATTEMPTS =>
                 {
@@ -594,6 +613,18 @@ impl Ledger {
                         attempt,
                         "no acknowledgement; publishing the same event again"
                     );
+                }
+                // No responders: the stream is electing a leader (it existed when the family
+                // was read). Wait a little and send the same event again.
+                Err(e)
+                    if e.kind() == PublishErrorKind::StreamNotFound
+                        && attempt < ELECTION_ATTEMPTS =>
+                {
+                    debug!(
+                        attempt,
+                        "no stream leader yet; publishing the same event again"
+                    );
+                    tokio::time::sleep(ELECTION_PAUSE).await;
                 }
                 Err(e) => return Err(InfraError::publish(e)),
             }

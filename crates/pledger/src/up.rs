@@ -66,8 +66,10 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
                 kind,
                 &url,
                 &data_dir.join("workers"),
+                None,
                 "0",
                 workers_rx.clone(),
+                None,
             );
         }
     }

@@ -52,7 +52,10 @@ pub fn worker_signer(
     Ok(Arc::new(crate::keys::load_private_key(&path)?))
 }
 
-/// Starts the workers as tasks; they stop when `shutdown` turns true.
+/// Starts the workers as supervised tasks; they stop when `shutdown` turns true. Each is
+/// opened here first, so that a worker that cannot start at all (a key not enrolled, no
+/// server) fails the command; after that a failure, a panic or a gap in delivery restarts it
+/// with backoff.
 pub async fn spawn(
     kinds: &[WorkerKind],
     url: &str,
@@ -63,7 +66,8 @@ pub async fn spawn(
 ) -> Result<JoinSet<(WorkerKind, Result<(), String>)>, Failure> {
     let mut set = JoinSet::new();
     for &kind in kinds {
-        spawn_one(
+        let ctx = open(kind, url, data_dir, key, replica).await?;
+        spawn_supervised(
             &mut set,
             kind,
             url,
@@ -71,15 +75,18 @@ pub async fn spawn(
             key,
             replica,
             shutdown.clone(),
-        )
-        .await?;
+            Some(ctx),
+        );
     }
     Ok(set)
 }
 
-/// Starts one worker task in `set`: opened here (so that a worker that cannot start fails
-/// the command), then run until shutdown.
-pub async fn spawn_one(
+/// Starts one supervised worker task in `set`: run until shutdown (from `first` when the
+/// caller opened it already, else opened here), and opened and run again after a failure, a
+/// panic or a stop on its own, with backoff ([`pledger_infra::worker::supervise`]). The task
+/// ends only at shutdown.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_supervised(
     set: &mut JoinSet<(WorkerKind, Result<(), String>)>,
     kind: WorkerKind,
     url: &str,
@@ -87,33 +94,32 @@ pub async fn spawn_one(
     key: Option<&Path>,
     replica: &str,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), Failure> {
-    let ctx = open(kind, url, data_dir, key, replica).await?;
-    set.spawn(async move { (kind, run_worker(kind, ctx, shutdown).await) });
-    Ok(())
-}
-
-/// Starts one supervised worker task in `set`: opened and run until shutdown, and opened and
-/// run again after a failure, a panic or a stop on its own, with backoff
-/// ([`pledger_infra::worker::supervise`]). The task ends only at shutdown.
-pub fn spawn_supervised(
-    set: &mut JoinSet<(WorkerKind, Result<(), String>)>,
-    kind: WorkerKind,
-    url: &str,
-    data_dir: &Path,
-    replica: &str,
-    shutdown: watch::Receiver<bool>,
+    first: Option<WorkerContext>,
 ) {
     let (url, data_dir, replica) = (url.to_string(), data_dir.to_path_buf(), replica.to_string());
+    let key = key.map(Path::to_path_buf);
+    let first = Arc::new(std::sync::Mutex::new(first));
     let rx = shutdown.clone();
     set.spawn(async move {
         let start = move || {
-            let (url, data_dir, replica, rx) =
-                (url.clone(), data_dir.clone(), replica.clone(), rx.clone());
+            let (url, data_dir, key, replica, rx) = (
+                url.clone(),
+                data_dir.clone(),
+                key.clone(),
+                replica.clone(),
+                rx.clone(),
+            );
+            let opened = first
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
             async move {
-                let ctx = open(kind, &url, &data_dir, None, &replica)
-                    .await
-                    .map_err(|e| e.message)?;
+                let ctx = match opened {
+                    Some(ctx) => ctx,
+                    None => open(kind, &url, &data_dir, key.as_deref(), &replica)
+                        .await
+                        .map_err(|e| e.message)?,
+                };
                 run_worker(kind, ctx, rx).await
             }
         };

@@ -300,6 +300,10 @@ pub type Shutdown = watch::Receiver<bool>;
 /// The messages of a durable consumer, delivered in batches of whatever is ready.
 pub struct Batches {
     messages: consumer::pull::Stream,
+    /// The consumer sequence of the last message delivered: the server numbers each delivery
+    /// of this consumer 1, 2, 3, … so a skipped number is a message lost on the way (a
+    /// connection that died with a consumer leader, for instance).
+    last_delivery: u64,
 }
 
 impl Batches {
@@ -314,25 +318,51 @@ impl Batches {
             .messages()
             .await
             .map_err(|e| WorkerError::Nats(e.to_string()))?;
-        Ok(Batches { messages })
+        Ok(Batches {
+            messages,
+            last_delivery: 0,
+        })
     }
 
     /// Waits up to `wait` for a first message, then takes every message already at hand (at
     /// most [`MAX_BATCH`]). An empty batch means nothing arrived in time.
+    ///
+    /// A gap in the consumer's delivery numbers ends the worker's run with an error before
+    /// anything after the gap is applied or acked (an ack of a later message would ack the
+    /// lost one too, under `AckPolicy::All`): the run that follows recreates the consumer
+    /// right after the store's committed sequence, so the lost message is delivered again.
     pub async fn next(&mut self, wait: Duration) -> Result<Vec<jetstream::Message>, WorkerError> {
         let mut batch = Vec::new();
         match tokio::time::timeout(wait, self.messages.next()).await {
             Err(_) | Ok(None) => return Ok(batch),
-            Ok(Some(m)) => batch.push(m.map_err(|e| WorkerError::Nats(e.to_string()))?),
+            Ok(Some(m)) => batch.push(self.in_order(m)?),
         }
         while batch.len() < MAX_BATCH {
             match self.messages.next().now_or_never() {
-                Some(Some(Ok(m))) => batch.push(m),
-                Some(Some(Err(e))) => return Err(WorkerError::Nats(e.to_string())),
+                Some(Some(m)) => batch.push(self.in_order(m)?),
                 _ => break,
             }
         }
         Ok(batch)
+    }
+
+    fn in_order(
+        &mut self,
+        m: Result<jetstream::Message, consumer::pull::MessagesError>,
+    ) -> Result<jetstream::Message, WorkerError> {
+        let m = m.map_err(|e| WorkerError::Nats(e.to_string()))?;
+        let number = m
+            .info()
+            .map_err(|e| WorkerError::Nats(e.to_string()))?
+            .consumer_sequence;
+        if number != self.last_delivery + 1 {
+            return Err(WorkerError::Nats(format!(
+                "a gap in delivery (delivery {} after {}): a message was lost on the way; starting again from the store's committed sequence",
+                number, self.last_delivery
+            )));
+        }
+        self.last_delivery = number;
+        Ok(m)
     }
 }
 
