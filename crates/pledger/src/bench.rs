@@ -1358,7 +1358,7 @@ async fn bare_drain(
     let bare = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(name.clone()),
-            filter_subject: "pledger.outcomes.*".into(),
+            filter_subject: pledger_core::names::OUTCOMES_FILTER.into(),
             ack_policy: consumer::AckPolicy::All,
             deliver_policy: consumer::DeliverPolicy::All,
             ack_wait: Duration::from_secs(60),
@@ -2294,7 +2294,11 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
             .await
             .map_err(|e| fail("outcome stream")(e.to_string()))?;
         stream
-            .consumer_info("pledger_canary_0_pledger_outcomes")
+            .consumer_info(pledger_core::names::durable_name(
+                "canary",
+                "0",
+                pledger_core::names::OUTCOMES_STREAM,
+            ))
             .await
             .ok()
             .map(|i| i.num_pending + i.num_ack_pending as u64)
@@ -2302,7 +2306,8 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
     let end_of_load = rss_kib(pid).map(|(rss, _)| rss).unwrap_or(0);
     // Keep sampling while the monitor works off what it has not consumed yet.
     let t = Instant::now();
-    let monitor = "pledger_canary_0_pledger_outcomes";
+    let monitor =
+        &pledger_core::names::durable_name("canary", "0", pledger_core::names::OUTCOMES_STREAM);
     let stream = js
         .get_stream_no_info(OUTCOMES_STREAM)
         .await

@@ -19,6 +19,7 @@ mod routing;
 mod schedule;
 mod schemas;
 mod sim;
+mod tidy;
 mod trust;
 mod window;
 mod workers;
