@@ -135,7 +135,7 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
                 &w,
                 &pledger_core::names::durable_name(
                     "canary",
-                    &r.to_string(),
+                    r,
                     pledger_core::names::OUTCOMES_STREAM,
                 ),
             )
@@ -361,26 +361,26 @@ fn malformed_outcomes_are_dead_lettered_and_the_good_ones_counted() {
     let mut unknown_prompt = good(93, "baseline", &p.v1);
     unknown_prompt["prompt"] = serde_json::json!("ghost");
     let messages: Vec<(String, Vec<u8>)> = vec![
-        (outcomes_of("triage").into(), b"this is not json".to_vec()),
+        (outcomes_of("triage"), b"this is not json".to_vec()),
         (
-            outcomes_of("triage").into(),
+            outcomes_of("triage"),
             serde_json::to_vec(&wrong_type).unwrap(),
         ),
         (
-            outcomes_of("triage").into(),
+            outcomes_of("triage"),
             serde_json::to_vec(&negative).unwrap(),
         ),
         (
-            outcomes_of("triage").into(),
+            outcomes_of("triage"),
             serde_json::to_vec(&unknown_version).unwrap(),
         ),
         (
-            outcomes_of("ghost").into(),
+            outcomes_of("ghost"),
             serde_json::to_vec(&unknown_prompt).unwrap(),
         ),
         // An array with one bad element among three good ones.
         (
-            outcomes_of("triage").into(),
+            outcomes_of("triage"),
             serde_json::to_vec(&serde_json::json!([
                 good(1, "candidate", &p.v2),
                 negative,
