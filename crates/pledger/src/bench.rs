@@ -19,9 +19,13 @@
 //! 8. verification throughput on read: `LedgerVerifier::observe` over a generated signed
 //!    ledger, against decoding alone;
 //! 9. `release propose` on prompts with 100, 1,000 and 5,000 events of history, signed and
-//!    unsigned.
+//!    unsigned;
+//! 10. sections 2 and 3 and the proposal of section 7 again on a throwaway three-node cluster
+//!     with every stream and bucket at three replicas (R3), each figure beside the single
+//!     node's from sections 2, 3 and 7 of the same run.
 //!
-//! Sections 7 to 9 run on the same server right after section 3 and are reported in order.
+//! Sections 7 to 9 run on the same server right after section 3 and are reported in order;
+//! section 10 runs once that server has stopped, before sections 4 to 6.
 //!
 //! `--quick` shrinks every workload; `--write PATH` also writes the report as Markdown.
 
@@ -54,7 +58,7 @@ use pledger_infra::ledger::{
     envelope_for, family_filter, identify, subject_for, RawRecord, FLEET_WINDOWS_SUBJECT,
     LEDGER_STREAM, OUTCOMES_STREAM, ROSTER_SUBJECT,
 };
-use pledger_infra::server::{free_port, EphemeralServer};
+use pledger_infra::server::{free_port, EphemeralCluster, EphemeralServer};
 use pledger_infra::worker::{ack_batch, canary, Batches, WorkerContext, WorkerKind};
 use pledger_infra::{ExecuteError, Executed, Ledger, RoutingStore};
 use tokio::sync::watch;
@@ -102,6 +106,13 @@ struct Sizes {
     /// Section 9: history lengths, and signed and unsigned proposals at each.
     history_sizes: Vec<usize>,
     history_trials: usize,
+    /// Section 10, on the R3 cluster: breach-to-reroute trials, rollback trials (to
+    /// `fanout_resolvers` resolvers), trials of each bare routing-KV write, signed and unsigned
+    /// proposals.
+    cluster_reroute_trials: usize,
+    cluster_fanout_trials: usize,
+    cluster_floor_trials: usize,
+    cluster_sign_trials: usize,
 }
 
 impl Sizes {
@@ -126,6 +137,10 @@ impl Sizes {
             verify_runs: 5,
             history_sizes: vec![100, 1_000, 5_000],
             history_trials: 20,
+            cluster_reroute_trials: 30,
+            cluster_fanout_trials: 20,
+            cluster_floor_trials: 50,
+            cluster_sign_trials: 50,
         }
     }
 
@@ -150,6 +165,10 @@ impl Sizes {
             verify_runs: 2,
             history_sizes: vec![100, 500],
             history_trials: 3,
+            cluster_reroute_trials: 4,
+            cluster_fanout_trials: 3,
+            cluster_floor_trials: 5,
+            cluster_sign_trials: 10,
         }
     }
 }
@@ -215,6 +234,8 @@ struct Section {
     method: String,
     rows: Vec<Row>,
     notes: Vec<String>,
+    /// The headings of the figure and baseline columns in the section's own table.
+    heads: [&'static str; 2],
 }
 
 impl Section {
@@ -226,7 +247,13 @@ impl Section {
             method: String::new(),
             rows: Vec::new(),
             notes: Vec::new(),
+            heads: [HEAD[1], HEAD[2]],
         }
+    }
+
+    /// The section's column headings: [`HEAD`] with the figure and baseline columns renamed.
+    fn head(&self) -> [&'static str; 5] {
+        [HEAD[0], self.heads[0], self.heads[1], HEAD[3], HEAD[4]]
     }
 
     fn verdict(&self) -> Mark {
@@ -258,7 +285,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "pledger bench{}: {} sections in {:.0} s on one throwaway nats-server (sync_interval: always)",
+            "pledger bench{}: {} sections in {:.0} s on a throwaway nats-server and a throwaway three-node cluster (sync_interval: always)",
             if self.quick { " --quick (shrunk workloads: a smoke test, not figures of record)" } else { "" },
             self.sections.len(),
             self.elapsed.as_secs_f64()
@@ -277,7 +304,8 @@ impl Report {
                     m => m.word(),
                 }
             );
-            let mut widths = HEAD.map(str::len);
+            let head = s.head();
+            let mut widths = head.map(str::len);
             for r in &s.rows {
                 for (w, c) in widths.iter_mut().zip(cells(r)) {
                     *w = (*w).max(c.chars().count());
@@ -294,7 +322,7 @@ impl Report {
                 }
                 l.trim_end().to_string()
             };
-            let _ = writeln!(out, "{}", line(HEAD));
+            let _ = writeln!(out, "{}", line(head));
             for r in &s.rows {
                 let _ = writeln!(out, "{}", line(cells(r)));
             }
@@ -346,8 +374,10 @@ impl Report {
             out,
             "Every figure stands beside a baseline measured in the same run, on the same machine, against the same \
              throwaway nats-server (free port, temporary store, `sync_interval: always`: an fsync before every \
-             acknowledgement), started by the bench in its own process. Latency percentiles are nearest-rank over \
-             sorted samples; timing is `std::time::Instant`. The whole run took {:.0} s.\n",
+             acknowledgement), started by the bench in its own process. Section 10 repeats the measures of \
+             sections 2, 3 and 7 on a throwaway three-node cluster on this machine (the same config per node, \
+             every stream and bucket at three replicas), beside the single node's figures. Latency percentiles \
+             are nearest-rank over sorted samples; timing is `std::time::Instant`. The whole run took {:.0} s.\n",
             self.elapsed.as_secs_f64()
         );
         let _ = writeln!(out, "## Machine\n\n| fact | value |\n| --- | --- |");
@@ -376,7 +406,7 @@ impl Report {
             let _ = writeln!(out, "\n## {}. {}\n", s.number, s.title);
             let _ = writeln!(out, "**Method:** {}\n", s.method);
             let _ = writeln!(out, "**Baseline:** {}.\n", s.baseline);
-            let _ = writeln!(out, "| {} |", HEAD.join(" | "));
+            let _ = writeln!(out, "| {} |", s.head().join(" | "));
             let _ = writeln!(out, "| --- | ---: | ---: | --- | --- |");
             for r in &s.rows {
                 let c = cells(r);
@@ -838,6 +868,73 @@ async fn spawn_monitor(
     Ok((ctx, stop, task))
 }
 
+/// A canary monitor kept running as `pledger up` keeps it: when it stops (an error, or on its
+/// own) it is started again after 1 s on the same store. Returns its consumers' durable names
+/// (ledger, outcomes), the stop switch and the supervisor, which returns why the monitor
+/// stopped each time it did.
+async fn spawn_supervised_monitor(
+    url: &str,
+    replica: &str,
+    dir: &Path,
+) -> Result<
+    (
+        (String, String),
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<Vec<String>>,
+    ),
+    Failure,
+> {
+    let (ctx, mut stop, mut task) = spawn_monitor(url, replica, dir).await?;
+    let names = (
+        ctx.durable_name(LEDGER_STREAM),
+        ctx.durable_name(OUTCOMES_STREAM),
+    );
+    drop(ctx);
+    let (quit, mut quitting) = watch::channel(false);
+    let (url, replica, dir) = (url.to_string(), replica.to_string(), dir.to_path_buf());
+    let supervisor = tokio::spawn(async move {
+        let mut stopped = Vec::new();
+        let why = |r: Result<
+            Result<(), pledger_infra::worker::WorkerError>,
+            tokio::task::JoinError,
+        >| match r {
+            Ok(Ok(())) => "it stopped on its own".to_string(),
+            Ok(Err(e)) => format!("{e}"),
+            Err(e) => format!("its task failed: {e}"),
+        };
+        loop {
+            tokio::select! {
+                _ = quitting.changed() => {
+                    let _ = stop.send(true);
+                    if let r @ (Ok(Err(_)) | Err(_)) = task.await {
+                        stopped.push(why(r));
+                    }
+                    return stopped;
+                }
+                r = &mut task => {
+                    let reason = why(r);
+                    progress(&format!("  the canary monitor stopped ({reason}); starting it again in 1 s"));
+                    stopped.push(reason);
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if *quitting.borrow() {
+                            return stopped;
+                        }
+                        match spawn_monitor(&url, &replica, &dir).await {
+                            Ok((_, s, t)) => {
+                                (stop, task) = (s, t);
+                                break;
+                            }
+                            Err(e) => stopped.push(format!("restarting it failed: {}", e.message)),
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok((names, quit, supervisor))
+}
+
 async fn stop_monitor(
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), pledger_infra::worker::WorkerError>>,
@@ -1007,8 +1104,11 @@ impl Env {
     }
 }
 
+/// A progress line on stderr, with the time since the first one.
 fn progress(text: &str) {
-    eprintln!("pledger bench: {text}");
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let since = START.get_or_init(Instant::now).elapsed();
+    eprintln!("pledger bench [{:>4.0} s]: {text}", since.as_secs_f64());
 }
 
 pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
@@ -1045,22 +1145,39 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
 
     let mut sections = Vec::new();
-    progress("1/9 outcome ingest into the canary monitor");
+    progress("1/10 outcome ingest into the canary monitor");
     sections.push(ingest(&env, &sizes).await?);
-    progress("2/9 breach to reroute");
-    sections.push(reroute(&env, &sizes).await?);
-    progress("3/9 manual rollback to many resolvers");
-    sections.push(fanout(&env, &sizes).await?);
+    progress("2/10 breach to reroute");
+    let (section, reroute_run, reroute_floor) = reroute(&env, &sizes).await?;
+    sections.push(section);
+    progress("3/10 manual rollback to many resolvers");
+    let (section, fanout_run, fanout_floor) = fanout(&env, &sizes).await?;
+    sections.push(section);
     // The trusted-history sections use the same server; they run while it is up.
-    progress("7/9 a signed command against the same command unsigned");
-    sections.push(signed_command(&env, &sizes).await?);
-    progress("8/9 verification throughput on read");
+    progress("7/10 a signed command against the same command unsigned");
+    let (section, sign_run) = signed_command(&env, &sizes).await?;
+    sections.push(section);
+    // Section 10's baseline of the command's read alone (untimed here, reported there).
+    let sign_reads = read_samples(&env, &sign_run.prompt, sizes.cluster_sign_trials).await?;
+    progress("8/10 verification throughput on read");
     sections.push(verify_throughput(&env, &sizes).await?);
-    progress("9/9 command cost against the family's history");
+    progress("9/10 command cost against the family's history");
     sections.push(history_cost(&env, &sizes).await?);
     drop(env);
     drop(server);
-    progress("4/9 Resolver::resolve cost");
+    // The cluster runs alone: the single server has stopped.
+    progress("10/10 the same on a three-node R3 cluster");
+    let single = SingleNode {
+        reroute: reroute_run,
+        reroute_floor,
+        fanout: fanout_run,
+        fanout_floor,
+        sign: sign_run,
+        sign_reads,
+    };
+    sections.push(cluster(&sizes, &single).await?);
+    drop(single);
+    progress("4/10 Resolver::resolve cost");
     let s = sizes.resolve_calls;
     let runs = sizes.resolve_runs;
     sections.push(
@@ -1068,16 +1185,17 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| fail("resolve")(e.to_string()))?,
     );
-    progress("5/9 judgement quality");
+    progress("5/10 judgement quality");
     let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
     sections.push(
         tokio::task::spawn_blocking(move || quality(canaries, detect))
             .await
             .map_err(|e| fail("quality")(e.to_string()))?,
     );
-    progress("6/9 resident memory of `pledger up`");
+    progress("6/10 resident memory of `pledger up`");
     sections.push(memory(&sizes).await?);
     sections.sort_by_key(|s| s.number);
+    progress("done");
 
     let report = Report {
         quick: args.quick,
@@ -1538,9 +1656,17 @@ fn wait_all(
 
 /// The latest instant of all waiters (bounded at 30 s).
 async fn join_waiters(waiters: Vec<tokio::task::JoinHandle<Instant>>) -> Result<Instant, Failure> {
-    let all = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waiters))
-        .await
-        .map_err(|_| Failure::other("bench: resolvers did not see the change within 30 s"))?;
+    let aborts: Vec<_> = waiters.iter().map(|w| w.abort_handle()).collect();
+    let Ok(all) =
+        tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waiters)).await
+    else {
+        for a in aborts {
+            a.abort();
+        }
+        return Err(Failure::other(
+            "bench: resolvers did not see the change within 30 s",
+        ));
+    };
     let mut latest = None;
     for r in all {
         let at = r.map_err(|e| fail("resolver waiter")(e.to_string()))?;
@@ -1550,18 +1676,24 @@ async fn join_waiters(waiters: Vec<tokio::task::JoinHandle<Instant>>) -> Result<
 }
 
 async fn start_resolver(url: &str) -> Result<Resolver, Failure> {
+    Ok(start_resolver_on(url).await?.0)
+}
+
+/// A resolver on its own connection, and that connection (which server it reached).
+async fn start_resolver_on(url: &str) -> Result<(Resolver, async_nats::Client), Failure> {
     let client = pledger_client::connect(url)
         .await
         .map_err(|e| fail("resolver")(e.to_string()))?;
-    Resolver::start(
-        client,
+    let resolver = Resolver::start(
+        client.clone(),
         ResolverOptions {
             autosave_snapshot: false,
             ..Default::default()
         },
     )
     .await
-    .map_err(|e| fail("resolver")(e.to_string()))
+    .map_err(|e| fail("resolver")(e.to_string()))?;
+    Ok((resolver, client))
 }
 
 async fn see_rollout(resolvers: &[Resolver], prompt: &str) -> Result<(), Failure> {
@@ -1578,120 +1710,225 @@ async fn see_rollout(resolvers: &[Resolver], prompt: &str) -> Result<(), Failure
 // 2. Breach to reroute
 // ---------------------------------------------------------------------------------------------
 
-async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
+const PREFILL_PER_ARM: u64 = 99;
+const TRIGGER_ESCALATIONS: u64 = 20;
+
+/// What the breach-to-reroute trials measured (sorted samples).
+struct RerouteRun {
+    /// From publishing the trigger to the resolver serving stable.
+    samples: Vec<Duration>,
+    /// From publishing the trigger to its JetStream ack.
+    publish_acks: Vec<Duration>,
+    /// Trials also rolled back automatically within 10 s.
+    rolled_back: usize,
+    /// Why trials failed (each replaced by another).
+    failed: Vec<String>,
+    /// Why the canary monitor stopped, each time it did (it was started again).
+    monitor_stopped: Vec<String>,
+}
+
+/// Records a failed trial; fails the measure once more than a tenth of `trials` (at least 3)
+/// have failed.
+fn give_up_after_failures(
+    failed: &mut Vec<String>,
+    e: Failure,
+    trials: usize,
+) -> Result<(), Failure> {
+    progress(&format!(
+        "  a trial failed (replaced by another): {}",
+        e.message
+    ));
+    failed.push(e.message);
+    if failed.len() > (trials / 10).max(3) {
+        return Err(Failure::other(format!(
+            "bench: {} trials failed: {}",
+            failed.len(),
+            failed.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// A note on the canary monitor's stops, if any.
+fn monitor_note(stopped: &[String]) -> Option<String> {
+    if stopped.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "The canary monitor stopped during the trials and was started again after 1 s (as \
+         `pledger up` does), {} time(s): {}.",
+        stopped.len(),
+        stopped
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// A note on failed trials, if any.
+fn failures_note(what: &str, failed: &[String]) -> Option<String> {
+    if failed.is_empty() {
+        return None;
+    }
+    let mut distinct: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in failed {
+        *distinct.entry(f.as_str()).or_default() += 1;
+    }
+    Some(format!(
+        "{what} that failed and were replaced by new ones (not in the figures): {} in all, {}.",
+        failed.len(),
+        distinct
+            .iter()
+            .map(|(e, n)| format!("{n} × \"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// `trials` breach-to-reroute trials on `env`: a canary monitor in this process (connected
+/// with `env.url`), `resolver` watching the routing bucket.
+async fn reroute_trials(
+    env: &Env,
+    resolver: &Resolver,
+    trials: usize,
+) -> Result<RerouteRun, Failure> {
     let js = env.js();
     let dir = env.dir.path().join("reroute");
-    let (ctx, stop, task) = spawn_monitor(&env.url, "reroute", &dir).await?;
-    let (ledger_consumer, outcome_consumer) = (
-        ctx.durable_name(LEDGER_STREAM),
-        ctx.durable_name(OUTCOMES_STREAM),
-    );
-    let resolver = start_resolver(&env.url).await?;
+    let ((ledger_consumer, outcome_consumer), quit, supervisor) =
+        spawn_supervised_monitor(&env.url, "reroute", &dir).await?;
     let breach_plan = plan(BREACH_PLAN);
-    const PREFILL_PER_ARM: u64 = 99;
-    const TRIGGER_ESCALATIONS: u64 = 20;
     let mut samples = Vec::new();
     let mut publish_acks = Vec::new();
     let mut rolled_back = 0;
     let mut checked = false;
-    for trial in 0..sizes.reroute_trials {
-        let prompt = PromptName::parse(&format!("bench-reroute-{trial}"))?;
-        let r = start_rollout(&env.ledger, &env.routing, &prompt, &breach_plan).await?;
-        // The monitor has seen the rollout start; the resolver serves the candidate.
-        wait_acked(
-            js,
-            LEDGER_STREAM,
-            &ledger_consumer,
-            r.started_at_sequence,
-            Duration::from_millis(5),
-            Duration::from_secs(30),
-        )
-        .await?;
-        see_rollout(std::slice::from_ref(&resolver), prompt.as_str()).await?;
-        let unit = (0..10_000)
-            .map(|i| format!("user-{i}"))
-            .find(|u| {
-                resolver
-                    .resolve(prompt.as_str(), &RequestContext::new().unit(u))
-                    .arm()
-                    == Some(Arm::Candidate)
-            })
-            .ok_or_else(|| Failure::other("bench: no unit gets the candidate"))?;
+    let mut failed = Vec::new();
+    let mut attempt = 0;
+    while samples.len() < trials {
+        attempt += 1;
+        let trial = async {
+            let prompt = PromptName::parse(&format!("bench-reroute-{attempt}"))?;
+            let r = start_rollout(&env.ledger, &env.routing, &prompt, &breach_plan).await?;
+            // The monitor has seen the rollout start; the resolver serves the candidate.
+            wait_acked(
+                js,
+                LEDGER_STREAM,
+                &ledger_consumer,
+                r.started_at_sequence,
+                Duration::from_millis(5),
+                Duration::from_secs(30),
+            )
+            .await?;
+            see_rollout(std::slice::from_ref(resolver), prompt.as_str()).await?;
+            let unit = (0..10_000)
+                .map(|i| format!("user-{i}"))
+                .find(|u| {
+                    resolver
+                        .resolve(prompt.as_str(), &RequestContext::new().unit(u))
+                        .arm()
+                        == Some(Arm::Candidate)
+                })
+                .ok_or_else(|| Failure::other("bench: no unit gets the candidate"))?;
 
-        // Healthy outcomes for both arms, one short of the judgement's minimum samples.
-        let prefill: Vec<Outcome> = (0..PREFILL_PER_ARM)
-            .flat_map(|i| {
-                [
-                    outcome(&r, Arm::Candidate, 2 * i, false),
-                    outcome(&r, Arm::Baseline, 2 * i + 1, false),
-                ]
-            })
-            .collect();
-        // The message that makes the breach decidable: escalations on the candidate arm and
-        // the control's 100th sample.
-        let mut trigger: Vec<Outcome> = (0..TRIGGER_ESCALATIONS)
-            .map(|i| outcome(&r, Arm::Candidate, 1000 + i, true))
-            .collect();
-        trigger.push(outcome(&r, Arm::Baseline, 2000, false));
-        if !checked {
-            check_breach_design(&breach_plan, &prefill, &trigger)?;
-            checked = true;
+            // Healthy outcomes for both arms, one short of the judgement's minimum samples.
+            let prefill: Vec<Outcome> = (0..PREFILL_PER_ARM)
+                .flat_map(|i| {
+                    [
+                        outcome(&r, Arm::Candidate, 2 * i, false),
+                        outcome(&r, Arm::Baseline, 2 * i + 1, false),
+                    ]
+                })
+                .collect();
+            // The message that makes the breach decidable: escalations on the candidate arm and
+            // the control's 100th sample.
+            let mut trigger: Vec<Outcome> = (0..TRIGGER_ESCALATIONS)
+                .map(|i| outcome(&r, Arm::Candidate, 1000 + i, true))
+                .collect();
+            trigger.push(outcome(&r, Arm::Baseline, 2000, false));
+            if !checked {
+                check_breach_design(&breach_plan, &prefill, &trigger)?;
+                checked = true;
+            }
+            let subject = outcome_subject(&prompt);
+            let seq = publish(
+                js,
+                &subject,
+                serde_json::to_vec(&prefill).expect("serializes"),
+            )
+            .await?;
+            wait_acked(
+                js,
+                OUTCOMES_STREAM,
+                &outcome_consumer,
+                seq,
+                Duration::from_millis(5),
+                Duration::from_secs(30),
+            )
+            .await?;
+            // Let the monitor finish judging the pre-fill (not part of the measure).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+
+            let stable = r.stable.clone();
+            let waiter = {
+                let (resolver, prompt, unit) = (resolver.clone(), prompt.to_string(), unit.clone());
+                tokio::spawn(async move {
+                    resolver
+                        .wait_until(|x| {
+                            x.resolve(&prompt, &RequestContext::new().unit(&unit))
+                                .version()
+                                == Some(&stable)
+                        })
+                        .await;
+                    Instant::now()
+                })
+            };
+            tokio::task::yield_now().await;
+            let payload = serde_json::to_vec(&trigger).expect("serializes");
+            let t = Instant::now();
+            publish(js, &subject, payload).await?;
+            let acked = t.elapsed();
+            let seen = join_waiters(vec![waiter]).await?;
+            // The automatic rollback follows the freeze; let it land before the next trial.
+            let rolled = tokio::time::timeout(
+                Duration::from_secs(10),
+                resolver.wait_for(prompt.as_str(), |t| t.is_some_and(|t| t.rollout.is_none())),
+            )
+            .await
+            .is_ok();
+            Ok::<_, Failure>((seen.saturating_duration_since(t), acked, rolled))
         }
-        let subject = outcome_subject(&prompt);
-        let seq = publish(
-            js,
-            &subject,
-            serde_json::to_vec(&prefill).expect("serializes"),
-        )
-        .await?;
-        wait_acked(
-            js,
-            OUTCOMES_STREAM,
-            &outcome_consumer,
-            seq,
-            Duration::from_millis(5),
-            Duration::from_secs(30),
-        )
-        .await?;
-        // Let the monitor finish judging the pre-fill (not part of the measure).
-        tokio::time::sleep(Duration::from_millis(50)).await;
-
-        let stable = r.stable.clone();
-        let waiter = {
-            let (resolver, prompt, unit) = (resolver.clone(), prompt.to_string(), unit.clone());
-            tokio::spawn(async move {
-                resolver
-                    .wait_until(|x| {
-                        x.resolve(&prompt, &RequestContext::new().unit(&unit))
-                            .version()
-                            == Some(&stable)
-                    })
-                    .await;
-                Instant::now()
-            })
-        };
-        tokio::task::yield_now().await;
-        let payload = serde_json::to_vec(&trigger).expect("serializes");
-        let t = Instant::now();
-        publish(js, &subject, payload).await?;
-        publish_acks.push(t.elapsed());
-        let seen = join_waiters(vec![waiter]).await?;
-        samples.push(seen.saturating_duration_since(t));
-        // The automatic rollback follows the freeze; let it land before the next trial.
-        if tokio::time::timeout(
-            Duration::from_secs(10),
-            resolver.wait_for(prompt.as_str(), |t| t.is_some_and(|t| t.rollout.is_none())),
-        )
-        .await
-        .is_ok()
-        {
-            rolled_back += 1;
+        .await;
+        match trial {
+            Ok((sample, acked, rolled)) => {
+                samples.push(sample);
+                publish_acks.push(acked);
+                rolled_back += usize::from(rolled);
+            }
+            Err(e) => give_up_after_failures(&mut failed, e, trials)?,
         }
     }
-    stop_monitor(stop, task).await?;
-    drop(ctx);
+    let _ = quit.send(true);
+    let monitor_stopped = supervisor
+        .await
+        .map_err(|e| fail("canary monitor")(e.to_string()))?;
     samples.sort();
     publish_acks.sort();
+    Ok(RerouteRun {
+        samples,
+        publish_acks,
+        rolled_back,
+        failed,
+        monitor_stopped,
+    })
+}
+
+/// Section 2, with its trials and its baseline's samples for section 10.
+async fn reroute(
+    env: &Env,
+    sizes: &Sizes,
+) -> Result<(Section, RerouteRun, Vec<Duration>), Failure> {
+    let resolver = start_resolver(&env.url).await?;
+    let run = reroute_trials(env, &resolver, sizes.reroute_trials).await?;
     let floor = kv_floor(
         env,
         std::slice::from_ref(&resolver),
@@ -1700,8 +1937,16 @@ async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     )
     .await?;
     drop(resolver);
+    let RerouteRun {
+        samples,
+        publish_acks,
+        rolled_back,
+        failed,
+        monitor_stopped,
+    } = &run;
+    let rolled_back = *rolled_back;
 
-    let p99 = percentile(&samples, 99.0);
+    let p99 = percentile(samples, 99.0);
     let mut s = Section::new(2, "Breach to reroute");
     s.baseline = format!(
         "the notification path alone: a raw `put` of a routing table to the `pledger_routing` KV \
@@ -1711,7 +1956,7 @@ async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     s.method = format!(
         "{} trials, a new prompt each, with a real rollout whose plan has a 50% stage, the guardrail \
          `escalation_rate = {{ max_increase = 0.01 }}` and `rollback.automatic = true`. The canary \
-         monitor runs in this process; a `pledger_client::Resolver` (own connection) watches the \
+         monitor runs in this process (started again after 1 s if it stops, as `pledger up` does); a `pledger_client::Resolver` (own connection) watches the \
          routing bucket. Before each trial {PREFILL_PER_ARM} healthy outcomes per arm are published \
          and consumed (one short of the judgement's 100 samples per arm: the verdict holds). The timer \
          starts just before publishing the message that makes the breach decidable ({TRIGGER_ESCALATIONS} \
@@ -1723,7 +1968,7 @@ async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     );
     s.rows.push(row(
         "p50",
-        ms(percentile(&samples, 50.0)),
+        ms(percentile(samples, 50.0)),
         ms(percentile(&floor, 50.0)),
         "",
         Mark::Info,
@@ -1744,8 +1989,8 @@ async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     ));
     s.notes.push(format!(
         "Of that, publishing the trigger until its JetStream ack (fsync included) took p50 {}, p99 {}.",
-        ms(percentile(&publish_acks, 50.0)),
-        ms(percentile(&publish_acks, 99.0))
+        ms(percentile(publish_acks, 50.0)),
+        ms(percentile(publish_acks, 99.0))
     ));
     s.notes.push(format!(
         "The path measured: server stores the message → monitor's pull batch → parse, place, sled \
@@ -1759,7 +2004,13 @@ async fn reroute(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
         samples.len(),
         ordinal(samples.len() - (0.99 * samples.len() as f64).ceil() as usize + 1)
     ));
-    Ok(s)
+    if let Some(note) = failures_note("Trials", failed) {
+        s.notes.push(note);
+    }
+    if let Some(note) = monitor_note(monitor_stopped) {
+        s.notes.push(note);
+    }
+    Ok((s, run, floor))
 }
 
 fn ordinal(n: usize) -> String {
@@ -1806,48 +2057,97 @@ fn check_breach_design(
 // 3. Manual rollback to many resolvers
 // ---------------------------------------------------------------------------------------------
 
-async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
-    let n = sizes.fanout_resolvers;
-    let resolvers: Vec<Resolver> =
-        futures::future::try_join_all((0..n).map(|_| start_resolver(&env.url))).await?;
+/// What the rollback trials measured (sorted samples).
+struct FanoutRun {
+    /// From the start of the rollback command to the last resolver serving stable.
+    samples: Vec<Duration>,
+    /// From the start of the rollback command to its return.
+    command: Vec<Duration>,
+    /// Why trials failed (each replaced by another).
+    failed: Vec<String>,
+}
+
+/// `trials` manual rollbacks on `env`, each until all of `resolvers` serve the stable version.
+async fn fanout_trials(
+    env: &Env,
+    resolvers: &[Resolver],
+    trials: usize,
+) -> Result<FanoutRun, Failure> {
     let all_traffic = plan(ALL_TRAFFIC_PLAN);
     let mut samples = Vec::new();
     let mut command = Vec::new();
-    for trial in 0..sizes.fanout_trials {
-        let prompt = PromptName::parse(&format!("bench-rollback-{trial}"))?;
-        let r = start_rollout(&env.ledger, &env.routing, &prompt, &all_traffic).await?;
-        see_rollout(&resolvers, prompt.as_str()).await?;
-        let waiters = wait_all(&resolvers, prompt.as_str(), r.stable.clone());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // `pledger rollback <prompt> --reason ...`, in-process: connect, ensure the streams,
-        // pin the active rollout, Ledger::execute(Rollback), write the routing table.
-        let cli = Cli::try_parse_from([
-            "pledger",
-            "--nats",
-            &env.url,
-            "--as",
-            "oncall-sam",
-            "--config-dir",
-            &env.config_dir(),
-            "rollback",
-            prompt.as_str(),
-            "--reason",
-            "bench: manual rollback",
-        ])
-        .map_err(|e| fail("rollback command line")(e.to_string()))?;
-        let app = App::from_cli(&cli);
-        let t = Instant::now();
-        app.run(cli.command).await?;
-        command.push(t.elapsed());
-        let seen = join_waiters(waiters).await?;
-        samples.push(seen.saturating_duration_since(t));
+    let mut failed = Vec::new();
+    let mut attempt = 0;
+    while samples.len() < trials {
+        attempt += 1;
+        let trial = async {
+            let prompt = PromptName::parse(&format!("bench-rollback-{attempt}"))?;
+            let r = start_rollout(&env.ledger, &env.routing, &prompt, &all_traffic).await?;
+            see_rollout(resolvers, prompt.as_str()).await?;
+            let waiters = wait_all(resolvers, prompt.as_str(), r.stable.clone());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // `pledger rollback <prompt> --reason ...`, in-process: connect, ensure the streams,
+            // pin the active rollout, Ledger::execute(Rollback), write the routing table.
+            let cli = Cli::try_parse_from([
+                "pledger",
+                "--nats",
+                &env.url,
+                "--as",
+                "oncall-sam",
+                "--config-dir",
+                &env.config_dir(),
+                "rollback",
+                prompt.as_str(),
+                "--reason",
+                "bench: manual rollback",
+            ])
+            .map_err(|e| fail("rollback command line")(e.to_string()))?;
+            let app = App::from_cli(&cli);
+            let t = Instant::now();
+            let ran = app.run(cli.command).await;
+            let returned = t.elapsed();
+            if let Err(e) = ran {
+                for w in &waiters {
+                    w.abort();
+                }
+                return Err(e);
+            }
+            let seen = join_waiters(waiters).await?;
+            Ok::<_, Failure>((seen.saturating_duration_since(t), returned))
+        }
+        .await;
+        match trial {
+            Ok((sample, returned)) => {
+                samples.push(sample);
+                command.push(returned);
+            }
+            Err(e) => give_up_after_failures(&mut failed, e, trials)?,
+        }
     }
     samples.sort();
     command.sort();
+    Ok(FanoutRun {
+        samples,
+        command,
+        failed,
+    })
+}
+
+/// Section 3, with its trials and its baseline's samples for section 10.
+async fn fanout(env: &Env, sizes: &Sizes) -> Result<(Section, FanoutRun, Vec<Duration>), Failure> {
+    let n = sizes.fanout_resolvers;
+    let resolvers: Vec<Resolver> =
+        futures::future::try_join_all((0..n).map(|_| start_resolver(&env.url))).await?;
+    let run = fanout_trials(env, &resolvers, sizes.fanout_trials).await?;
     let floor = kv_floor(env, &resolvers, "fanout", sizes.floor_trials).await?;
     drop(resolvers);
+    let FanoutRun {
+        samples,
+        command,
+        failed,
+    } = &run;
 
-    let p99 = percentile(&samples, 99.0);
+    let p99 = percentile(samples, 99.0);
     let mut s = Section::new(3, "Manual rollback to 100 resolvers");
     if n != 100 {
         s.title = "Manual rollback to many resolvers";
@@ -1870,7 +2170,7 @@ async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     );
     s.rows.push(row(
         format!("all {n} resolvers on stable, p50"),
-        ms(percentile(&samples, 50.0)),
+        ms(percentile(samples, 50.0)),
         ms(percentile(&floor, 50.0)),
         "",
         Mark::Info,
@@ -1886,8 +2186,8 @@ async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
         "rollback command returned, p50 / p99",
         format!(
             "{} / {}",
-            ms(percentile(&command, 50.0)),
-            ms(percentile(&command, 99.0))
+            ms(percentile(command, 50.0)),
+            ms(percentile(command, 99.0))
         ),
         "",
         "",
@@ -1903,7 +2203,10 @@ async fn fanout(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
          command makes; a separate `pledger` process would add its own start-up (not measured here)."
             .into(),
     );
-    Ok(s)
+    if let Some(note) = failures_note("Trials", failed) {
+        s.notes.push(note);
+    }
+    Ok((s, run, floor))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2910,7 +3213,8 @@ fn signed_diff(a: Duration, b: Duration) -> String {
 // 7. A signed command against the same command unsigned
 // ---------------------------------------------------------------------------------------------
 
-async fn signed_command(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
+/// Section 7, with its trials for section 10.
+async fn signed_command(env: &Env, sizes: &Sizes) -> Result<(Section, Trials), Failure> {
     let m = members(&env.ledger).await?;
     let t = propose_trials(env, &m, "sign", 4, sizes.sign_trials, 1).await?;
     let (s50, u50) = (percentile(&t.signed, 50.0), percentile(&t.unsigned, 50.0));
@@ -3044,7 +3348,7 @@ async fn signed_command(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
         thousands(t.generated as u64),
         t.generating.as_secs_f64()
     ));
-    Ok(s)
+    Ok((s, t))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3433,5 +3737,432 @@ async fn history_cost(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
             m.trials.generating.as_secs_f64()
         ));
     }
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. The same on a three-node R3 cluster
+// ---------------------------------------------------------------------------------------------
+
+/// The single node's samples from sections 2, 3 and 7: the baselines of section 10.
+struct SingleNode {
+    reroute: RerouteRun,
+    reroute_floor: Vec<Duration>,
+    fanout: FanoutRun,
+    fanout_floor: Vec<Duration>,
+    sign: Trials,
+    /// The read of a command on section 7's first signed prompt, alone.
+    sign_reads: Vec<Duration>,
+}
+
+/// `reps` timed reads of what a command on `prompt` reads: `Ledger::load`'s two
+/// `Ledger::read_raw`s (the family, then the roster and the windows; one ephemeral consumer
+/// each), without the verification. Sorted.
+async fn read_samples(
+    env: &Env,
+    prompt: &PromptName,
+    reps: usize,
+) -> Result<Vec<Duration>, Failure> {
+    let family = family_filter(prompt);
+    let mut out = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        env.ledger.read_raw(&[&family], 0).await?;
+        env.ledger
+            .read_raw(&[ROSTER_SUBJECT, FLEET_WINDOWS_SUBJECT], 0)
+            .await?;
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// "p50 / p99" of sorted samples.
+fn p50_p99(sorted: &[Duration], fmt: fn(Duration) -> String) -> String {
+    format!(
+        "{} / {}",
+        fmt(percentile(sorted, 50.0)),
+        fmt(percentile(sorted, 99.0))
+    )
+}
+
+/// The server that leads `stream` (its cluster's leader), if the stream is clustered.
+async fn leader_of(js: &jetstream::Context, stream: &str) -> Option<String> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    let info = s.info().await.ok()?;
+    info.cluster.as_ref().and_then(|c| c.leader.clone())
+}
+
+/// A failure on the cluster, saying where.
+fn on_cluster(phase: &'static str) -> impl Fn(Failure) -> Failure {
+    move |e| Failure {
+        message: format!("bench: on the R3 cluster, {phase}: {}", e.message),
+        ..e
+    }
+}
+
+/// Runs a set-up step on the cluster (nothing measured) until it succeeds, for up to 30 s: for
+/// a while after the streams are created, a read there may fail with "no responders".
+async fn settle<T, F: std::future::Future<Output = Result<T, Failure>>>(
+    what: &'static str,
+    mut step: impl FnMut() -> F,
+) -> Result<T, Failure> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                progress(&format!("  {what} failed ({}); trying again", e.message));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(on_cluster(what)(e)),
+        }
+    }
+}
+
+async fn cluster(sizes: &Sizes, single: &SingleNode) -> Result<Section, Failure> {
+    const NODES: usize = 3;
+    let nodes = tokio::task::spawn_blocking(|| EphemeralCluster::start(NODES))
+        .await
+        .map_err(|e| fail("cluster")(e.to_string()))?
+        .map_err(|e| fail("cluster")(e.to_string()))?;
+    let url = nodes.url();
+    let client = pledger_infra::connect(&url).await?;
+    let ledger = Ledger::new(client);
+    // What `pledger init --replicas 3` runs; the cluster elects its JetStream meta leader
+    // after start, so the first attempts may fail.
+    let t = Instant::now();
+    loop {
+        match ledger.ensure_replicated(Some(NODES)).await {
+            Ok(()) => break,
+            Err(e) if t.elapsed() > Duration::from_secs(30) => {
+                return Err(fail("cluster: creating the R3 streams")(e.to_string()))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let formed = t.elapsed();
+    let (replicas, servers) = ledger.replication().await?;
+    if servers != NODES || replicas.iter().any(|(_, n)| *n != NODES) {
+        return Err(Failure::other(format!(
+            "bench: the cluster has {servers} servers and streams {replicas:?}, not {NODES} and R{NODES}"
+        )));
+    }
+    settle("enrolling the cast", || async {
+        cast().enroll(&ledger).await.map_err(Failure::from)
+    })
+    .await?;
+    let routing = settle("opening the routing bucket", || async {
+        RoutingStore::open(ledger.jetstream())
+            .await
+            .map_err(Failure::from)
+    })
+    .await?;
+    let env = Env {
+        url,
+        ledger,
+        routing,
+        dir: tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?,
+    };
+    let keyring = crate::keys::Keyring::in_config_dir(Path::new(&env.config_dir()));
+    for name in cast().names() {
+        keyring.store(name, &cast().key(name))?;
+    }
+
+    // Breach to reroute (section 2's trials and floor).
+    let t = Instant::now();
+    let resolver = start_resolver(&env.url).await?;
+    let reroute = reroute_trials(&env, &resolver, sizes.cluster_reroute_trials)
+        .await
+        .map_err(on_cluster("breach to reroute"))?;
+    let reroute_floor = kv_floor(
+        &env,
+        std::slice::from_ref(&resolver),
+        "reroute",
+        sizes.cluster_floor_trials,
+    )
+    .await
+    .map_err(on_cluster("bare routing-KV writes to one resolver"))?;
+    drop(resolver);
+    let reroute_took = t.elapsed();
+
+    // Rollback fan-out (section 3's trials and floor).
+    let t = Instant::now();
+    let n = sizes.fanout_resolvers;
+    let started: Vec<(Resolver, async_nats::Client)> =
+        futures::future::try_join_all((0..n).map(|_| start_resolver_on(&env.url))).await?;
+    let (resolvers, clients): (Vec<Resolver>, Vec<async_nats::Client>) =
+        started.into_iter().unzip();
+    let fanout = fanout_trials(&env, &resolvers, sizes.cluster_fanout_trials)
+        .await
+        .map_err(on_cluster("rollback fan-out"))?;
+    let fanout_floor = kv_floor(&env, &resolvers, "fanout", sizes.cluster_floor_trials)
+        .await
+        .map_err(on_cluster("bare routing-KV writes to many resolvers"))?;
+    let mut spread: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &clients {
+        *spread.entry(c.server_info().server_name).or_default() += 1;
+    }
+    drop(resolvers);
+    drop(clients);
+    let fanout_took = t.elapsed();
+
+    // Writes (section 7's proposals).
+    let t = Instant::now();
+    let m = settle("reading the roster", || members(&env.ledger)).await?;
+    let sign = propose_trials(&env, &m, "sign", 4, sizes.cluster_sign_trials, 1)
+        .await
+        .map_err(on_cluster("proposals"))?;
+    let reads = read_samples(&env, &sign.prompt, sizes.cluster_sign_trials)
+        .await
+        .map_err(on_cluster("reads"))?;
+    let sign_took = t.elapsed();
+
+    let js = env.js();
+    let mut leaders = Vec::new();
+    for (what, stream) in [
+        ("ledger stream", LEDGER_STREAM.to_string()),
+        ("outcome stream", OUTCOMES_STREAM.to_string()),
+        (
+            "routing bucket",
+            format!("KV_{}", pledger_infra::ledger::ROUTING_BUCKET),
+        ),
+    ] {
+        let leader = leader_of(js, &stream)
+            .await
+            .unwrap_or_else(|| "unknown".into());
+        leaders.push(format!("{what} `{leader}`"));
+    }
+    let bench_node = js.client().server_info().server_name;
+    drop(env);
+    drop(nodes);
+
+    let mut s = Section::new(10, "A three-node R3 cluster against the single node");
+    s.heads = ["R3 cluster", "single node"];
+    s.baseline = format!(
+        "the single node's figures from sections 2, 3 and 7 of this run (the same measures, the \
+         same code, the same workload sizes except the trial counts given here: {} breach trials, \
+         {} rollbacks, {} bare routing-KV writes of each kind and {} proposals of each kind on the \
+         single node), and {} reads of section 7's first signed prompt timed alone on the single \
+         node right after section 7",
+        single.reroute.samples.len(),
+        single.fanout.samples.len(),
+        single.reroute_floor.len(),
+        single.sign.signed.len(),
+        single.sign_reads.len()
+    );
+    s.method = format!(
+        "After the single server has stopped, a throwaway three-node cluster on this machine \
+         (`EphemeralCluster::start(3)`: three nats-server processes, the single server's config — \
+         loopback, file store, `sync_interval: always` — with each node's name and a `cluster` block \
+         routing to the other two over loopback), then `Ledger::ensure_replicated(Some(3))` (what \
+         `pledger init --replicas 3` runs, retried until the cluster had elected its meta leader: \
+         the streams were created {:.1} s after the nodes were up): every stream and both buckets at three \
+         replicas, checked. Every client is given all three URLs (`nats://n1,nats://n2,nats://n3`, as \
+         `--nats` takes them): the ledger connection, the canary monitor, every resolver and the \
+         rollback command; each connects to one node. Then, on the cluster: section 2's trials ({} \
+         trials: a new prompt each, the canary monitor in this process, timed from publishing the \
+         breaching message to a resolver serving stable; {:.0} s), section 3's ({} trials: the \
+         in-process `pledger rollback` until all {n} resolvers serve stable; {:.0} s), each with its \
+         bare routing-KV writes ({} trials each), and section 7's proposals ({} signed and {} \
+         unsigned `release propose`, alternating, each on a fresh prompt with 4 events of history, \
+         then as many reads of the first signed prompt as a command makes them, timed alone; \
+         {:.0} s).",
+        formed.as_secs_f64(),
+        reroute.samples.len(),
+        reroute_took.as_secs_f64(),
+        fanout.samples.len(),
+        fanout_took.as_secs_f64(),
+        reroute_floor.len(),
+        sign.signed.len(),
+        sign.unsigned.len(),
+        sign_took.as_secs_f64()
+    );
+    let one =
+        |name: &str, r3: &[Duration], single: &[Duration], p: f64, f: fn(Duration) -> String| {
+            row(
+                name,
+                f(percentile(r3, p)),
+                f(percentile(single, p)),
+                "",
+                Mark::Info,
+            )
+        };
+    let (rr, rr1) = (&reroute.samples, &single.reroute.samples);
+    let rr_p99 = percentile(rr, 99.0);
+    s.rows
+        .push(one("breach to reroute, p50", rr, rr1, 50.0, ms));
+    s.rows.push(row(
+        "breach to reroute, p99",
+        ms(rr_p99),
+        ms(percentile(rr1, 99.0)),
+        "< 50 ms",
+        Mark::of(rr_p99 < Duration::from_millis(50)),
+    ));
+    s.rows
+        .push(one("breach to reroute, max", rr, rr1, 100.0, ms));
+    s.rows.push(row(
+        "of which the breaching message's publish until its JetStream ack (an outcome write), p50 / p99",
+        p50_p99(&reroute.publish_acks, ms),
+        p50_p99(&single.reroute.publish_acks, ms),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "breach trials also rolled back automatically within 10 s",
+        format!("{} of {}", reroute.rolled_back, reroute.samples.len()),
+        format!(
+            "{} of {}",
+            single.reroute.rolled_back,
+            single.reroute.samples.len()
+        ),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "bare routing-KV put until the resolver serves it, p50 / p99",
+        p50_p99(&reroute_floor, ms),
+        p50_p99(&single.reroute_floor, ms),
+        "",
+        Mark::Info,
+    ));
+    let (fo, fo1) = (&fanout.samples, &single.fanout.samples);
+    let fo_p99 = percentile(fo, 99.0);
+    s.rows.push(one(
+        &format!("rollback to all {n} resolvers on stable, p50"),
+        fo,
+        fo1,
+        50.0,
+        ms,
+    ));
+    s.rows.push(row(
+        format!("rollback to all {n} resolvers on stable, p99"),
+        ms(fo_p99),
+        ms(percentile(fo1, 99.0)),
+        "< 100 ms",
+        Mark::of(fo_p99 < Duration::from_millis(100)),
+    ));
+    s.rows.push(one(
+        &format!("rollback to all {n} resolvers on stable, max"),
+        fo,
+        fo1,
+        100.0,
+        ms,
+    ));
+    s.rows.push(row(
+        "rollback command returned, p50 / p99",
+        p50_p99(&fanout.command, ms),
+        p50_p99(&single.fanout.command, ms),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        format!("bare routing-KV put until all {n} resolvers serve it, p50 / p99"),
+        p50_p99(&fanout_floor, ms),
+        p50_p99(&single.fanout_floor, ms),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(one(
+        "signed `release propose` (a write), p50",
+        &sign.signed,
+        &single.sign.signed,
+        50.0,
+        ms2,
+    ));
+    s.rows.push(one(
+        "signed `release propose` (a write), p99",
+        &sign.signed,
+        &single.sign.signed,
+        99.0,
+        ms2,
+    ));
+    s.rows.push(row(
+        "the same proposal unsigned (the read and the conditional append), p50 / p99",
+        p50_p99(&sign.unsigned, ms2),
+        p50_p99(&single.sign.unsigned, ms2),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "the command's reads alone (`Ledger::load`'s two `read_raw`s, one ephemeral consumer \
+         each, no verification), p50 / p99",
+        p50_p99(&reads, ms2),
+        p50_p99(&single.sign_reads, ms2),
+        "",
+        Mark::Info,
+    ));
+    let more = |r3: &[Duration], single: &[Duration]| {
+        let (a, b) = (percentile(r3, 50.0), percentile(single, 50.0));
+        format!(
+            "{} ({:.1}×)",
+            signed_diff(a, b),
+            a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+        )
+    };
+    s.notes.push(format!(
+        "What R3 adds at the median: breach to reroute {}, rollback to {n} resolvers {}, a signed \
+         proposal {}, its reads alone {}, an outcome message's publish-to-ack {}, a bare routing-KV \
+         put seen by one resolver {}. An R3 write is acknowledged by the stream's leader once a majority (itself and \
+         one follower) has stored it, each with its own fsync.",
+        more(rr, rr1),
+        more(fo, fo1),
+        more(&sign.signed, &single.sign.signed),
+        more(&reads, &single.sign_reads),
+        more(&reroute.publish_acks, &single.reroute.publish_acks),
+        more(&reroute_floor, &single.reroute_floor),
+    ));
+    s.notes.push(
+        "Reads: the reads row is `Ledger::load`'s two reads (two ephemeral consumers, as every \
+         signed command makes them); the unsigned proposal reads through one consumer with three \
+         filters, so on the cluster its whole command can take less than the reads row. On a \
+         cluster an ephemeral consumer is created through the JetStream meta leader (a replicated \
+         assignment before the consumer exists): that, more than the replicated append, is where \
+         a command's extra time goes (compare the outcome write's publish-to-ack row)."
+            .into(),
+    );
+    s.notes.push(format!(
+        "Where things were: stream leaders at the end: {}; the bench's ledger connection on `{}`; \
+         the {n} resolvers on {}. A write through a node that does not lead the stream is forwarded \
+         to the leader.",
+        leaders.join(", "),
+        bench_node,
+        spread
+            .iter()
+            .map(|(node, count)| format!("`{node}` {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for (what, failed) in [
+        ("Breach trials on the cluster", &reroute.failed),
+        ("Rollbacks on the cluster", &fanout.failed),
+    ] {
+        if let Some(note) = failures_note(what, failed) {
+            s.notes.push(note);
+        }
+    }
+    if let Some(note) = monitor_note(&reroute.monitor_stopped) {
+        s.notes.push(note.replacen(
+            "The canary monitor",
+            "On the cluster, the canary monitor",
+            1,
+        ));
+    }
+    s.notes.push(format!(
+        "All three nodes share this machine's {} cores with the bench and its workers, and reach \
+         each other over loopback: the figures include CPU contention a cluster of three machines \
+         would not have and lack the network round trips between machines it would have.",
+        std::thread::available_parallelism()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "unknown number of".into())
+    ));
+    s.notes.push(format!(
+        "p99 is nearest-rank: with {} breach trials it is {}, with {} rollbacks {}; the single node's \
+         likewise with its own counts.",
+        rr.len(),
+        ordinal(rr.len() - (0.99 * rr.len() as f64).ceil() as usize + 1),
+        fo.len(),
+        ordinal(fo.len() - (0.99 * fo.len() as f64).ceil() as usize + 1)
+    ));
     Ok(s)
 }
