@@ -338,18 +338,9 @@ impl World {
     pub fn try_wait_for<T>(
         &self,
         limit: std::time::Duration,
-        mut check: impl FnMut() -> Option<T>,
+        check: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(v) = check() {
-                return Some(v);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        try_wait_until(limit, check)
     }
 
     #[track_caller]
@@ -357,19 +348,9 @@ impl World {
         &self,
         what: &str,
         limit: std::time::Duration,
-        mut check: impl FnMut() -> Option<T>,
+        check: impl FnMut() -> Option<T>,
     ) -> T {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(v) = check() {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until(what, limit, check)
     }
 }
 
