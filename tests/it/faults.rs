@@ -1042,13 +1042,11 @@ fn leader_killed_during_ingest_and_rollout(replicas: &[&'static str]) {
 }
 
 #[test]
-#[ignore = "issue 9, open: after its node is SIGKILLed, a canary monitor restarted by its supervisor can keep failing with `NATS: timed out` for over 40 s (passed locally, failed in CI at 5c09a7f+9f9736b), so its counts stall below the acknowledged outcomes"]
 fn an_r3_clusters_leader_sigkilled_during_ingest_and_rollout_counts_exactly_and_decides_once() {
     leader_killed_during_ingest_and_rollout(&["a"]);
 }
 
 #[test]
-#[ignore = "issue 9, open: after its node is SIGKILLed, a canary monitor restarted by its supervisor can keep failing with `NATS: timed out` for over 40 s (passed locally, failed in CI at 5c09a7f+9f9736b), so its counts stall below the acknowledged outcomes"]
 fn two_monitor_replicas_on_an_r3_cluster_losing_its_leader_decide_once() {
     leader_killed_during_ingest_and_rollout(&["a", "b"]);
 }

@@ -35,7 +35,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use clap::Parser;
 use futures::StreamExt;
 use pledger_client::{RequestContext, Resolver, ResolverOptions};
@@ -1474,15 +1474,11 @@ async fn bare_drain(
 ) -> Result<Drain, Failure> {
     let name = format!("bench_bare_consumer_{rep}");
     let bare = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(name.clone()),
-            filter_subject: pledger_core::names::OUTCOMES_FILTER.into(),
-            ack_policy: consumer::AckPolicy::All,
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_wait: Duration::from_secs(60),
-            max_ack_pending: 100_000,
-            ..Default::default()
-        })
+        .create_consumer(pledger_infra::worker::consumer_config(
+            &name,
+            pledger_core::names::OUTCOMES_FILTER,
+            0,
+        ))
         .await
         .map_err(|e| fail("bare consumer")(e.to_string()))?;
     let cpu_before = cpu(server_pid);

@@ -83,7 +83,9 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
             .jetstream()
             .get_key_value(CANARY_STATUS_BUCKET)
             .await
-            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+            .map_err(|e| {
+                WorkerError::Nats(format!("opening bucket {CANARY_STATUS_BUCKET}: {e}"))
+            })?;
         let monitor = Monitor::new(JudgeConfig::default(), ctx.replica.clone());
         let mut driver = Driver {
             ctx,
@@ -353,7 +355,7 @@ impl Driver {
                 bytes.into(),
             )
             .await
-            .map_err(|e| WorkerError::Nats(e.to_string()))?;
+            .map_err(|e| WorkerError::Nats(format!("publishing the canary status: {e}")))?;
         Ok(())
     }
 }
