@@ -213,7 +213,7 @@ impl World {
                     "--public-key",
                     &public.display().to_string(),
                     "--role",
-                    "worker",
+                    kind.role().name(),
                 ],
             )
             .ok();
@@ -250,8 +250,13 @@ impl World {
 
     /// A command with no `--as` (and no key selected): what the environment alone gives.
     pub fn bare_command(&self, args: &[&str]) -> Command {
+        self.bare_command_via(&self.server.url(), args)
+    }
+
+    /// [`World::bare_command`] against another server (`--nats url`).
+    pub fn bare_command_via(&self, url: &str, args: &[&str]) -> Command {
         let mut c = Command::new(pledger_bin());
-        c.arg("--nats").arg(self.server.url()).args(args);
+        c.arg("--nats").arg(url).args(args);
         c.env_remove("PLEDGER_ACTOR")
             .env_remove("PLEDGER_NATS_URL")
             .env_remove("PLEDGER_KEY")
@@ -267,6 +272,14 @@ impl World {
 
     pub fn run(&self, actor: &str, args: &[&str]) -> Run {
         Run::from_output(self.command(actor, args).output().expect("pledger runs"))
+    }
+
+    /// [`World::run`] against another server: this world's keys and config, `--nats url`.
+    pub fn run_via(&self, url: &str, actor: &str, args: &[&str]) -> Run {
+        let mut with_actor = vec!["--as", actor];
+        with_actor.extend_from_slice(args);
+        let mut c = self.bare_command_via(url, &with_actor);
+        Run::from_output(c.output().expect("pledger runs"))
     }
 
     /// Runs with `--json` and returns the parsed object of a successful run.
@@ -311,24 +324,37 @@ impl World {
     /// Starts `pledger worker <kind>` as a child process (its store under this world's files,
     /// signing with the worker identities' keys there).
     pub fn worker(&self, kind: &str, replica: &str) -> WorkerProcess {
+        self.worker_with_args(kind, replica, &[])
+    }
+
+    /// [`World::worker`] with more arguments for `pledger worker`.
+    pub fn worker_with_args(&self, kind: &str, replica: &str, extra: &[&str]) -> WorkerProcess {
         self.enroll_workers();
-        self.worker_with_store(kind, replica, &self.files.path().join("workers"))
+        let mut p = self.worker_process(kind, replica, &self.files.path().join("workers"));
+        p.extra = extra.iter().map(|a| a.to_string()).collect();
+        p.start();
+        p
     }
 
     /// Starts `pledger worker <kind>` with its stores (and keys) under `data_dir`, which may
     /// have served another world's ledger before. The keys there must be enrolled here
     /// ([`World::enroll_workers_in`]).
     pub fn worker_with_store(&self, kind: &str, replica: &str, data_dir: &Path) -> WorkerProcess {
-        let mut p = WorkerProcess {
+        let mut p = self.worker_process(kind, replica, data_dir);
+        p.start();
+        p
+    }
+
+    fn worker_process(&self, kind: &str, replica: &str, data_dir: &Path) -> WorkerProcess {
+        WorkerProcess {
             url: self.server.url(),
             kind: kind.to_string(),
             replica: replica.to_string(),
             data_dir: data_dir.to_path_buf(),
             clock: self.clock.clone(),
+            extra: Vec::new(),
             child: None,
-        };
-        p.start();
-        p
+        }
     }
 
     /// Polls `check` until it returns `Some` or `limit` passes. For conditions that only the
@@ -389,6 +415,8 @@ pub struct WorkerProcess {
     replica: String,
     data_dir: PathBuf,
     clock: Option<PathBuf>,
+    /// More arguments for `pledger worker`.
+    extra: Vec<String>,
     child: Option<std::process::Child>,
 }
 
@@ -403,6 +431,7 @@ impl WorkerProcess {
             replica: replica.to_string(),
             data_dir: data_dir.to_path_buf(),
             clock: None,
+            extra: Vec::new(),
             child: None,
         };
         p.start();
@@ -442,6 +471,7 @@ impl WorkerProcess {
                 "--data-dir",
             ])
             .arg(&self.data_dir)
+            .args(&self.extra)
             .env("PLEDGER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -552,4 +582,31 @@ pub fn outcomes_of(prompt: &str) -> String {
     pledger_core::names::outcome_subject(
         &pledger_core::PromptName::parse(prompt).expect("a prompt name"),
     )
+}
+
+/// Runs `f` to completion on a fresh single-threaded Tokio runtime (for a test's own async
+/// client calls).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A service's routing resolver on `world`'s server, and the one-thread runtime that drives its
+/// watch (keep both alive while resolving).
+pub fn service_resolver(world: &World) -> (tokio::runtime::Runtime, pledger_client::Resolver) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let resolver = rt.block_on(async {
+        let client = pledger_client::connect(&world.server.url()).await.unwrap();
+        pledger_client::Resolver::start(client, pledger_client::ResolverOptions::default())
+            .await
+            .unwrap()
+    });
+    (rt, resolver)
 }

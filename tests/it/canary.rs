@@ -59,17 +59,7 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
     let monitors: Vec<WorkerProcess> = replicas.iter().map(|r| w.worker("canary", r)).collect();
     let p = rolling_with(&w, AUTO_PLAN);
     // A service's resolver, watching the runtime config layer.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let resolver = rt.block_on(async {
-        let client = pledger_client::connect(&w.server.url()).await.unwrap();
-        pledger_client::Resolver::start(client, pledger_client::ResolverOptions::default())
-            .await
-            .unwrap()
-    });
+    let (rt, resolver) = service_resolver(&w);
     let candidate_for_internal = rt.block_on(async {
         resolver
             .wait_for("triage", |t| t.is_some_and(|t| t.rollout.is_some()))

@@ -636,14 +636,6 @@ impl ClusterCli {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// The server name of the current leader of `stream`, asked through `url` (`None` while it
 /// has none or the cluster cannot answer).
 fn leader(url: &str, stream: &str) -> Option<String> {

@@ -1,5 +1,6 @@
 //! End-to-end tests: the built `pledger` binary against a real nats-server.
 
+mod audit;
 mod bench;
 mod canary;
 mod cluster;

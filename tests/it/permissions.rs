@@ -349,9 +349,19 @@ async fn an_auditor_reads_the_ledger_and_writes_nothing() {
         "pledger.ledger._fleet.roster",
         "pledger.outcomes.triage",
         "pledger.deadletter.gatekeeper.x",
+        "pledger.checkpoints",
     ] {
         auditor.refused(subject, auditor.try_append(subject)).await;
     }
+    // It reads the checkpoints, as `audit verify` does.
+    let checkpoints = auditor.js.get_stream("PLEDGER_CHECKPOINTS").await.unwrap();
+    let _: consumer::PullConsumer = checkpoints
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let put = format!("$KV.{ROUTING_BUCKET}.{ROUTING_KEY}");
     auditor
         .refused(&put, kv.put(ROUTING_KEY, "forged".into()))
@@ -413,13 +423,29 @@ async fn people_and_workers_append_to_the_ledger_and_write_routing() {
         stream.delete_consumer(&name).await.unwrap();
         role.no_errors();
 
-        // Dead letters are the workers'.
+        // Dead letters and checkpoints are the workers' (the notary writes the checkpoints);
+        // everyone reads the checkpoints.
         let dead = format!("pledger.deadletter.{user}.x");
         if user == "worker" {
             assert_eq!(role.append(&dead, b"{}").await.stream, "PLEDGER_DEADLETTER");
+            let note = role.append("pledger.checkpoints", b"a note").await;
+            assert_eq!(note.stream, "PLEDGER_CHECKPOINTS");
         } else {
             role.refused(&dead, role.try_append(&dead)).await;
+            role.refused(
+                "pledger.checkpoints",
+                role.try_append("pledger.checkpoints"),
+            )
+            .await;
         }
+        let checkpoints = role.js.get_stream("PLEDGER_CHECKPOINTS").await.unwrap();
+        let _: consumer::PullConsumer = checkpoints
+            .create_consumer(consumer::pull::Config {
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         // Outcomes are the services'; streams are the admin's.
         role.refused("pledger.outcomes.x", role.try_append("pledger.outcomes.x"))
             .await;

@@ -51,7 +51,7 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
-        if v["identities"].as_array().is_some_and(|a| a.len() == 6) {
+        if v["identities"].as_array().is_some_and(|a| a.len() == 7) {
             break v;
         }
         assert!(

@@ -44,10 +44,12 @@ pub enum Role {
     Worker,
     /// Reads only.
     Auditor,
+    /// Signs checkpoints of the ledger's Merkle tree (the notary worker).
+    Notary,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Admin,
         Role::Author,
         Role::Reviewer,
@@ -56,6 +58,7 @@ impl Role {
         Role::Oncall,
         Role::Worker,
         Role::Auditor,
+        Role::Notary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl Role {
             Role::Oncall => "oncall",
             Role::Worker => "worker",
             Role::Auditor => "auditor",
+            Role::Notary => "notary",
         }
     }
 
@@ -128,6 +132,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("rotate-key", &[Admin]),
     ("set-roles", &[Admin]),
     ("revoke", &[Admin]),
+    ("sign-checkpoint", &[Notary]),
 ];
 
 /// The roles that may issue `command` (empty for an unknown name: nobody may).

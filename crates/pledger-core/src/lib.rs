@@ -5,6 +5,7 @@
 //! the traffic simulation (`sim`) draws from its own generator, seeded by its caller.
 
 pub mod artifact;
+pub mod audit;
 pub mod bundle;
 pub mod canary;
 pub mod decide;
@@ -15,8 +16,10 @@ pub mod event;
 pub mod gate;
 pub mod identity;
 pub mod ids;
+pub mod merkle;
 pub mod names;
 pub mod nats_url;
+pub mod note;
 pub mod outcome;
 pub mod plan;
 pub mod redact;

@@ -16,6 +16,8 @@ pub const LEDGER_STREAM: &str = "PLEDGER_LEDGER";
 pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
 /// Copies of what a worker could not use, with the reason.
 pub const DEADLETTER_STREAM: &str = "PLEDGER_DEADLETTER";
+/// The notary's signed checkpoints of the ledger's Merkle tree.
+pub const CHECKPOINT_STREAM: &str = "PLEDGER_CHECKPOINTS";
 
 // ---------------------------------------------------------------------------------------------
 // Ledger subjects
@@ -81,6 +83,15 @@ pub fn outcome_subject(prompt: &PromptName) -> String {
 
 /// Every dead-letter subject.
 pub const DEADLETTER_SUBJECTS: &str = "pledger.deadletter.>";
+/// The one subject of [`CHECKPOINT_STREAM`]: each message a checkpoint as a signed note.
+pub const CHECKPOINT_SUBJECT: &str = "pledger.checkpoints";
+
+/// The origin line of a ledger's checkpoints: names the ledger by the hash of its roster's
+/// first event (`sha256:<hex>`), which no other ledger has.
+pub fn checkpoint_origin(genesis_hash: &str) -> String {
+    let hex = genesis_hash.trim_start_matches("sha256:");
+    format!("pledger/ledger/{}", &hex[..hex.len().min(32)])
+}
 
 /// The dead-letter subject of what `worker` could not use from `source` (a subject).
 pub fn deadletter_subject(worker: &str, source: &str) -> String {

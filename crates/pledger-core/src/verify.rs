@@ -71,6 +71,11 @@ pub trait EventSigner {
     fn claimed_identity(&self) -> Option<&crate::ids::Actor> {
         None
     }
+    /// The raw Ed25519 key, for signing checkpoint notes ([`crate::note`]); `None` for a key
+    /// held by an agent.
+    fn note_key(&self) -> Option<ed25519_dalek::SigningKey> {
+        None
+    }
 }
 
 impl EventSigner for ssh_key::PrivateKey {
@@ -80,6 +85,12 @@ impl EventSigner for ssh_key::PrivateKey {
     fn sign(&self, message: &[u8]) -> Result<ssh_key::SshSig, String> {
         ssh_key::PrivateKey::sign(self, SIGNATURE_NAMESPACE, ssh_key::HashAlg::Sha512, message)
             .map_err(|e| format!("signing failed: {e}"))
+    }
+    fn note_key(&self) -> Option<ed25519_dalek::SigningKey> {
+        let pair = self.key_data().ed25519()?;
+        Some(ed25519_dalek::SigningKey::from_bytes(
+            &pair.private.to_bytes(),
+        ))
     }
 }
 
@@ -214,22 +225,51 @@ fn open(bytes: &[u8]) -> Result<(Envelope, Vec<u8>), String> {
     Ok((envelope, signed))
 }
 
-fn check_signature(
+/// What can be checked of one stored message without any ledger state: that it opens (decodes
+/// and has its signature last), and whether its signature verifies under the key the signature
+/// itself carries. Independent per message, so a reader may compute these on several threads and
+/// feed them in stream order to [`LedgerVerifier::observe_prechecked`]; the verdicts are the
+/// same as [`LedgerVerifier::observe`]'s.
+pub struct Prechecked {
+    opened: Result<(Envelope, Vec<u8>), String>,
+    /// The key inside the signature (when it decodes) and whether the signature verifies with it.
+    signature: Result<(ssh_key::public::KeyData, Result<(), String>), String>,
+}
+
+/// [`Prechecked`] of one stored message.
+pub fn precheck(bytes: &[u8]) -> Prechecked {
+    let opened = open(bytes);
+    let signature = match &opened {
+        Ok((envelope, signed)) => embedded_signature(envelope, signed),
+        Err(_) => Err(String::new()),
+    };
+    Prechecked { opened, signature }
+}
+
+fn embedded_signature(
     envelope: &Envelope,
     signed: &[u8],
-    key: &ssh_key::PublicKey,
-) -> Result<(), String> {
+) -> Result<(ssh_key::public::KeyData, Result<(), String>), String> {
     let b64 = envelope.signature.as_deref().unwrap_or_default();
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| format!("the signature is not base64: {e}"))?;
     let sig = <ssh_key::SshSig as ssh_encoding::Decode>::decode(&mut raw.as_slice())
         .map_err(|e| format!("the signature is not an SSHSIG: {e}"))?;
-    if sig.public_key() != key.key_data() {
+    let key = ssh_key::PublicKey::from(sig.public_key().clone());
+    let verified = key
+        .verify(SIGNATURE_NAMESPACE, signed, &sig)
+        .map_err(|e| format!("the signature does not verify: {e}"));
+    Ok((sig.public_key().clone(), verified))
+}
+
+/// The signature check of a prechecked message against the key the roster gives `key_id`.
+fn check_signature(pre: &Prechecked, key: &ssh_key::PublicKey) -> Result<(), String> {
+    let (embedded, verified) = pre.signature.as_ref().map_err(Clone::clone)?;
+    if embedded != key.key_data() {
         return Err("the signature was made by another key than `key_id` names".into());
     }
-    key.verify(SIGNATURE_NAMESPACE, signed, &sig)
-        .map_err(|e| format!("the signature does not verify: {e}"))
+    verified.clone()
 }
 
 /// The command a recorded prompt event answers, for [`admit`].
@@ -466,7 +506,19 @@ impl LedgerVerifier {
 
     /// Checks one stored message and applies it if every check passes.
     pub fn observe(&mut self, sequence: u64, subject: &str, bytes: &[u8]) -> Verdict {
-        match self.check(sequence, subject, bytes) {
+        self.observe_prechecked(sequence, subject, bytes, precheck(bytes))
+    }
+
+    /// [`LedgerVerifier::observe`] with the state-free part computed beforehand
+    /// ([`precheck`] of these same bytes).
+    pub fn observe_prechecked(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        bytes: &[u8],
+        pre: Prechecked,
+    ) -> Verdict {
+        match self.check(sequence, subject, bytes, pre) {
             Ok(envelope) => Verdict::Accepted(Box::new(envelope)),
             Err(f) => Verdict::Ignored(*f),
         }
@@ -477,6 +529,7 @@ impl LedgerVerifier {
         sequence: u64,
         subject: &str,
         bytes: &[u8],
+        mut pre: Prechecked,
     ) -> Result<Envelope, Box<Finding>> {
         let finding = |envelope: Option<&Envelope>, check: Check, reason: String| {
             Box::new(Finding {
@@ -489,8 +542,9 @@ impl LedgerVerifier {
                 reason,
             })
         };
-        let (envelope, signed) =
-            open(bytes).map_err(|r| finding(None, Check::Decoding, format!("the message {r}")))?;
+        let opened = std::mem::replace(&mut pre.opened, Err(String::new()));
+        let (envelope, _) =
+            opened.map_err(|r| finding(None, Check::Decoding, format!("the message {r}")))?;
         let e = Some(&envelope);
         let aggregate = envelope.event.aggregate();
         let expected = crate::names::subject_for(&aggregate);
@@ -552,7 +606,7 @@ impl LedgerVerifier {
                 (signer.key.key.ssh().clone(), signer.roles)
             }
         };
-        check_signature(&envelope, &signed, &key).map_err(|r| finding(e, Check::Signature, r))?;
+        check_signature(&pre, &key).map_err(|r| finding(e, Check::Signature, r))?;
 
         let head = match &aggregate {
             Aggregate::Fleet(FleetTopic::Roster) => self.roster_head.clone(),

@@ -32,8 +32,9 @@ pub use pledger_core::names::{
     OUTCOMES_SUBJECTS, ROUTING_BUCKET,
 };
 /// The streams (and buckets' streams) `init --replicas` replicates.
-pub const REPLICATED_STREAMS: [&str; 5] = [
+pub const REPLICATED_STREAMS: [&str; 6] = [
     LEDGER_STREAM,
+    pledger_core::names::CHECKPOINT_STREAM,
     OUTCOMES_STREAM,
     DEADLETTER_STREAM,
     pledger_core::names::ROUTING_STREAM,
@@ -329,6 +330,27 @@ impl Ledger {
                 detail: "it must use file storage, deny_delete, deny_purge and subjects pledger.ledger.>".into(),
             });
         }
+        // Checkpoints: kept like the ledger (small: one message every minute at most, and
+        // after decisions).
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: pledger_core::names::CHECKPOINT_STREAM.to_string(),
+                description: Some(
+                    "Prompt Ledger: the notary's signed checkpoints of the ledger's Merkle tree"
+                        .into(),
+                ),
+                subjects: vec![pledger_core::names::CHECKPOINT_SUBJECT.to_string()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                deny_delete: true,
+                deny_purge: true,
+                allow_direct: true,
+                duplicate_window: Duration::from_secs(120),
+                num_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(InfraError::stream_setup)?;
         // Telemetry and dead letters: limits-based, kept 14 days.
         for (name, description, subjects) in [
             (
@@ -379,17 +401,82 @@ impl Ledger {
         Ok(())
     }
 
+    /// The ledger stream's configuration and bounds, for `audit verify`.
+    pub async fn stream_facts(&self) -> Result<pledger_core::audit::StreamFacts, InfraError> {
+        let mut s = self
+            .js
+            .get_stream(LEDGER_STREAM)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        let info = s.info().await.map_err(InfraError::read)?;
+        let c = &info.config;
+        Ok(pledger_core::audit::StreamFacts {
+            name: c.name.clone(),
+            first_sequence: info.state.first_sequence,
+            last_sequence: info.state.last_sequence,
+            messages: info.state.messages,
+            deny_delete: c.deny_delete,
+            deny_purge: c.deny_purge,
+            retention: match c.retention {
+                stream::RetentionPolicy::Limits => "limits",
+                stream::RetentionPolicy::Interest => "interest",
+                stream::RetentionPolicy::WorkQueue => "workqueue",
+            }
+            .to_string(),
+            max_messages: c.max_messages,
+            max_bytes: c.max_bytes,
+            max_messages_per_subject: c.max_messages_per_subject,
+            max_age_seconds: c.max_age.as_secs(),
+            allow_rollup: c.allow_rollup,
+            allow_message_ttl: c.allow_message_ttl,
+        })
+    }
+
+    /// Every checkpoint the notary wrote, in order.
+    pub async fn checkpoints(&self) -> Result<Vec<RawRecord>, InfraError> {
+        let subject = pledger_core::names::CHECKPOINT_SUBJECT;
+        self.read_stream(pledger_core::names::CHECKPOINT_STREAM, &[subject], 0)
+            .await
+    }
+
+    /// Appends a signed checkpoint note of a tree of `size` leaves (once per size and root
+    /// within the duplicate window, whoever sends it).
+    pub async fn publish_checkpoint(
+        &self,
+        size: u64,
+        root: &str,
+        text: &str,
+    ) -> Result<u64, InfraError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("checkpoint-{size}-{root}").as_str());
+        let ack = self
+            .js
+            .publish_with_headers(
+                pledger_core::names::CHECKPOINT_SUBJECT,
+                headers,
+                text.to_string().into(),
+            )
+            .await
+            .map_err(InfraError::publish)?
+            .await
+            .map_err(InfraError::publish)?;
+        Ok(ack.sequence)
+    }
+
     /// Every stream and bucket and its number of replicas, and the number of servers in the
     /// cluster (1 for a single server): what `init` reports and workers check at start.
     pub async fn replication(&self) -> Result<(Vec<(String, usize)>, usize), InfraError> {
         let mut streams = Vec::new();
         let mut cluster_size = 1;
         for name in REPLICATED_STREAMS {
-            let mut s = self
-                .js
-                .get_stream(name)
-                .await
-                .map_err(InfraError::stream_missing)?;
+            // A stream this ledger does not have yet (checkpoints, on a ledger set up before
+            // them) is not reported; `init` creates it.
+            let Ok(mut s) = self.js.get_stream(name).await else {
+                if name == LEDGER_STREAM {
+                    return Err(InfraError::StreamMissing(format!("{name} does not exist")));
+                }
+                continue;
+            };
             let info = s.info().await.map_err(InfraError::read)?;
             if let Some(c) = &info.cluster {
                 cluster_size = cluster_size.max(1 + c.replicas.len());
@@ -434,9 +521,19 @@ impl Ledger {
         filters: &[&str],
         after: u64,
     ) -> Result<Vec<RawRecord>, InfraError> {
+        self.read_stream(LEDGER_STREAM, filters, after).await
+    }
+
+    /// [`Ledger::read_raw`] on any stream.
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        filters: &[&str],
+        after: u64,
+    ) -> Result<Vec<RawRecord>, InfraError> {
         let stream = self
             .js
-            .get_stream_no_info(LEDGER_STREAM)
+            .get_stream_no_info(stream)
             .await
             .map_err(InfraError::stream_missing)?;
         let mut config = consumer::pull::Config {

@@ -2,6 +2,7 @@
 //! routing KV (runtime config layer), sled projections behind one codec, and the nats-server
 //! process used by `pledger up`, the demo and the tests.
 
+pub mod audit;
 pub mod cast;
 pub mod codec;
 pub mod error;

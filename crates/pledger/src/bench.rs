@@ -2645,7 +2645,7 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
         "the same `pledger up` process idle: started, workers running, no prompt yet".into();
     s.method = format!(
         "`pledger up` (this binary, `{}`) runs as a child process with its own data directory and a \
-         free port; it starts its own nats-server and the gatekeeper, router, canary monitor, feedback collector and scheduler. {} \
+         free port; it starts its own nats-server and the gatekeeper, router, canary monitor, feedback collector, scheduler and notary. {} \
          prompts each get a real rollout (the full command sequence; {:.1} s), then 100-outcome messages \
          round-robin over every prompt are published as fast as the server acknowledges them for {:.1} s. \
          VmRSS of the `pledger up` process is read from /proc/<pid>/status every 250 ms during the load \

@@ -197,6 +197,7 @@ pub enum WorkerChoice {
     Canary,
     Feedback,
     Scheduler,
+    Notary,
     All,
 }
 
@@ -210,6 +211,12 @@ pub struct WorkerArgs {
     /// Replica name: each replica has its own store and durable consumers.
     #[arg(long, default_value = "0")]
     pub replica: String,
+    /// The notary: sign a checkpoint at least this often (seconds) while the ledger grows.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub checkpoint_every: u64,
+    /// The notary: sign a checkpoint after at most this many new ledger messages.
+    #[arg(long, default_value_t = 1000, value_name = "MESSAGES")]
+    pub checkpoint_events: u64,
 }
 
 #[derive(Debug, Args)]
@@ -458,4 +465,70 @@ pub enum IdentityCommand {
 pub enum AuditCommand {
     /// Every event of a prompt and its releases, in ledger order.
     Log { prompt: String },
+    /// Verify the whole ledger: the stream's configuration and gaps, every event's bytes,
+    /// signature, key, chain, role and admissibility, and the checkpoints. Exit 0 clean,
+    /// 7 integrity, 8 policy, 9 trust (the worst found).
+    Verify {
+        /// Show only findings about this prompt (every check still runs over the whole ledger).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// A checkpoint kept outside NATS (from `audit checkpoint --out`): the ledger must extend it.
+        #[arg(long, value_name = "FILE")]
+        trusted_checkpoint: Option<PathBuf>,
+        /// The notary's verifier key (`name+keyid+base64`) to check the trusted checkpoint
+        /// with, repeatable (default: the notary keys on the ledger's own roster).
+        #[arg(long = "trusted-key", value_name = "VKEY")]
+        trusted_keys: Vec<String>,
+        /// Verify an evidence export (`audit export`) instead of a server; no NATS needed.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
+    /// The latest signed checkpoint of the ledger's Merkle tree, as a C2SP signed note.
+    Checkpoint {
+        /// Write the note to this file (keep it outside NATS).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// An inclusion proof of one event against the latest checkpoint.
+    Prove { event_id: String },
+    /// A prompt's state at a past moment: stable version, active release and stage, the
+    /// routing table, open regression cases, the last gate decision and who made each step.
+    Replay {
+        prompt: String,
+        /// An RFC 3339 UTC time (2026-11-24T14:03:00Z) or a ledger sequence number.
+        #[arg(long)]
+        at: String,
+    },
+    /// Which version a request was served at a past moment, and why.
+    Resolve {
+        prompt: String,
+        /// An RFC 3339 UTC time or a ledger sequence number.
+        #[arg(long)]
+        at: String,
+        /// Sticky unit key of the request.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Request attribute, repeatable: --attr user_kind=internal.
+        #[arg(long = "attr", value_name = "K=V")]
+        attrs: Vec<String>,
+    },
+    /// Write events, roster, checkpoints and proofs into one file that `audit verify --export`
+    /// checks with no server.
+    Export {
+        /// Only this prompt's family (with the roster and fleet subjects).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Only the family of this release's prompt.
+        #[arg(long)]
+        release: Option<String>,
+        /// Only the families of prompts with an event at or after this RFC 3339 UTC time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// The change-management record of one release: the change and its diff, proposal,
+    /// reviews, gate evidence and decision, rollout steps, freezes and rollbacks, with each
+    /// event's signature status.
+    Report { release: String },
 }

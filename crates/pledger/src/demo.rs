@@ -402,7 +402,7 @@ pub async fn run() -> Result<(), Failure> {
                 "--public-key",
                 &public,
                 "--role",
-                "worker",
+                kind.role().name(),
             ],
         )
         .await?;

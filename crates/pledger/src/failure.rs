@@ -13,6 +13,12 @@ pub enum Exit {
     Conflict = 4,
     Unreachable = 5,
     GateFailed = 6,
+    /// `audit verify`: history as stored is not what was written.
+    Integrity = 7,
+    /// `audit verify`: a signed event the rules forbid (a role, admissibility).
+    Policy = 8,
+    /// `audit verify`: checkpoints do not hold (bad signature, split view, rewritten or truncated).
+    Trust = 9,
 }
 
 /// Why a command did not succeed: one clear sentence, and the exit code it maps to.

@@ -194,6 +194,12 @@ impl EventSigner for CliSigner {
     fn claimed_identity(&self) -> Option<&Actor> {
         self.claimed.as_ref()
     }
+    fn note_key(&self) -> Option<ed25519_dalek::SigningKey> {
+        match &self.key {
+            SigningKey::Local(k) => EventSigner::note_key(&**k),
+            SigningKey::Agent { .. } => None,
+        }
+    }
 }
 
 /// An `SSHSIG` made by ssh-agent: the agent signs the SSHSIG signed-data blob.

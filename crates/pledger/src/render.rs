@@ -215,6 +215,34 @@ pub fn history_lines(events: &[Recorded]) -> String {
     out
 }
 
+/// `prompt diff`'s text: each changed field, then the instructions line by line.
+pub fn artifact_diff(from: &str, to: &str, diff: &pledger_core::diff::ArtifactDiff) -> String {
+    let mut text = format!("--- {from}\n+++ {to}\n");
+    if diff.is_empty() {
+        text.push_str("(identical)\n");
+    }
+    for f in &diff.fields {
+        text.push_str(&format!(
+            "~ {}: {} -> {}\n",
+            f.field,
+            f.from.as_deref().unwrap_or("(absent)"),
+            f.to.as_deref().unwrap_or("(absent)")
+        ));
+    }
+    if diff.instructions_changed {
+        text.push_str("~ instructions:\n");
+        for line in &diff.instructions {
+            text.push_str(&format!("  {}{}\n", line.tag, line.text));
+        }
+    }
+    text
+}
+
+/// Every line of `text` with `prefix` before it.
+pub fn indent(text: &str, prefix: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
 pub fn gate_table(checks: &[GateCheck]) -> String {
     let mut out = String::new();
     for c in checks {

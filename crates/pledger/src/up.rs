@@ -76,7 +76,7 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
         data_dir.display(),
-        if args.no_workers { "" } else { "; gatekeeper, router, canary monitor, feedback collector and scheduler running" }
+        if args.no_workers { "" } else { "; gatekeeper, router, canary monitor, feedback collector, scheduler and notary running" }
     );
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let outcome: Result<&str, Failure> = loop {
@@ -188,7 +188,7 @@ async fn ensure_identities(
                 &RosterCommand::Enroll {
                     identity: Actor::parse(worker)?,
                     keys: vec![PublicKey::from_ssh(key.public_key().clone())?],
-                    roles: [Role::Worker].into(),
+                    roles: [kind.role()].into(),
                 },
                 admin,
             )

@@ -17,6 +17,7 @@ pub fn kinds(choice: WorkerChoice) -> Vec<WorkerKind> {
         WorkerChoice::Canary => vec![WorkerKind::Canary],
         WorkerChoice::Feedback => vec![WorkerKind::Feedback],
         WorkerChoice::Scheduler => vec![WorkerKind::Scheduler],
+        WorkerChoice::Notary => vec![WorkerKind::Notary],
         WorkerChoice::All => WorkerKind::ALL.to_vec(),
     }
 }
@@ -153,6 +154,10 @@ async fn run_worker(
         WorkerKind::Canary => pledger_infra::worker::canary::run(ctx, rx).await,
         WorkerKind::Feedback => pledger_infra::worker::feedback::run(ctx, rx).await,
         WorkerKind::Scheduler => pledger_infra::worker::scheduler::run(ctx, rx).await,
+        WorkerKind::Notary => {
+            let config = NOTARY.get().cloned().unwrap_or_default();
+            pledger_infra::worker::notary::run_with(ctx, rx, config).await
+        }
     };
     result.map_err(|e| format!("{}: {e}", kind.name()))
 }
@@ -186,7 +191,21 @@ impl Signals {
 }
 
 /// `pledger worker <KIND|all>`.
+/// The notary's pacing in this process (`pledger worker --checkpoint-every/--checkpoint-events`;
+/// `pledger up` keeps the defaults).
+static NOTARY: std::sync::OnceLock<pledger_core::workers::notary::NotaryConfig> =
+    std::sync::OnceLock::new();
+
 pub async fn run(url: &str, key: Option<&Path>, args: &WorkerArgs) -> Result<(), Failure> {
+    if args.checkpoint_every == 0 || args.checkpoint_events == 0 {
+        return Err(Failure::usage(
+            "--checkpoint-every and --checkpoint-events must be at least 1",
+        ));
+    }
+    let _ = NOTARY.set(pledger_core::workers::notary::NotaryConfig {
+        every_events: args.checkpoint_events,
+        every_millis: (args.checkpoint_every.min(i64::MAX as u64 / 1000) * 1000) as i64,
+    });
     let mut signals = Signals::install()?;
     let data_dir = args
         .data_dir

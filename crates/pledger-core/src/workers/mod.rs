@@ -10,6 +10,7 @@
 pub mod canary;
 pub mod feedback;
 pub mod gatekeeper;
+pub mod notary;
 pub mod scheduler;
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 mod support;
 
 mod artifact;
+mod audit;
 mod bundle;
 mod canary;
 mod decider;
@@ -11,7 +12,9 @@ mod diff;
 mod envelope;
 mod gate;
 mod ids;
+mod merkle;
 mod nats_url;
+mod note;
 mod outcome;
 mod plan;
 mod redact;

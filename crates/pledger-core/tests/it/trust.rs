@@ -17,14 +17,14 @@ use crate::support::*;
 
 use ReviewLayer::{Product, Technical};
 
-fn pk(key: &PrivateKey) -> PublicKey {
+pub fn pk(key: &PrivateKey) -> PublicKey {
     PublicKey::from_ssh(key.public_key().clone()).unwrap()
 }
 
-const ADMIN: &str = "root-admin";
-const MONITOR: &str = "canary-monitor";
-const VIEWER: &str = "viewer";
-const MALLORY: &str = "mallory";
+pub const ADMIN: &str = "root-admin";
+pub const MONITOR: &str = "canary-monitor";
+pub const VIEWER: &str = "viewer";
+pub const MALLORY: &str = "mallory";
 
 /// The cast, their key seeds and roles.
 fn cast() -> Vec<(&'static str, u8, Vec<Role>)> {
@@ -170,12 +170,18 @@ impl SignedLedger {
 
     #[track_caller]
     pub fn run(&mut self, who: &str, command: Command) {
+        self.run_on(&prompt(), who, command);
+    }
+
+    /// [`SignedLedger::run`] on another prompt's family.
+    #[track_caller]
+    pub fn run_on(&mut self, p: &PromptName, who: &str, command: Command) {
         let ctx = Context::new(actor(who), self.roles(who), self.now);
-        let fresh = pledger_core::PromptState::new(prompt());
+        let fresh = pledger_core::PromptState::new(p.clone());
         let state = self
             .verifier
             .families
-            .get(&prompt())
+            .get(p)
             .map(|f| &f.state)
             .unwrap_or(&fresh);
         let events = decide(state, &command, &ctx)
@@ -199,82 +205,122 @@ fn forced_advance(release: u32, from: &str) -> Command {
     }
 }
 
+/// `command` (built by the support helpers for the test prompt) aimed at prompt `p`'s
+/// releases instead.
+pub fn on_prompt(p: &PromptName, mut command: Command) -> Command {
+    let fix =
+        |r: &mut pledger_core::ReleaseId| *r = pledger_core::ReleaseId::new(p.clone(), r.number());
+    match &mut command {
+        Command::ReviseCandidate { release, .. }
+        | Command::SubmitReview { release, .. }
+        | Command::AttachEvalBundle { release, .. }
+        | Command::AcceptTradeoff { release, .. }
+        | Command::DecideGate { release }
+        | Command::PlanRollout { release, .. }
+        | Command::StartRollout { release, .. }
+        | Command::AdvanceStage { release, .. }
+        | Command::PauseRollout { release, .. }
+        | Command::ResumeRollout { release }
+        | Command::FreezeRollout { release, .. }
+        | Command::CompleteRelease { release, .. }
+        | Command::RaiseNotice { release, .. }
+        | Command::WithdrawProposal { release, .. } => fix(release),
+        Command::Rollback { release, .. } => release.iter_mut().for_each(fix),
+        Command::CollectRegressionCase(case) => case.release.iter_mut().for_each(fix),
+        _ => {}
+    }
+    command
+}
+
+/// Registers prompt `p` and adopts its first version: what [`release_cycle`] starts from.
+pub fn begin_prompt(l: &mut SignedLedger, p: &PromptName) {
+    l.run_on(p, AUTHOR, register());
+    l.run_on(p, AUTHOR, publish(1));
+    l.run_on(p, OPS, adopt(1));
+}
+
 /// A signed ledger with `cycles` releases of the test prompt: reviews, bundles, gates, plans,
 /// rollouts (every fifth frozen and rolled back), regression cases and notices.
 pub fn generated_ledger(cycles: u32) -> SignedLedger {
     let mut l = SignedLedger::new();
-    l.run(AUTHOR, register());
-    l.run(AUTHOR, publish(1));
-    l.run(OPS, adopt(1));
+    begin_prompt(&mut l, &prompt());
     let mut stable = 1;
     for k in 1..=cycles {
-        let n = k + 1;
-        l.run(AUTHOR, publish(n));
-        l.run(AUTHOR, propose(n));
-        l.run(PRODUCT, approve(k, Product));
-        l.run(TECH, approve(k, Technical));
-        l.run(CI, attach(k, bundle(&vid(n), &vid(stable))));
-        l.run(CI, gate(k));
-        l.run(OPS, plan_rollout(k, standard_plan()));
-        l.run(
-            MONITOR,
-            Command::RaiseNotice {
-                release: rid(k),
-                notice: Notice::StaleReview {
-                    candidate: vid(n),
-                    missing: vec![],
-                    waiting: DurationSpec::from_millis(1),
-                },
-            },
-        );
-        l.run(OPS, start(k));
-        let fingerprint = format!("{:012x}{:052x}", u64::from(k) * 7_919 + 1, k);
-        l.run(
-            MONITOR,
-            Command::CollectRegressionCase(pledger_core::decide::NewRegressionCase {
-                fingerprint: fingerprint.clone(),
-                tag: pledger_core::outcome::FeedbackTag::UnexpectedRefusal,
-                example: format!("example {k}"),
-                version: Some(vid(n)),
-                release: Some(rid(k)),
-                source: CaseSource::Production,
-                count: 1,
-                through_sequence: u64::from(k) * 10,
-            }),
-        );
-        l.run(
-            MONITOR,
-            Command::CollectRegressionCase(pledger_core::decide::NewRegressionCase {
-                fingerprint: fingerprint.clone(),
-                tag: pledger_core::outcome::FeedbackTag::UnexpectedRefusal,
-                example: format!("example {k}"),
-                version: Some(vid(n)),
-                release: Some(rid(k)),
-                source: CaseSource::Production,
-                count: 3,
-                through_sequence: u64::from(k) * 10 + 5,
-            }),
-        );
-        let case = pledger_core::decide::case_id(&prompt(), &fingerprint);
-        l.run(
-            PRODUCT,
-            Command::CloseRegressionCase {
-                case_id: case,
-                reason: "covered".into(),
-            },
-        );
-        if k % 5 == 0 {
-            l.run(MONITOR, freeze(k));
-            l.run(OPS, rollback_of(k));
-            continue;
-        }
-        for w in STAGES.windows(2) {
-            l.run(OPS, forced_advance(k, w[0]));
-        }
-        l.run(MONITOR, complete(k));
-        stable = n;
+        release_cycle(&mut l, &prompt(), k, &mut stable);
     }
     l
+}
+
+/// Release `k` of prompt `p` (after [`begin_prompt`] and releases 1 to k-1), from proposal
+/// to completion, or to a freeze and rollback for every fifth; `stable` is the version
+/// number serving before it, and after it.
+pub fn release_cycle(l: &mut SignedLedger, p: &PromptName, k: u32, stable: &mut u32) {
+    let n = k + 1;
+    let mut run = |who: &str, command: Command| l.run_on(p, who, on_prompt(p, command));
+    run(AUTHOR, publish(n));
+    run(AUTHOR, propose(n));
+    run(PRODUCT, approve(k, Product));
+    run(TECH, approve(k, Technical));
+    run(CI, attach(k, bundle(&vid(n), &vid(*stable))));
+    run(CI, gate(k));
+    run(OPS, plan_rollout(k, standard_plan()));
+    run(
+        MONITOR,
+        Command::RaiseNotice {
+            release: rid(k),
+            notice: Notice::StaleReview {
+                candidate: vid(n),
+                missing: vec![],
+                waiting: DurationSpec::from_millis(1),
+            },
+        },
+    );
+    run(OPS, start(k));
+    let fingerprint = format!("{:012x}{:052x}", u64::from(k) * 7_919 + 1, k);
+    run(
+        MONITOR,
+        Command::CollectRegressionCase(pledger_core::decide::NewRegressionCase {
+            fingerprint: fingerprint.clone(),
+            tag: pledger_core::outcome::FeedbackTag::UnexpectedRefusal,
+            example: format!("example {k}"),
+            version: Some(vid(n)),
+            release: Some(rid(k)),
+            source: CaseSource::Production,
+            count: 1,
+            through_sequence: u64::from(k) * 10,
+        }),
+    );
+    run(
+        MONITOR,
+        Command::CollectRegressionCase(pledger_core::decide::NewRegressionCase {
+            fingerprint: fingerprint.clone(),
+            tag: pledger_core::outcome::FeedbackTag::UnexpectedRefusal,
+            example: format!("example {k}"),
+            version: Some(vid(n)),
+            release: Some(rid(k)),
+            source: CaseSource::Production,
+            count: 3,
+            through_sequence: u64::from(k) * 10 + 5,
+        }),
+    );
+    let case = pledger_core::decide::case_id(p, &fingerprint);
+    run(
+        PRODUCT,
+        Command::CloseRegressionCase {
+            case_id: case,
+            reason: "covered".into(),
+        },
+    );
+    if k.is_multiple_of(5) {
+        run(MONITOR, freeze(k));
+        run(OPS, rollback_of(k));
+        return;
+    }
+    for w in STAGES.windows(2) {
+        run(OPS, forced_advance(k, w[0]));
+    }
+    run(MONITOR, complete(k));
+    *stable = n;
 }
 
 fn value(bytes: &[u8]) -> serde_json::Value {
@@ -295,7 +341,7 @@ fn last_string_leaf(v: &mut serde_json::Value) -> Option<&mut String> {
     }
 }
 
-fn edited(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+pub fn edited(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let mut v = value(bytes);
     edit(&mut v);
     bytes_of(&v)

@@ -8,6 +8,7 @@
 pub mod canary;
 pub mod feedback;
 pub mod gatekeeper;
+pub mod notary;
 pub mod router;
 pub mod scheduler;
 pub mod supervise;
@@ -41,15 +42,17 @@ pub enum WorkerKind {
     Canary,
     Feedback,
     Scheduler,
+    Notary,
 }
 
 impl WorkerKind {
-    pub const ALL: [WorkerKind; 5] = [
+    pub const ALL: [WorkerKind; 6] = [
         WorkerKind::Gatekeeper,
         WorkerKind::Router,
         WorkerKind::Canary,
         WorkerKind::Feedback,
         WorkerKind::Scheduler,
+        WorkerKind::Notary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,16 @@ impl WorkerKind {
             WorkerKind::Canary => "canary",
             WorkerKind::Feedback => "feedback",
             WorkerKind::Scheduler => "scheduler",
+            WorkerKind::Notary => "notary",
+        }
+    }
+
+    /// The role its identity is enrolled with: the notary signs checkpoints and nothing else;
+    /// every other worker records decisions.
+    pub fn role(self) -> pledger_core::identity::Role {
+        match self {
+            WorkerKind::Notary => pledger_core::identity::Role::Notary,
+            _ => pledger_core::identity::Role::Worker,
         }
     }
 }

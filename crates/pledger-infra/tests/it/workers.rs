@@ -30,7 +30,10 @@ async fn spawn(
         match kind {
             WorkerKind::Gatekeeper => gatekeeper::run(ctx, rx).await.unwrap(),
             WorkerKind::Router => router::run(ctx, rx).await.unwrap(),
-            WorkerKind::Canary | WorkerKind::Feedback | WorkerKind::Scheduler => {
+            WorkerKind::Canary
+            | WorkerKind::Feedback
+            | WorkerKind::Scheduler
+            | WorkerKind::Notary => {
                 unreachable!("end-to-end tests cover these")
             }
         }

@@ -186,24 +186,7 @@ impl App {
                     &family.state.versions[&from].artifact,
                     &family.state.versions[&to].artifact,
                 );
-                let mut text = format!("--- {from}\n+++ {to}\n");
-                if diff.is_empty() {
-                    text.push_str("(identical)\n");
-                }
-                for f in &diff.fields {
-                    text.push_str(&format!(
-                        "~ {}: {} -> {}\n",
-                        f.field,
-                        f.from.as_deref().unwrap_or("(absent)"),
-                        f.to.as_deref().unwrap_or("(absent)")
-                    ));
-                }
-                if diff.instructions_changed {
-                    text.push_str("~ instructions:\n");
-                    for line in &diff.instructions {
-                        text.push_str(&format!("  {}{}\n", line.tag, line.text));
-                    }
-                }
+                let text = render::artifact_diff(&from.to_string(), &to.to_string(), &diff);
                 Ok(Report::ok(
                     text,
                     json!({ "prompt": prompt, "from": from, "to": to, "diff": diff }),

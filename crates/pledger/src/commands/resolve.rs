@@ -9,6 +9,19 @@ use serde_json::json;
 use crate::app::{registered, App, Report};
 use crate::failure::Failure;
 
+/// `--attr K=V`, repeated.
+pub(crate) fn parse_attributes(attrs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut attributes = BTreeMap::new();
+    for a in attrs {
+        let (k, v) = a
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| Failure::usage(format!("--attr `{a}` is not of the form KEY=VALUE")))?;
+        attributes.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(attributes)
+}
+
 impl App {
     pub(crate) async fn resolve(
         &self,
@@ -17,16 +30,7 @@ impl App {
         attrs: &[String],
     ) -> Result<Report, Failure> {
         let prompt = PromptName::parse(prompt)?;
-        let mut attributes = BTreeMap::new();
-        for a in attrs {
-            let (k, v) = a
-                .split_once('=')
-                .filter(|(k, _)| !k.trim().is_empty())
-                .ok_or_else(|| {
-                    Failure::usage(format!("--attr `{a}` is not of the form KEY=VALUE"))
-                })?;
-            attributes.insert(k.trim().to_string(), v.to_string());
-        }
+        let attributes = parse_attributes(attrs)?;
         let conn = self.connect().await?;
         let table = match conn.routing.get(&prompt).await? {
             Some((table, _)) => table,
