@@ -358,7 +358,7 @@ impl Auditor {
             });
         }
         self.next = Some(sequence.max(expected) + 1);
-        self.tree.push_entry(bytes);
+        self.tree.push(pre.leaf);
         self.sequences.push(sequence);
         self.observe(sequence, subject, bytes, pre);
     }

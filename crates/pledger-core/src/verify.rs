@@ -226,14 +226,18 @@ fn open(bytes: &[u8]) -> Result<(Envelope, Vec<u8>), String> {
 }
 
 /// What can be checked of one stored message without any ledger state: that it opens (decodes
-/// and has its signature last), and whether its signature verifies under the key the signature
-/// itself carries. Independent per message, so a reader may compute these on several threads and
-/// feed them in stream order to [`LedgerVerifier::observe_prechecked`]; the verdicts are the
-/// same as [`LedgerVerifier::observe`]'s.
+/// and has its signature last), whether its signature verifies under the key the signature
+/// itself carries, and its hashes. Independent per message, so a reader may compute these on
+/// several threads and feed them in stream order to [`LedgerVerifier::observe_prechecked`]; the
+/// verdicts are the same as [`LedgerVerifier::observe`]'s.
 pub struct Prechecked {
     opened: Result<(Envelope, Vec<u8>), String>,
     /// The key inside the signature (when it decodes) and whether the signature verifies with it.
     signature: Result<(ssh_key::public::KeyData, Result<(), String>), String>,
+    /// [`event_hash`] of the stored bytes (what the next event of the family names).
+    hash: String,
+    /// The message's Merkle leaf ([`crate::merkle::leaf_hash`]).
+    pub leaf: crate::merkle::Hash,
 }
 
 /// [`Prechecked`] of one stored message.
@@ -243,7 +247,12 @@ pub fn precheck(bytes: &[u8]) -> Prechecked {
         Ok((envelope, signed)) => embedded_signature(envelope, signed),
         Err(_) => Err(String::new()),
     };
-    Prechecked { opened, signature }
+    Prechecked {
+        opened,
+        signature,
+        hash: event_hash(bytes),
+        leaf: crate::merkle::leaf_hash(bytes),
+    }
 }
 
 fn embedded_signature(
@@ -256,11 +265,54 @@ fn embedded_signature(
         .map_err(|e| format!("the signature is not base64: {e}"))?;
     let sig = <ssh_key::SshSig as ssh_encoding::Decode>::decode(&mut raw.as_slice())
         .map_err(|e| format!("the signature is not an SSHSIG: {e}"))?;
-    let key = ssh_key::PublicKey::from(sig.public_key().clone());
-    let verified = key
-        .verify(SIGNATURE_NAMESPACE, signed, &sig)
-        .map_err(|e| format!("the signature does not verify: {e}"));
+    let verified =
+        verify_sshsig(&sig, signed).map_err(|e| format!("the signature does not verify: {e}"));
     Ok((sig.public_key().clone(), verified))
+}
+
+/// `ssh_key::PublicKey::verify` in the pledger namespace with the key the signature carries;
+/// for an Ed25519 key (every key pledger enrols) the same check with the key's decompressed
+/// point kept per thread, so a reader does not decompress it again for every event.
+fn verify_sshsig(sig: &ssh_key::SshSig, signed: &[u8]) -> Result<(), String> {
+    use ed25519_dalek::Verifier;
+    use ssh_key::public::KeyData;
+    thread_local! {
+        static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    let fast = match (sig.public_key(), sig.signature_bytes()) {
+        (KeyData::Ed25519(key), bytes) if sig.reserved().is_empty() && bytes.len() == 64 => {
+            Some((key.0, bytes))
+        }
+        _ => None,
+    };
+    let Some((key, bytes)) = fast else {
+        let key = ssh_key::PublicKey::from(sig.public_key().clone());
+        return key
+            .verify(SIGNATURE_NAMESPACE, signed, sig)
+            .map_err(|e| e.to_string());
+    };
+    if sig.namespace() != SIGNATURE_NAMESPACE {
+        return Err(ssh_key::Error::Namespace.to_string());
+    }
+    let data = ssh_key::SshSig::signed_data(SIGNATURE_NAMESPACE, sig.hash_alg(), signed)
+        .map_err(|e| e.to_string())?;
+    let signature = ed25519_dalek::Signature::from_slice(bytes).map_err(|e| e.to_string())?;
+    let verifying = KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(k) = keys.get(&key) {
+            return Ok(*k);
+        }
+        let k = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|e| e.to_string())?;
+        if keys.len() >= 4096 {
+            keys.clear();
+        }
+        keys.insert(key, k);
+        Ok::<_, String>(k)
+    })?;
+    verifying
+        .verify(&data, &signature)
+        .map_err(|e| e.to_string())
 }
 
 /// The signature check of a prechecked message against the key the roster gives `key_id`.
@@ -518,7 +570,8 @@ impl LedgerVerifier {
         bytes: &[u8],
         pre: Prechecked,
     ) -> Verdict {
-        match self.check(sequence, subject, bytes, pre) {
+        let _ = bytes; // what `pre` was computed from
+        match self.check(sequence, subject, pre) {
             Ok(envelope) => Verdict::Accepted(Box::new(envelope)),
             Err(f) => Verdict::Ignored(*f),
         }
@@ -528,7 +581,6 @@ impl LedgerVerifier {
         &mut self,
         sequence: u64,
         subject: &str,
-        bytes: &[u8],
         mut pre: Prechecked,
     ) -> Result<Envelope, Box<Finding>> {
         let finding = |envelope: Option<&Envelope>, check: Check, reason: String| {
@@ -640,7 +692,7 @@ impl LedgerVerifier {
             };
             finding(e, check, format!("rule `{}`: {}", r.rule, r.message))
         };
-        let hash = event_hash(bytes);
+        let hash = std::mem::take(&mut pre.hash);
         match &aggregate {
             Aggregate::Fleet(FleetTopic::Roster) => {
                 let command = RosterCommand::of_event(&envelope.event).expect("a roster event");

@@ -1,7 +1,8 @@
-//! Feeding a whole ledger to the auditor on every core: the state-free checks of each message
-//! (decoding, the signature under the key it carries) run on worker threads, chunk by chunk;
-//! the checks that need the ledger's state run in stream order on the caller's thread as the
-//! chunks arrive, while the next ones are being prechecked.
+//! Verifying on every core: the state-free checks of each message (decoding, the signature
+//! under the key it carries, its hashes: `pledger_core::verify::precheck`) run on worker threads,
+//! chunk by chunk; the checks that need the ledger's state run in stream order on the caller's
+//! thread as the chunks arrive, while the next ones are being prechecked. Every verified read
+//! goes through [`in_order`]: `audit verify` and `Ledger::load` alike.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +19,25 @@ const CHUNK: usize = 512;
 /// Feeds every record to `auditor` in order, prechecking them on `threads` threads (at least
 /// one; the number of cores is a good choice).
 pub fn feed(auditor: &mut Auditor, records: &[RawRecord], threads: usize) {
+    in_order(records, threads, |r, pre| {
+        auditor.message_prechecked(r.sequence, &r.subject, &r.payload, pre)
+    });
+}
+
+/// Calls `each` with every record and its [`precheck`], in order; the prechecks run on
+/// `threads` threads (inline when there are few records).
+pub fn in_order(
+    records: &[RawRecord],
+    threads: usize,
+    mut each: impl FnMut(&RawRecord, Prechecked),
+) {
     let threads = threads.max(1);
+    if threads == 1 || records.len() <= CHUNK {
+        for r in records {
+            each(r, precheck(&r.payload));
+        }
+        return;
+    }
     let chunks: Vec<&[RawRecord]> = records.chunks(CHUNK).collect();
     let next = AtomicUsize::new(0);
     // Bounded: at most a few chunks wait to be folded, whatever the ledger's length.
@@ -43,7 +62,7 @@ pub fn feed(auditor: &mut Auditor, records: &[RawRecord], threads: usize) {
             waiting.insert(i, pre);
             while let Some(pre) = waiting.remove(&due) {
                 for (r, p) in chunks[due].iter().zip(pre) {
-                    auditor.message_prechecked(r.sequence, &r.subject, &r.payload, p);
+                    each(r, p);
                 }
                 due += 1;
             }

@@ -112,8 +112,8 @@ impl Verified {
     /// Feeds raw records to `verifier` in order.
     pub fn of(verifier: &mut LedgerVerifier, raws: &[RawRecord]) -> Verified {
         let mut out = Verified::default();
-        for r in raws {
-            match verifier.observe(r.sequence, &r.subject, &r.payload) {
+        crate::audit::in_order(raws, crate::audit::cores(), |r, pre| {
+            match verifier.observe_prechecked(r.sequence, &r.subject, &r.payload, pre) {
                 Verdict::Accepted(envelope) => out.accepted.push(Recorded {
                     sequence: r.sequence,
                     subject: r.subject.clone(),
@@ -133,7 +133,7 @@ impl Verified {
                     })
                 }
             }
-        }
+        });
         out
     }
 }
