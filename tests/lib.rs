@@ -610,3 +610,18 @@ pub fn service_resolver(world: &World) -> (tokio::runtime::Runtime, pledger_clie
     });
     (rt, resolver)
 }
+
+impl World {
+    /// `pledger audit verify` on this world's ledger reports it clean (exit 0, no finding).
+    #[track_caller]
+    pub fn assert_audit_clean(&self) {
+        let run = self.run("auditor", &["--json", "audit", "verify"]);
+        assert_eq!(run.code, 0, "audit verify: {}{}", run.stdout, run.stderr);
+        let report = run.json();
+        assert_eq!(report["clean"], true, "{report}");
+        assert!(
+            report["summary"]["accepted"].as_u64().unwrap() > 0,
+            "{report}"
+        );
+    }
+}

@@ -194,6 +194,8 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
         Some(p.v1.clone()),
         "the resolver returns the stable version"
     );
+    // Everything the monitors and people recorded verifies, worker decisions included.
+    w.assert_audit_clean();
 }
 
 #[test]

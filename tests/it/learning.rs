@@ -227,6 +227,7 @@ fn production_feedback_becomes_redacted_deduplicated_cases_the_gate_requires() {
         ],
     )
     .rejected("unknown-regression-case");
+    w.assert_audit_clean();
 }
 
 fn bundle_covering(p: &Prepared, ids: &[String]) -> String {

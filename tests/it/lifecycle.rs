@@ -139,6 +139,7 @@ fn a_prompt_change_goes_from_artifact_to_rollback() {
             .count(),
         2
     );
+    w.assert_audit_clean();
 }
 
 #[test]

@@ -111,6 +111,9 @@ fn the_demo_runs_to_completion() {
         "stage-not-ready",
         "FROZEN",
         "ROLLED BACK",
+        "the ledger extends it",
+        "findings    1 (integrity 1)",
+        "INTEGRITY failure (exit 7)",
         "Demo complete",
     ] {
         assert!(stdout.contains(step), "the demo output lacks `{step}`");

@@ -882,6 +882,27 @@ pub async fn run() -> Result<(), Failure> {
     demo.run("auditor", &["audit", "log", "support-triage"], Success)
         .await?;
 
+    demo.act("11. An auditor who trusts neither us nor the server");
+    demo.say("The notary worker signs a checkpoint of the ledger's Merkle tree after every gate, freeze, rollback and completion. The auditor keeps the latest outside NATS:");
+    demo.until(
+        "a checkpoint of the ledger",
+        "auditor",
+        &["audit", "checkpoint"],
+        |v| v["size"].as_u64().is_some_and(|n| n > 0),
+    )
+    .await?;
+    let kept = demo.dir.path().join("kept-checkpoint.txt");
+    let kept = kept.display().to_string();
+    demo.run("auditor", &["audit", "checkpoint", "--out", &kept], Success)
+        .await?;
+    demo.say("Then verifies the whole ledger against it: every signature, key, chain link, role and rule, the stream's settings, every checkpoint. The review forged in act 3 is named; it is why the exit code is 7 (integrity):");
+    demo.run(
+        "auditor",
+        &["audit", "verify", "--trusted-checkpoint", &kept],
+        Exit::Integrity,
+    )
+    .await?;
+
     println!("\nDemo complete. The throwaway server and its store are removed now.");
     drop(server);
     Ok(())

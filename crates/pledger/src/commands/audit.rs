@@ -248,20 +248,30 @@ fn read_export(path: &Path) -> Result<Export, Failure> {
     })
 }
 
+/// `1 prompt`, `2 prompts`, `1 identity`, `3 identities`, `2 hashes`.
+fn plural(n: u64, noun: &str) -> String {
+    let many = match noun {
+        "identity" => "identities".to_string(),
+        n if n.ends_with('h') || n.ends_with('s') => format!("{n}es"),
+        n => format!("{n}s"),
+    };
+    format!("{n} {}", if n == 1 { noun } else { &many })
+}
+
 fn verify_report(report: &AuditReport) -> Report {
     let s = &report.summary;
     let mut text = format!(
-        "audit verify{}: {} messages ({} accepted, {} ignored), {} prompts, {} identities\n",
+        "audit verify{}: {} ({} accepted, {} ignored), {}, {}\n",
         report
             .scope
             .as_ref()
             .map(|p| format!(" (findings of `{p}`)"))
             .unwrap_or_default(),
-        s.messages,
+        plural(s.messages, "message"),
         s.accepted,
         s.ignored,
-        s.prompts,
-        s.identities
+        plural(s.prompts, "prompt"),
+        plural(s.identities, "identity")
     );
     text.push_str(&format!(
         "tree        size {}, root {}{}\n",
@@ -291,8 +301,8 @@ fn verify_report(report: &AuditReport) -> Report {
             t.size,
             if t.extends {
                 format!(
-                    "the ledger extends it (consistency proof of {} hashes verified)",
-                    t.consistency_proof.len()
+                    "the ledger extends it (consistency proof of {} verified)",
+                    plural(t.consistency_proof.len() as u64, "hash")
                 )
             } else {
                 "the ledger does NOT extend it".to_string()
