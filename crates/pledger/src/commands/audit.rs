@@ -172,20 +172,39 @@ fn audit_log(prompt: &PromptName, family: &Family) -> Report {
 // verify
 // ---------------------------------------------------------------------------------------------
 
-/// Reads the stream's facts, every ledger message and every checkpoint into an [`Auditor`];
-/// also returns the raw messages (for proofs and exports).
-async fn read_ledger(conn: &Conn) -> Result<(Auditor, Vec<RawRecord>), Failure> {
-    let facts = conn.ledger.stream_facts().await?;
+/// What `audit verify` read: the stream's facts, every ledger message and every checkpoint.
+struct Read {
+    facts: pledger_core::audit::StreamFacts,
+    records: Vec<RawRecord>,
+    checkpoints: Vec<FoundCheckpoint>,
+}
+
+/// Reads the stream's facts, every ledger message and every checkpoint, and feeds them to an
+/// [`Auditor`]. The checkpoints are read after the messages and the facts before them, so each
+/// checkpoint read covers messages that were read.
+async fn read_ledger(conn: &Conn) -> Result<(Auditor, Read), Failure> {
+    let mut facts = conn.ledger.stream_facts().await?;
     let records = conn.ledger.read_raw(&[LEDGER_SUBJECTS], 0).await?;
     let checkpoints = checkpoint_records(conn).await?;
+    // Messages appended after the facts were read are part of what was read.
+    if let Some(last) = records.last() {
+        facts.last_sequence = facts.last_sequence.max(last.sequence);
+    }
     let mut auditor = Auditor::new();
     auditor.stream(&facts);
     pledger_infra::audit::feed(&mut auditor, &records, pledger_infra::audit::cores());
     auditor.end(facts.last_sequence);
-    for c in checkpoints {
-        auditor.checkpoint(c);
+    for c in &checkpoints {
+        auditor.checkpoint(c.clone());
     }
-    Ok((auditor, records))
+    Ok((
+        auditor,
+        Read {
+            facts,
+            records,
+            checkpoints,
+        },
+    ))
 }
 
 /// The checkpoint stream's messages (none on a ledger set up before checkpoints existed).
@@ -753,9 +772,14 @@ async fn export(
     out: &Path,
 ) -> Result<Report, Failure> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (auditor, records) = read_ledger(conn).await?;
-    let facts = conn.ledger.stream_facts().await?;
-    let checkpoints = checkpoint_records(conn).await?;
+    let (
+        auditor,
+        Read {
+            facts,
+            records,
+            checkpoints,
+        },
+    ) = read_ledger(conn).await?;
     let origin = auditor.origin();
     let complete = prompts.is_none() && since.is_none();
     let mut exported = Vec::new();
