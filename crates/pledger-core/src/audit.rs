@@ -89,7 +89,7 @@ impl std::fmt::Display for AuditFinding {
 }
 
 /// The ledger stream's configuration and state, as its server reports them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamFacts {
     pub name: String,
     pub first_sequence: u64,
@@ -176,7 +176,7 @@ pub fn check_stream(facts: &StreamFacts) -> Vec<AuditFinding> {
 }
 
 /// A checkpoint as it was found: where, and its text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FoundCheckpoint {
     /// Its sequence in the checkpoint stream (`None` for one the auditor supplied).
     pub sequence: Option<u64>,
@@ -727,7 +727,7 @@ pub const EXPORT_FORMAT: &str = "pledger-evidence/1";
 /// server. A complete export holds every message of the ledger (the tree is rebuilt from
 /// them); a selection holds the roster, the fleet subjects and whole prompt families, each
 /// message with its inclusion proof against `checkpoint`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Export {
     pub format: String,
     pub origin: Option<String>,
@@ -743,7 +743,7 @@ pub struct Export {
 }
 
 /// One stored message in an export.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExportRecord {
     pub sequence: u64,
     pub subject: String,

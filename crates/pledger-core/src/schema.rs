@@ -45,6 +45,10 @@ pub fn all_schema_files() -> Vec<(String, String)> {
             "release-windows.schema.json".to_string(),
             render(schemars::schema_for!(crate::window::ReleaseWindows)),
         ),
+        (
+            "evidence-export.schema.json".to_string(),
+            render(schemars::schema_for!(crate::audit::Export)),
+        ),
     ];
     for (kind, payload) in payload_schemas() {
         files.push((
