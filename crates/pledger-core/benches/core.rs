@@ -237,5 +237,67 @@ fn main() {
             black_box(windows.next_open(black_box(closed_at)));
         },
     );
+    // Verification of stored events: the state-free part (`verify::precheck`: decoding, the
+    // SSHSIG signature, the hashes) and its pieces, over the history above, sealed.
+    let key = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[7; 32]));
+    let sealed: Vec<Vec<u8>> = history
+        .iter()
+        .map(|e| {
+            pledger_core::verify::seal(e.clone(), None, &key)
+                .unwrap()
+                .bytes
+        })
+        .collect();
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % sealed.len();
+        &sealed[i]
+    };
+    time(
+        "verify: precheck (decode, signature, hashes)",
+        5_000,
+        || {
+            black_box(pledger_core::verify::precheck(black_box(next())));
+        },
+    );
+    time("verify: decode alone (Envelope::from_json)", 5_000, || {
+        black_box(Envelope::from_json(black_box(next())).unwrap());
+    });
+    time(
+        "verify: the hashes alone (event_hash, leaf_hash)",
+        5_000,
+        || {
+            let b = next();
+            black_box(pledger_core::verify::event_hash(black_box(b)));
+            black_box(pledger_core::merkle::leaf_hash(black_box(b)));
+        },
+    );
+    let public = key.public_key().clone();
+    let sigs: Vec<(ssh_key::SshSig, Vec<u8>)> = history
+        .iter()
+        .map(|e| {
+            let msg = pledger_core::verify::signing_bytes(e);
+            let sig = key
+                .sign(
+                    pledger_core::verify::SIGNATURE_NAMESPACE,
+                    ssh_key::HashAlg::Sha512,
+                    &msg,
+                )
+                .unwrap();
+            (sig, msg)
+        })
+        .collect();
+    let mut j = 0;
+    time("verify: SSHSIG signature alone (ssh-key)", 5_000, || {
+        j = (j + 1) % sigs.len();
+        let (sig, msg) = &sigs[j];
+        public
+            .verify(
+                pledger_core::verify::SIGNATURE_NAMESPACE,
+                black_box(msg),
+                sig,
+            )
+            .unwrap();
+    });
     println!("reproduce: cargo bench -p pledger-core");
 }

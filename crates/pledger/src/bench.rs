@@ -22,10 +22,16 @@
 //!    unsigned;
 //! 10. sections 2 and 3 and the proposal of section 7 again on a throwaway three-node cluster
 //!     with every stream and bucket at three replicas (R3), each figure beside the single
-//!     node's from sections 2, 3 and 7 of the same run.
+//!     node's from sections 2, 3 and 7 of the same run;
+//! 11. the auditor on its own throwaway server and a signed ledger of 100,000 events with a
+//!     notary checkpoint: `audit verify` (in process, as the CLI runs it), on every core and on
+//!     one thread, and its verification alone, against a raw ordered read of the same stream;
+//!     `audit replay --at` (a time, a sequence) as a child process of this binary, against
+//!     `prompt show` run the same way.
 //!
 //! Sections 7 to 9 run on the same server right after section 3 and are reported in order;
-//! section 10 runs once that server has stopped, before sections 4 to 6.
+//! section 10 runs once that server has stopped, then section 11 on its own server, before
+//! sections 4 to 6.
 //!
 //! `--quick` shrinks every workload; `--write PATH` also writes the report as Markdown.
 
@@ -39,9 +45,11 @@ use async_nats::jetstream;
 use clap::Parser;
 use futures::StreamExt;
 use pledger_client::{RequestContext, Resolver, ResolverOptions};
+use pledger_core::audit::{AuditReport, Auditor, FoundCheckpoint, StreamFacts};
 use pledger_core::canary::{judge, ArmStats, JudgeConfig, Verdict};
 use pledger_core::event::{ReviewLayer, ReviewVerdict};
 use pledger_core::identity::Role;
+use pledger_core::names::LEDGER_SUBJECTS;
 use pledger_core::outcome::{outcome_subject, parse_outcome_message, Outcome};
 use pledger_core::plan::{GuardrailLimit, Guardrails};
 use pledger_core::routing::{routing_table_for, Arm, RoutingTable};
@@ -113,6 +121,13 @@ struct Sizes {
     cluster_fanout_trials: usize,
     cluster_floor_trials: usize,
     cluster_sign_trials: usize,
+    /// Section 11, on its own server: events on the generated ledger (besides the roster),
+    /// the prompts they are spread over, timed runs of each `audit verify` measure and of its
+    /// baseline (alternating; the median is reported), and runs of each child command.
+    audit_events: usize,
+    audit_prompts: usize,
+    audit_reps: usize,
+    replay_runs: usize,
 }
 
 impl Sizes {
@@ -141,6 +156,10 @@ impl Sizes {
             cluster_fanout_trials: 20,
             cluster_floor_trials: 50,
             cluster_sign_trials: 50,
+            audit_events: 100_000,
+            audit_prompts: 20,
+            audit_reps: 3,
+            replay_runs: 5,
         }
     }
 
@@ -169,6 +188,10 @@ impl Sizes {
             cluster_fanout_trials: 3,
             cluster_floor_trials: 5,
             cluster_sign_trials: 10,
+            audit_events: 5_000,
+            audit_prompts: 5,
+            audit_reps: 1,
+            replay_runs: 2,
         }
     }
 }
@@ -376,7 +399,8 @@ impl Report {
              throwaway nats-server (free port, temporary store, `sync_interval: always`: an fsync before every \
              acknowledgement), started by the bench in its own process. Section 10 repeats the measures of \
              sections 2, 3 and 7 on a throwaway three-node cluster on this machine (the same config per node, \
-             every stream and bucket at three replicas), beside the single node's figures. Latency percentiles \
+             every stream and bucket at three replicas), beside the single node's figures; section 11 \
+             runs on a throwaway server of its own (the same config) with a ledger of its own. Latency percentiles \
              are nearest-rank over sorted samples; timing is `std::time::Instant`. The whole run took {:.0} s.\n",
             self.elapsed.as_secs_f64()
         );
@@ -1145,28 +1169,28 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
 
     let mut sections = Vec::new();
-    progress("1/10 outcome ingest into the canary monitor");
+    progress("1/11 outcome ingest into the canary monitor");
     sections.push(ingest(&env, &sizes).await?);
-    progress("2/10 breach to reroute");
+    progress("2/11 breach to reroute");
     let (section, reroute_run, reroute_floor) = reroute(&env, &sizes).await?;
     sections.push(section);
-    progress("3/10 manual rollback to many resolvers");
+    progress("3/11 manual rollback to many resolvers");
     let (section, fanout_run, fanout_floor) = fanout(&env, &sizes).await?;
     sections.push(section);
     // The trusted-history sections use the same server; they run while it is up.
-    progress("7/10 a signed command against the same command unsigned");
+    progress("7/11 a signed command against the same command unsigned");
     let (section, sign_run) = signed_command(&env, &sizes).await?;
     sections.push(section);
     // Section 10's baseline of the command's read alone (untimed here, reported there).
     let sign_reads = read_samples(&env, &sign_run.prompt, sizes.cluster_sign_trials).await?;
-    progress("8/10 verification throughput on read");
+    progress("8/11 verification throughput on read");
     sections.push(verify_throughput(&env, &sizes).await?);
-    progress("9/10 command cost against the family's history");
+    progress("9/11 command cost against the family's history");
     sections.push(history_cost(&env, &sizes).await?);
     drop(env);
     drop(server);
     // The cluster runs alone: the single server has stopped.
-    progress("10/10 the same on a three-node R3 cluster");
+    progress("10/11 the same on a three-node R3 cluster");
     let single = SingleNode {
         reroute: reroute_run,
         reroute_floor,
@@ -1177,7 +1201,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     };
     sections.push(cluster(&sizes, &single).await?);
     drop(single);
-    progress("4/10 Resolver::resolve cost");
+    // The auditor's ledger is on a server of its own: nothing else runs meanwhile.
+    progress("11/11 the auditor: audit verify and audit replay --at");
+    sections.push(auditor(&sizes).await?);
+    progress("4/11 Resolver::resolve cost");
     let s = sizes.resolve_calls;
     let runs = sizes.resolve_runs;
     sections.push(
@@ -1185,14 +1212,14 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| fail("resolve")(e.to_string()))?,
     );
-    progress("5/10 judgement quality");
+    progress("5/11 judgement quality");
     let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
     sections.push(
         tokio::task::spawn_blocking(move || quality(canaries, detect))
             .await
             .map_err(|e| fail("quality")(e.to_string()))?,
     );
-    progress("6/10 resident memory of `pledger up`");
+    progress("6/11 resident memory of `pledger up`");
     sections.push(memory(&sizes).await?);
     sections.sort_by_key(|s| s.number);
     progress("done");
@@ -2745,10 +2772,15 @@ type Members = BTreeMap<&'static str, Member>;
 
 /// The people who write the generated histories, identified on the ledger's roster.
 async fn members(ledger: &Ledger) -> Result<Members, Failure> {
+    members_of(ledger, cast()).await
+}
+
+/// [`members`] with the keys of another cast with the same people (enrolled on `ledger`).
+async fn members_of(ledger: &Ledger, cast: &Cast) -> Result<Members, Failure> {
     let (verifier, _, _) = ledger.roster().await?;
     let mut out = BTreeMap::new();
     for name in ["maria", "priya", "tomas", "ci"] {
-        let key = cast().key(name);
+        let key = cast.key(name);
         let who = identify(&verifier.roster, &*key)?;
         out.insert(
             name,
@@ -4159,6 +4191,704 @@ async fn cluster(sizes: &Sizes, single: &SingleNode) -> Result<Section, Failure>
         ordinal(rr.len() - (0.99 * rr.len() as f64).ceil() as usize + 1),
         fo.len(),
         ordinal(fo.len() - (0.99 * fo.len() as f64).ceil() as usize + 1)
+    ));
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. The auditor: `audit verify` and `audit replay --at` on a long ledger
+// ---------------------------------------------------------------------------------------------
+
+/// The people of the auditor's ledger: the writers of the generated histories (with the roles
+/// they have in [`cast`]) and a notary. Keys of their own, on a server of its own.
+fn audit_cast() -> Cast {
+    Cast::generate(&[
+        ("bench-admin", &[Role::Admin]),
+        ("maria", &[Role::Author, Role::ReleaseManager, Role::Oncall]),
+        ("priya", &[Role::Reviewer]),
+        ("tomas", &[Role::Reviewer]),
+        ("ci", &[Role::Ci]),
+        ("notary", &[Role::Notary]),
+    ])
+}
+
+/// One prompt's generated family as it is stored.
+struct AuditFamily {
+    prompt: PromptName,
+    /// Each event in chain order: its subject, event id, time, and stored bytes.
+    events: Vec<(String, String, pledger_core::Timestamp, Vec<u8>)>,
+}
+
+/// [`History::generate`] of `per_prompt` events for each name, on `threads` threads.
+fn generate_families(
+    names: &[PromptName],
+    per_prompt: usize,
+    m: &Members,
+    threads: usize,
+) -> Result<Vec<AuditFamily>, Failure> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, AuditFamily)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { break };
+                        let History { prompt, sealed, .. } =
+                            History::generate(name.clone(), per_prompt, m)?;
+                        let events = sealed
+                            .into_iter()
+                            .map(|s| {
+                                (
+                                    subject_for(&s.envelope.event.aggregate()),
+                                    s.envelope.event_id.clone(),
+                                    s.envelope.occurred_at,
+                                    s.bytes,
+                                )
+                            })
+                            .collect();
+                        out.push((i, AuditFamily { prompt, events }));
+                    }
+                    Ok::<_, Failure>(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(
+                w.join()
+                    .map_err(|_| Failure::other("bench: a generating thread panicked"))??,
+            );
+        }
+        Ok::<_, Failure>(all)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, f)| f).collect())
+}
+
+/// Appends every family's events raw (no condition; `Nats-Msg-Id` as `Ledger::append` sets
+/// it), interleaved: the first event of each family, then the second of each, and so on.
+/// Publishes are pipelined, at most 256 awaiting their acknowledgement. Returns each event's
+/// stream sequence.
+async fn append_interleaved(
+    ledger: &Ledger,
+    families: &[AuditFamily],
+) -> Result<Vec<Vec<u64>>, Failure> {
+    let js = ledger.jetstream();
+    let mut sequences: Vec<Vec<u64>> = families.iter().map(|f| vec![0; f.events.len()]).collect();
+    let longest = families.iter().map(|f| f.events.len()).max().unwrap_or(0);
+    let mut in_flight = VecDeque::new();
+    for i in 0..longest {
+        for (f, family) in families.iter().enumerate() {
+            let Some((subject, id, _, bytes)) = family.events.get(i) else {
+                continue;
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let ack = js
+                .publish_with_headers(subject.clone(), headers, bytes.clone().into())
+                .await
+                .map_err(|e| fail("appending the auditor's ledger")(e.to_string()))?;
+            in_flight.push_back((f, i, ack));
+            if in_flight.len() >= 256 {
+                if let Some((f, i, ack)) = in_flight.pop_front() {
+                    sequences[f][i] = ack
+                        .await
+                        .map_err(|e| fail("the auditor's ledger not stored")(e.to_string()))?
+                        .sequence;
+                }
+            }
+        }
+    }
+    for (f, i, ack) in in_flight {
+        sequences[f][i] = ack
+            .await
+            .map_err(|e| fail("the auditor's ledger not stored")(e.to_string()))?
+            .sequence;
+    }
+    Ok(sequences)
+}
+
+/// The checkpoint stream's messages, as `audit verify` reads them.
+async fn found_checkpoints(ledger: &Ledger) -> Result<Vec<FoundCheckpoint>, Failure> {
+    Ok(ledger
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|r| FoundCheckpoint {
+            sequence: Some(r.sequence),
+            text: String::from_utf8_lossy(&r.payload).into_owned(),
+        })
+        .collect())
+}
+
+/// `audit verify`'s checks over what it read (commands/audit.rs `read_ledger`, then
+/// `finish`), with the state-free checks on `threads` threads.
+fn verify_records(
+    facts: &StreamFacts,
+    records: &[RawRecord],
+    checkpoints: Vec<FoundCheckpoint>,
+    threads: usize,
+) -> AuditReport {
+    let mut auditor = Auditor::new();
+    auditor.stream(facts);
+    pledger_infra::audit::feed(&mut auditor, records, threads);
+    auditor.end(facts.last_sequence);
+    for c in checkpoints {
+        auditor.checkpoint(c);
+    }
+    auditor.finish(None)
+}
+
+/// `audit verify` after connecting, as the CLI's `read_ledger` runs it, with `threads`
+/// threads: the stream's facts, every ledger message, the checkpoints, the checks.
+async fn audit_verify(ledger: &Ledger, threads: usize) -> Result<AuditReport, Failure> {
+    let facts = ledger.stream_facts().await?;
+    let records = ledger.read_raw(&[LEDGER_SUBJECTS], 0).await?;
+    let checkpoints = found_checkpoints(ledger).await?;
+    Ok(verify_records(&facts, &records, checkpoints, threads))
+}
+
+/// Fails unless `report` is clean and covers `total` messages and one checkpoint of them.
+fn check_clean(report: &AuditReport, total: usize, what: &str) -> Result<(), Failure> {
+    let s = &report.summary;
+    let size = s.latest_checkpoint.as_ref().map(|c| c.size);
+    if report.findings.is_empty()
+        && s.accepted == total as u64
+        && s.checkpoints_verified == 1
+        && size == Some(total as u64)
+    {
+        return Ok(());
+    }
+    let findings: Vec<String> = report
+        .findings
+        .iter()
+        .take(5)
+        .map(|f| f.to_string())
+        .collect();
+    Err(Failure::other(format!(
+        "bench: {what}: {} findings, {} of {total} messages accepted, {} checkpoints verified \
+         (latest of size {size:?}); first findings: {}",
+        report.findings.len(),
+        s.accepted,
+        s.checkpoints_verified,
+        findings.join("; ")
+    )))
+}
+
+/// `pledger audit verify` in this process, as the CLI runs it (connect, check the server,
+/// read, verify on every core, render): its wall time and the CPU seconds this process used.
+async fn cli_audit_verify(url: &str, config_dir: &Path) -> Result<(Duration, f64), Failure> {
+    let config_dir = config_dir.display().to_string();
+    let cli = Cli::try_parse_from([
+        "pledger",
+        "--nats",
+        url,
+        "--config-dir",
+        &config_dir,
+        "audit",
+        "verify",
+    ])
+    .map_err(|e| fail("audit verify command line")(e.to_string()))?;
+    let app = App::from_cli(&cli);
+    let cpu = cpu_secs("self").unwrap_or(0.0);
+    let t = Instant::now();
+    let report = app.run(cli.command).await?;
+    let wall = t.elapsed();
+    let cpu = cpu_secs("self").unwrap_or(0.0) - cpu;
+    if report.exit != crate::failure::Exit::Success {
+        return Err(Failure::other(format!(
+            "bench: audit verify exited {:?}: {}",
+            report.exit, report.text
+        )));
+    }
+    Ok((wall, cpu))
+}
+
+/// The whole ledger stream through an async-nats ordered pull consumer (`OrderedConfig`),
+/// collected as `read_raw` collects it: how many messages were read.
+async fn ordered_read(ledger: &Ledger, expected: usize) -> Result<usize, Failure> {
+    let stream = ledger
+        .jetstream()
+        .get_stream_no_info(LEDGER_STREAM)
+        .await
+        .map_err(|e| fail("ordered read")(e.to_string()))?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: LEDGER_SUBJECTS.to_string(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail("ordered read")(e.to_string()))?;
+    let name = consumer.cached_info().name.clone();
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| fail("ordered read")(e.to_string()))?;
+    let mut records = Vec::with_capacity(expected);
+    while records.len() < expected {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| Failure::other("bench: the ordered read timed out"))?
+            .ok_or_else(|| Failure::other("bench: the ordered read ended early"))?
+            .map_err(|e| fail("ordered read")(e.to_string()))?;
+        let sequence = message
+            .info()
+            .map_err(|e| fail("ordered read")(e.to_string()))?
+            .stream_sequence;
+        records.push(RawRecord {
+            sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+        });
+    }
+    drop(messages);
+    let _ = stream.delete_consumer(&name).await;
+    Ok(records.len())
+}
+
+/// Runs this binary with `args` against `url`, with a home and a config dir of its own and no
+/// key: its wall time (spawn to exit) and its output.
+fn child_command(
+    exe: &Path,
+    url: &str,
+    home: &Path,
+    args: &[&str],
+) -> Result<(Duration, String), Failure> {
+    let t = Instant::now();
+    let out = std::process::Command::new(exe)
+        .arg("--nats")
+        .arg(url)
+        .args(args)
+        .env("HOME", home)
+        .env("PLEDGER_CONFIG_DIR", home.join("config"))
+        .env_remove("PLEDGER_KEY")
+        .env_remove("PLEDGER_ACTOR")
+        .env_remove("PLEDGER_NATS_URL")
+        .env("PLEDGER_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail("running pledger")(e.to_string()))?;
+    let wall = t.elapsed();
+    if !out.status.success() {
+        return Err(Failure::other(format!(
+            "bench: `pledger {}` exited {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok((wall, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    percentile(&samples, 50.0)
+}
+
+async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
+    let started = Instant::now();
+    let cores = pledger_infra::audit::cores();
+    let server = tokio::task::spawn_blocking(EphemeralServer::start)
+        .await
+        .map_err(|e| fail("auditor's server")(e.to_string()))?
+        .map_err(|e| fail("auditor's server")(e.to_string()))?;
+    let url = server.url();
+    let ledger = Ledger::new(pledger_infra::connect(&url).await?);
+    ledger.ensure().await?;
+    let people = audit_cast();
+    people.enroll(&ledger).await?;
+    let m = members_of(&ledger, &people).await?;
+    let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
+
+    // The ledger: the roster, then the families interleaved, then one notary checkpoint.
+    let prompts = sizes.audit_prompts.max(1);
+    let per_prompt = sizes.audit_events / prompts;
+    let names: Vec<PromptName> = (0..prompts)
+        .map(|i| PromptName::parse(&format!("bench-audit-{i:02}")))
+        .collect::<Result<_, _>>()?;
+    progress(&format!(
+        "11/11   generating {} prompts of {} events",
+        prompts,
+        thousands(per_prompt as u64)
+    ));
+    let t = Instant::now();
+    let families =
+        tokio::task::block_in_place(|| generate_families(&names, per_prompt, &m, cores))?;
+    let generating = t.elapsed();
+    progress("11/11   appending them");
+    let t = Instant::now();
+    let sequences = append_interleaved(&ledger, &families).await?;
+    let appending = t.elapsed();
+    let records = ledger.read_raw(&[LEDGER_SUBJECTS], 0).await?;
+    let total = records.len();
+    let events: usize = families.iter().map(|f| f.events.len()).sum();
+    let roster = total - events;
+    let mut tree = pledger_core::merkle::Tree::new();
+    for r in &records {
+        tree.push_entry(&r.payload);
+    }
+    let (verifier, _, _) = ledger.roster().await?;
+    let genesis = verifier
+        .roster
+        .genesis
+        .as_ref()
+        .ok_or_else(|| Failure::other("bench: the auditor's ledger has no roster"))?;
+    let checkpoint = pledger_core::note::Checkpoint {
+        origin: pledger_core::names::checkpoint_origin(&genesis.hash),
+        size: tree.size(),
+        root: tree.root(),
+        extensions: Vec::new(),
+    };
+    let note_key = people
+        .key("notary")
+        .note_key()
+        .ok_or_else(|| Failure::other("bench: the notary's key cannot sign notes"))?;
+    let text = pledger_core::note::sign(&checkpoint.body(), "notary", &note_key)
+        .map_err(|e| fail("signing the checkpoint")(e.to_string()))?;
+    ledger
+        .publish_checkpoint(
+            checkpoint.size,
+            &pledger_core::merkle::hash_to_base64(&checkpoint.root),
+            &text,
+        )
+        .await?;
+    let facts = ledger.stream_facts().await?;
+    let stored_bytes = ledger
+        .jetstream()
+        .get_stream(LEDGER_STREAM)
+        .await
+        .map_err(|e| fail("ledger stream")(e.to_string()))?
+        .info()
+        .await
+        .map_err(|e| fail("ledger stream")(e.to_string()))?
+        .state
+        .bytes;
+    let payload_bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+    // Before anything is timed: the whole ledger verifies, with no finding.
+    progress("11/11   checking the ledger verifies");
+    let found = found_checkpoints(&ledger).await?;
+    let report = tokio::task::block_in_place(|| verify_records(&facts, &records, found, cores));
+    check_clean(&report, total, "the generated ledger")?;
+
+    // `audit verify` against the raw read, alternating which goes first.
+    progress("11/11   audit verify against the raw read");
+    let reps = sizes.audit_reps.max(1);
+    let (mut raw, mut cli, mut one, mut ordered) = (vec![], vec![], vec![], vec![]);
+    let (mut cli_cpu, mut cli_wall) = (0.0, 0.0);
+    for rep in 0..reps {
+        for measured in [rep % 2 == 1, rep % 2 == 0] {
+            if measured {
+                let (wall, cpu) = cli_audit_verify(&url, &dir.path().join("config")).await?;
+                cli.push(wall);
+                cli_cpu += cpu;
+                cli_wall += wall.as_secs_f64();
+                let t = Instant::now();
+                let report = audit_verify(&ledger, 1).await?;
+                one.push(t.elapsed());
+                check_clean(&report, total, "audit verify on one thread")?;
+            } else {
+                let t = Instant::now();
+                let read = ledger.read_raw(&[LEDGER_SUBJECTS], 0).await?;
+                raw.push(t.elapsed());
+                if read.len() != total {
+                    return Err(Failure::other(format!(
+                        "bench: the raw read returned {} of {total} messages",
+                        read.len()
+                    )));
+                }
+                drop(read);
+                let t = Instant::now();
+                ordered_read(&ledger, total).await?;
+                ordered.push(t.elapsed());
+            }
+        }
+    }
+
+    // The verification alone, over the records already read.
+    progress("11/11   the verification alone");
+    let found = found_checkpoints(&ledger).await?;
+    let (mut alone, mut alone_one) = (vec![], vec![]);
+    let (mut alone_cpu, mut alone_wall, mut one_cpu, mut one_wall) = (0.0, 0.0, 0.0, 0.0);
+    for rep in 0..reps {
+        let order = if rep % 2 == 0 { [cores, 1] } else { [1, cores] };
+        for threads in order {
+            let cpu = cpu_secs("self").unwrap_or(0.0);
+            let t = Instant::now();
+            let report = tokio::task::block_in_place(|| {
+                verify_records(&facts, &records, found.clone(), threads)
+            });
+            let wall = t.elapsed();
+            let cpu = cpu_secs("self").unwrap_or(0.0) - cpu;
+            check_clean(&report, total, "the verification alone")?;
+            if threads == 1 && cores != 1 {
+                alone_one.push(wall);
+                one_cpu += cpu;
+                one_wall += wall.as_secs_f64();
+            } else {
+                alone.push(wall);
+                alone_cpu += cpu;
+                alone_wall += wall.as_secs_f64();
+                if cores == 1 {
+                    alone_one.push(wall);
+                    one_cpu += cpu;
+                    one_wall += wall.as_secs_f64();
+                }
+            }
+        }
+    }
+    drop(records);
+
+    // `audit replay --at` as a child process, against `prompt show` the same way.
+    progress("11/11   audit replay --at as a child process");
+    let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).map_err(|e| fail("temp home")(e.to_string()))?;
+    let family = &families[0];
+    let prompt = family.prompt.to_string();
+    let mid = family.events.len() / 2;
+    let at_time = family.events[mid].2.to_rfc3339();
+    let at_sequence = sequences[0][mid].to_string();
+    let replay_time = ["audit", "replay", &prompt, "--at", &at_time];
+    let replay_sequence = ["audit", "replay", &prompt, "--at", &at_sequence];
+    let show = ["prompt", "show", &prompt];
+    // One untimed run of each: their output, and the binary in the page cache.
+    let (mut replayed_time, mut replayed_sequence) = (String::new(), String::new());
+    for (args, out) in [
+        (&replay_time[..], Some(&mut replayed_time)),
+        (&replay_sequence[..], Some(&mut replayed_sequence)),
+        (&show[..], None),
+    ] {
+        let (_, text) = tokio::task::block_in_place(|| child_command(&exe, &url, &home, args))?;
+        if let Some(out) = out {
+            *out = text
+                .lines()
+                .next()
+                .and_then(|l| l.split_once("(through "))
+                .map(|(_, rest)| rest.trim_end_matches(')').to_string())
+                .unwrap_or_default();
+        }
+    }
+    let (mut by_time, mut by_sequence, mut shown) = (vec![], vec![], vec![]);
+    for run in 0..sizes.replay_runs.max(1) {
+        let mut order = [0, 1, 2];
+        order.rotate_left(run % 3);
+        for which in order {
+            let (args, into) = match which {
+                0 => (&show[..], &mut shown),
+                1 => (&replay_time[..], &mut by_time),
+                _ => (&replay_sequence[..], &mut by_sequence),
+            };
+            let (wall, _) = tokio::task::block_in_place(|| child_command(&exe, &url, &home, args))?;
+            into.push(wall);
+        }
+    }
+    by_time.sort();
+    by_sequence.sort();
+    shown.sort();
+    drop(ledger);
+    drop(server);
+
+    let rate = |d: Duration| per_sec(total as u64, d);
+    let (raw_m, cli_m, one_m, ordered_m) = (
+        median(raw.clone()),
+        median(cli.clone()),
+        median(one.clone()),
+        median(ordered.clone()),
+    );
+    let (alone_m, alone_one_m) = (median(alone.clone()), median(alone_one.clone()));
+    let ratio = rate(cli_m) as f64 / rate(raw_m).max(1) as f64;
+    let busy = |cpu: f64, wall: f64| if wall > 0.0 { cpu / wall } else { 0.0 };
+    let alone_busy = busy(alone_cpu, alone_wall);
+    let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
+
+    let title: &'static str = Box::leak(
+        format!(
+            "The auditor: `audit verify` and `audit replay --at` on {} events",
+            thousands(events as u64)
+        )
+        .into_boxed_str(),
+    );
+    let mut s = Section::new(11, title);
+    s.baseline = format!(
+        "the raw ordered read of the same stream in the same run: `Ledger::read_raw(&[\"{LEDGER_SUBJECTS}\"], 0)` \
+         (one ephemeral pull consumer, what `audit verify` reads through; messages/s), alternating \
+         with the measured runs; for the replay rows, `pledger prompt show {prompt}` run the same \
+         way (the same read: `Ledger::load`, the family verified)"
+    );
+    s.method = format!(
+        "On a throwaway nats-server of its own (the same config as the others), a signed ledger: \
+         the roster ({roster} enrolments: an admin, the four writers of section 8 and a notary \
+         holding `Role::Notary`), then {prompts} prompts' families of {} events each, generated \
+         as in section 8 (`History::generate`: every event decided as its author and sealed; {} \
+         events in {:.1} s on {cores} threads), appended raw in stream order with the families \
+         interleaved (the first event of each, then the second of each, ...; pipelined, at most \
+         256 publishes awaiting acks; {:.1} s), then one checkpoint of the whole tree ({} leaves) \
+         signed by the notary (`note::sign` of `Checkpoint::body()`, origin \
+         `checkpoint_origin` of the roster's genesis) on the checkpoint stream. {} messages in \
+         all, {} bytes of events on average ({:.1} MiB of payload; {:.1} MiB stored). Before \
+         anything is timed, a verification of the whole ledger reports no finding, every message \
+         accepted and the checkpoint verified; so does every timed run. This machine has {cores} \
+         cores (`audit::cores()`). The `audit verify` row is the CLI's path in this process: \
+         `Cli::try_parse_from([\"pledger\", \"--nats\", .., \"audit\", \"verify\"])` and \
+         `App::run` (connect and check the server, `stream_facts`, `read_raw` of every ledger \
+         message, the checkpoints, `audit::feed` on {cores} threads, `end`, `finish`, the report \
+         rendered); the one-thread row is the same work after connecting with \
+         `feed(.., 1)` (every check on the caller's thread; with {cores} threads the \
+         state-free checks — decoding, signatures, hashes — run on {cores} worker threads while \
+         the caller's thread runs the stateful ones in order). Each of the raw read, `audit verify`, the one-thread \
+         run and the ordered-consumer read: median of {reps} runs, measured and baseline \
+         alternating which goes first. The verification-alone rows run `stream`, `feed`, `end`, \
+         the checkpoint and `finish` over the records already in memory, median of {reps} each, \
+         alternating; their CPU figure is this process's CPU seconds (/proc, 10 ms ticks) over \
+         the wall time of those runs. The replay rows run this binary as a child process \
+         (`--nats` this server's URL, `HOME` and `PLEDGER_CONFIG_DIR` in a temporary directory, \
+         no key), spawn to exit, {} runs each (after one untimed run of each), the three \
+         commands rotating: `pledger audit replay {prompt} --at {at_time}` (the time of the \
+         family's middle event: through {replayed_time}) and `--at {at_sequence}` (its stream \
+         sequence: through {replayed_sequence}).",
+        thousands(per_prompt as u64),
+        thousands(events as u64),
+        generating.as_secs_f64(),
+        appending.as_secs_f64(),
+        thousands(total as u64),
+        thousands(total as u64),
+        thousands((payload_bytes / total.max(1)) as u64),
+        payload_bytes as f64 / 1024.0 / 1024.0,
+        stored_bytes as f64 / 1024.0 / 1024.0,
+        sizes.replay_runs.max(1),
+    );
+    s.rows.push(row(
+        format!("`audit verify` on {cores} threads, events/s (every ledger message)"),
+        thousands(rate(cli_m)),
+        thousands(rate(raw_m)),
+        "≥ 20,000",
+        Mark::of(rate(cli_m) >= 20_000),
+    ));
+    s.rows.push(row(
+        "`audit verify` / raw read (rate)",
+        format!("{ratio:.2}"),
+        "1",
+        "≥ 0.3",
+        Mark::of(ratio >= 0.3),
+    ));
+    s.rows.push(row(
+        format!("time for all {} messages", thousands(total as u64)),
+        secs(cli_m),
+        secs(raw_m),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "`audit verify` with `feed(.., 1)`, events/s",
+        thousands(rate(one_m)),
+        thousands(rate(raw_m)),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        format!("speed-up of `audit verify` from 1 to {cores} threads"),
+        format!(
+            "{:.2}×",
+            one_m.as_secs_f64() / cli_m.as_secs_f64().max(1e-9)
+        ),
+        "",
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "cores busy during `audit verify` (this process's CPU s / wall s; the server's not counted)",
+        format!("{:.2}", busy(cli_cpu, cli_wall)),
+        "",
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        format!("verification alone (records in memory) on {cores} threads, events/s"),
+        thousands(rate(alone_m)),
+        "",
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "verification alone on 1 thread, events/s",
+        thousands(rate(alone_one_m)),
+        "",
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        format!(
+            "cores busy during the verification alone on {cores} threads (CPU s / wall s; 1 thread in the baseline column)"
+        ),
+        format!("{alone_busy:.2}"),
+        format!("{:.2}", busy(one_cpu, one_wall)),
+        "> 1 (both cores used)",
+        Mark::of(alone_busy > 1.0),
+    ));
+    s.rows.push(row(
+        "raw read through an async-nats ordered consumer (`OrderedConfig`), messages/s",
+        thousands(rate(ordered_m)),
+        thousands(rate(raw_m)),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "`audit replay --at <time>` p50 (child process)",
+        secs(percentile(&by_time, 50.0)),
+        secs(percentile(&shown, 50.0)),
+        "< 2 s",
+        Mark::of(percentile(&by_time, 50.0) < Duration::from_secs(2)),
+    ));
+    s.rows.push(row(
+        "`audit replay --at <time>` max",
+        secs(max(&by_time)),
+        secs(max(&shown)),
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "`audit replay --at <sequence>` p50",
+        secs(percentile(&by_sequence, 50.0)),
+        secs(percentile(&shown, 50.0)),
+        "< 2 s",
+        Mark::of(percentile(&by_sequence, 50.0) < Duration::from_secs(2)),
+    ));
+    s.rows.push(row(
+        "`audit replay --at <sequence>` max",
+        secs(max(&by_sequence)),
+        secs(max(&shown)),
+        "",
+        Mark::Info,
+    ));
+    let all = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s.notes.push(format!(
+        "Every run, in seconds, in the order run: raw read {}; `audit verify` {}; one thread \
+         {}; ordered consumer {}; verification alone {}, on one thread {}; `prompt show` {} \
+         (sorted).",
+        all(&raw),
+        all(&cli),
+        all(&one),
+        all(&ordered),
+        all(&alone),
+        all(&alone_one),
+        all(&shown)
+    ));
+    s.notes.push(format!(
+        "The section took {:.0} s, set-up included.",
+        started.elapsed().as_secs_f64()
     ));
     Ok(s)
 }
