@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use base64::Engine;
 use pledger_core::merkle;
-use pledger_core::names::{CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, LEDGER_STREAM, LEDGER_SUBJECTS};
+use pledger_core::names::{CHECKPOINT_STREAM, LEDGER_STREAM};
 use pledger_e2e::*;
 use pledger_infra::server::EphemeralServer;
 use serde_json::Value;
@@ -482,11 +482,4 @@ fn replay_and_resolve_at_agree_with_what_a_resolver_served() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--at `yesterday`"), "{}", run.stderr);
-}
-
-#[test]
-fn checkpoint_names_are_the_notarys() {
-    // The names the auditor's tools read are the ones the notary writes.
-    assert_eq!(CHECKPOINT_SUBJECT, "pledger.checkpoints");
-    assert!(LEDGER_SUBJECTS.starts_with("pledger.ledger"));
 }
