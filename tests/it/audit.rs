@@ -267,6 +267,52 @@ fn a_policy_violation_on_the_ledger_exits_8_and_a_forged_event_7() {
 }
 
 #[test]
+fn forged_checkpoints_are_trust_findings_and_the_notary_goes_on() {
+    let (w, notary, p) = audited_world();
+    let good = checkpoint_of_everything(&w, &notary);
+    // Any client allowed on the subject can append to the checkpoint stream: garbage, and a
+    // well-formed note of the right size and root signed by a key that is not the notary's.
+    let note = good["note"].as_str().unwrap();
+    let body = &note[..note.find("\n\n").unwrap() + 1];
+    let impostor = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let forged = pledger_core::note::sign(body, "notary", &impostor).unwrap();
+    block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = jetstream::new(client);
+        for payload in [b"not a note".to_vec(), forged.into_bytes()] {
+            js.publish(pledger_core::names::CHECKPOINT_SUBJECT, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let (code, report) = verify(&w, &w.server.url(), &[]);
+    assert_eq!(code, 9, "{report}");
+    let f = findings(&report);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(f
+        .iter()
+        .all(|f| f["class"] == "trust" && f["check"] == "checkpoint"));
+    assert!(
+        f[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a signed note"),
+        "{f:?}"
+    );
+    // The auditor's tools still find the notary's own checkpoints, and the notary goes on.
+    w.run(
+        "maria",
+        &["rollout", "pause", &p.release, "--reason", "lunch"],
+    )
+    .ok();
+    let next = checkpoint_of_everything(&w, &notary);
+    assert!(next["size"].as_u64() > good["size"].as_u64(), "{next}");
+    assert_eq!(next["signed_by"][0], "notary");
+}
+
+#[test]
 fn a_proof_and_an_export_verify_with_no_server() {
     let (w, notary, _p) = audited_world();
     let cp = checkpoint_of_everything(&w, &notary);
