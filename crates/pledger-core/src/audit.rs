@@ -303,7 +303,7 @@ impl Auditor {
         leaf_index: u64,
         proof: Vec<Hash>,
     ) {
-        self.observe(sequence, subject, bytes, crate::verify::precheck(bytes));
+        self.observe(sequence, subject, crate::verify::precheck(bytes));
         if let Some(sel) = &mut self.selection {
             sel.proofs.push((
                 sequence,
@@ -325,16 +325,15 @@ impl Auditor {
 
     /// The next stored message of the ledger stream.
     pub fn message(&mut self, sequence: u64, subject: &str, bytes: &[u8]) {
-        self.message_prechecked(sequence, subject, bytes, crate::verify::precheck(bytes));
+        self.message_prechecked(sequence, subject, crate::verify::precheck(bytes));
     }
 
-    /// [`Auditor::message`] with [`crate::verify::precheck`] of these bytes computed
+    /// [`Auditor::message`] with [`crate::verify::precheck`] of the message's bytes computed
     /// beforehand (on another thread, say).
     pub fn message_prechecked(
         &mut self,
         sequence: u64,
         subject: &str,
-        bytes: &[u8],
         pre: crate::verify::Prechecked,
     ) {
         let expected = self.next.unwrap_or(1);
@@ -360,22 +359,13 @@ impl Auditor {
         self.next = Some(sequence.max(expected) + 1);
         self.tree.push(pre.leaf);
         self.sequences.push(sequence);
-        self.observe(sequence, subject, bytes, pre);
+        self.observe(sequence, subject, pre);
     }
 
     /// The event checks of one message.
-    fn observe(
-        &mut self,
-        sequence: u64,
-        subject: &str,
-        bytes: &[u8],
-        pre: crate::verify::Prechecked,
-    ) {
+    fn observe(&mut self, sequence: u64, subject: &str, pre: crate::verify::Prechecked) {
         self.summary.messages += 1;
-        match self
-            .verifier
-            .observe_prechecked(sequence, subject, bytes, pre)
-        {
+        match self.verifier.observe_prechecked(sequence, subject, pre) {
             Verdict::Accepted(_) => self.summary.accepted += 1,
             Verdict::Ignored(f) => {
                 self.summary.ignored += 1;
@@ -473,15 +463,12 @@ impl Auditor {
             event_id: None,
             reason,
         };
-        let body = match found.text.split_once("\n\n") {
-            Some((body, _)) => format!("{body}\n"),
-            None => {
-                findings.push(finding("not a signed note (no blank line)".into()));
+        let cp = match Checkpoint::of_note(&found.text) {
+            Ok(cp) => cp,
+            Err(e @ note::NoteError::Malformed { .. }) => {
+                findings.push(finding(format!("not a signed note: {e}")));
                 return None;
             }
-        };
-        let cp = match Checkpoint::parse_body(&body) {
-            Ok(cp) => cp,
             Err(e) => {
                 findings.push(finding(format!("not a checkpoint: {e}")));
                 return None;

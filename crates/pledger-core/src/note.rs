@@ -225,6 +225,18 @@ pub struct Opened {
 /// Signature lines by keys that match no verifier (by name and key id) are ignored and counted;
 /// a signature by a known key that does not verify is [`NoteError::BadSignature`]; without any
 /// verified signature the note is [`NoteError::NoVerifiedSignature`].
+/// A note's text (through its last line's newline) and its signature lines: split at the last
+/// blank line.
+fn split_note(text: &str) -> Result<(&str, &str), NoteError> {
+    let Some(split) = text.rfind("\n\n") else {
+        return Err(NoteError::Malformed {
+            line: text.split('\n').count(),
+            reason: "no blank line between the text and the signatures".into(),
+        });
+    };
+    Ok((&text[..split + 1], &text[split + 2..]))
+}
+
 pub fn open(text: &str, verifiers: &[NoteVerifier]) -> Result<Opened, NoteError> {
     let malformed = |line: usize, reason: String| NoteError::Malformed { line, reason };
     if text.is_empty() {
@@ -236,14 +248,7 @@ pub fn open(text: &str, verifiers: &[NoteVerifier]) -> Result<Opened, NoteError>
             format!("control character U+{:04X}", c as u32),
         ));
     }
-    let Some(split) = text.rfind("\n\n") else {
-        return Err(malformed(
-            text.split('\n').count(),
-            "no blank line between the text and the signatures".into(),
-        ));
-    };
-    let body = &text[..split + 1];
-    let sigs = &text[split + 2..];
+    let (body, sigs) = split_note(text)?;
     let blank_line = body.matches('\n').count() + 1;
     if sigs.is_empty() {
         return Err(malformed(
@@ -373,6 +378,12 @@ impl Checkpoint {
     }
 
     /// Parses a checkpoint's note text (for instance [`Opened::body`]).
+    /// The checkpoint a signed note carries, read but not verified ([`open`] verifies): what an
+    /// auditor needs first to know which keys may have signed it.
+    pub fn of_note(text: &str) -> Result<Checkpoint, NoteError> {
+        Checkpoint::parse_body(split_note(text)?.0)
+    }
+
     pub fn parse_body(body: &str) -> Result<Checkpoint, NoteError> {
         let malformed =
             |line: usize, reason: String| NoteError::MalformedCheckpoint { line, reason };

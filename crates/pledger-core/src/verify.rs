@@ -558,19 +558,12 @@ impl LedgerVerifier {
 
     /// Checks one stored message and applies it if every check passes.
     pub fn observe(&mut self, sequence: u64, subject: &str, bytes: &[u8]) -> Verdict {
-        self.observe_prechecked(sequence, subject, bytes, precheck(bytes))
+        self.observe_prechecked(sequence, subject, precheck(bytes))
     }
 
     /// [`LedgerVerifier::observe`] with the state-free part computed beforehand
-    /// ([`precheck`] of these same bytes).
-    pub fn observe_prechecked(
-        &mut self,
-        sequence: u64,
-        subject: &str,
-        bytes: &[u8],
-        pre: Prechecked,
-    ) -> Verdict {
-        let _ = bytes; // what `pre` was computed from
+    /// ([`precheck`] of the message's stored bytes).
+    pub fn observe_prechecked(&mut self, sequence: u64, subject: &str, pre: Prechecked) -> Verdict {
         match self.check(sequence, subject, pre) {
             Ok(envelope) => Verdict::Accepted(Box::new(envelope)),
             Err(f) => Verdict::Ignored(*f),

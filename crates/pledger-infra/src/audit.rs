@@ -20,7 +20,7 @@ const CHUNK: usize = 512;
 /// one; the number of cores is a good choice).
 pub fn feed(auditor: &mut Auditor, records: &[RawRecord], threads: usize) {
     in_order(records, threads, |r, pre| {
-        auditor.message_prechecked(r.sequence, &r.subject, &r.payload, pre)
+        auditor.message_prechecked(r.sequence, &r.subject, pre)
     });
 }
 

@@ -113,7 +113,7 @@ impl Verified {
     pub fn of(verifier: &mut LedgerVerifier, raws: &[RawRecord]) -> Verified {
         let mut out = Verified::default();
         crate::audit::in_order(raws, crate::audit::cores(), |r, pre| {
-            match verifier.observe_prechecked(r.sequence, &r.subject, &r.payload, pre) {
+            match verifier.observe_prechecked(r.sequence, &r.subject, pre) {
                 Verdict::Accepted(envelope) => out.accepted.push(Recorded {
                     sequence: r.sequence,
                     subject: r.subject.clone(),

@@ -392,11 +392,7 @@ async fn latest_checkpoint(conn: &Conn) -> Result<Latest, Failure> {
     let mut latest: Option<Latest> = None;
     let mut refused = 0;
     for found in checkpoint_records(conn).await? {
-        let Some(cp) = found
-            .text
-            .split_once("\n\n")
-            .and_then(|(body, _)| Checkpoint::parse_body(&format!("{body}\n")).ok())
-        else {
+        let Ok(cp) = Checkpoint::of_note(&found.text) else {
             refused += 1;
             continue;
         };
