@@ -572,7 +572,20 @@ impl Ledger {
                 Err(e) => return Err(InfraError::read(e)),
             }
         };
-        let info = consumer.info().await.map_err(InfraError::read)?;
+        // A consumer just created on a cluster may not answer yet ("no responders"): asked
+        // again like its creation.
+        let mut attempt = 0;
+        let info = loop {
+            attempt += 1;
+            match consumer.info().await {
+                Ok(info) => break info.clone(),
+                Err(e) if attempt < UNANSWERED_ATTEMPTS => {
+                    debug!(attempt, "a new reader's info got {e}; asking again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(InfraError::read(e)),
+            }
+        };
         let (name, pending) = (info.name.clone(), info.num_pending);
         let result = read_messages(&consumer, &filters.join(", "), pending).await;
         // Best effort: the server reaps it anyway.
