@@ -260,6 +260,24 @@ fn main() {
             black_box(pledger_core::verify::precheck(black_box(next())));
         },
     );
+    // A reader's chunk of 512 messages, per message: signatures verified in batches.
+    let chunks: Vec<Vec<&[u8]>> = sealed
+        .chunks(512)
+        .filter(|c| c.len() == 512)
+        .map(|c| c.iter().map(|b| &b[..]).collect())
+        .collect();
+    let mut k = 0;
+    let start = Instant::now();
+    for _ in 0..20 {
+        k = (k + 1) % chunks.len();
+        black_box(pledger_core::verify::precheck_all(black_box(&chunks[k])));
+    }
+    let per = start.elapsed().as_nanos() as f64 / (20.0 * 512.0);
+    println!(
+        "{:<52} {per:>10.0} ns/op   ({:.0} ops/s)",
+        "verify: precheck_all of 512, per message",
+        1e9 / per
+    );
     time("verify: decode alone (Envelope::from_json)", 5_000, || {
         black_box(Envelope::from_json(black_box(next())).unwrap());
     });

@@ -130,7 +130,13 @@ impl Artifact {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// SHA-256 of a value's compact JSON (sorted keys), as hex: digests of bundles and policies.
@@ -157,5 +163,21 @@ pub fn canonical_json_of<T: Serialize>(value: &T) -> String {
         }
     }
     let value = serde_json::to_value(value).expect("value serializes");
-    serde_json::to_string(&sorted(value)).expect("value serializes")
+    if maps_are_sorted() {
+        serde_json::to_string(&value).expect("value serializes")
+    } else {
+        serde_json::to_string(&sorted(value)).expect("value serializes")
+    }
+}
+
+/// Whether serde_json's map keeps its keys sorted (its default; another crate in the build may
+/// turn on `preserve_order`, which keeps insertion order instead). Asked once.
+fn maps_are_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut map = serde_json::Map::new();
+        map.insert("b".into(), serde_json::Value::Null);
+        map.insert("a".into(), serde_json::Value::Null);
+        map.keys().map(String::as_str).eq(["a", "b"])
+    })
 }

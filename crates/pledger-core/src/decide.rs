@@ -567,7 +567,8 @@ pub fn decide(
                     Some(_) => {}
                 }
             }
-            let (Some(bundle), Some(evidence)) = (&r.bundle, r.current_evidence(&state.policy))
+            let (Some(bundle), Some(evidence)) =
+                (&r.bundle, r.current_evidence(&state.policy_digest))
             else {
                 return reject(Rule::GateNeedsEvalBundle, format!("{release} has no eval bundle (run `pledger release attach-eval {release} <BUNDLE_FILE>`)"));
             };
@@ -664,7 +665,7 @@ pub fn decide(
                     format!("the rollout plan of {release} has no stages"),
                 );
             };
-            if r.current_gate(&state.policy).map(|g| g.passed) != Some(true) {
+            if r.current_gate(&state.policy_digest).map(|g| g.passed) != Some(true) {
                 return reject(
                     Rule::RolloutNeedsPassedGate,
                     format!("{release} has no passed gate on its current evidence"),

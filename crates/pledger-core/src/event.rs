@@ -579,8 +579,11 @@ impl Envelope {
     /// \`release.review_submitted\`: verdict: unknown variant ...`) or, for broken JSON, the
     /// line and column.
     pub fn from_json(bytes: &[u8]) -> Result<Envelope, String> {
-        // The usual, valid message decodes in one pass; only a refused one is decoded again,
-        // tracking the path to the value that fails.
+        // The usual, valid message decodes in one typed pass; only a refused one is decoded
+        // again, the slow way, tracking the path to the value that fails.
+        if let Some(envelope) = Envelope::from_json_fast(bytes) {
+            return Ok(envelope);
+        }
         serde_json::from_slice(bytes).map_err(|plain| {
             let mut de = serde_json::Deserializer::from_slice(bytes);
             match serde_path_to_error::deserialize::<_, Envelope>(&mut de) {
@@ -650,19 +653,80 @@ impl From<Envelope> for WireEnvelope {
     }
 }
 
+/// The envelope's own rules: a known kind and a schema version this build reads.
+fn check_kind<P>(w: &WireEnvelope<P>) -> Result<(), String> {
+    if !Event::KINDS.contains(&w.kind.as_str()) {
+        return Err(format!("unknown event kind `{}`", w.kind));
+    }
+    if w.schema_version == 0 || w.schema_version > CURRENT_SCHEMA_VERSION {
+        return Err(format!(
+            "event kind `{}` has schema_version {}, this build reads up to {CURRENT_SCHEMA_VERSION}",
+            w.kind, w.schema_version
+        ));
+    }
+    Ok(())
+}
+
+/// An envelope from its wire fields and its decoded event, if the event's aggregate is the one
+/// the envelope names.
+fn assemble<P>(w: WireEnvelope<P>, event: Event) -> Result<Envelope, String> {
+    let aggregate = event.aggregate();
+    let expected = aggregate.id();
+    if expected != w.aggregate_id {
+        // The payload's field the aggregate comes from, if any.
+        let source = match aggregate {
+            Aggregate::Prompt(_) => " (from its `prompt`)",
+            Aggregate::Release(_) => " (from its `release`)",
+            Aggregate::Fleet(FleetTopic::Digest(_)) => " (from its `week`)",
+            Aggregate::Fleet(_) => "",
+        };
+        return Err(format!(
+            "aggregate_id `{}` does not match the payload's `{expected}`{source}",
+            w.aggregate_id
+        ));
+    }
+    Ok(Envelope {
+        event_id: w.event_id,
+        schema_version: w.schema_version,
+        aggregate_id: w.aggregate_id,
+        occurred_at: w.occurred_at,
+        actor: w.actor,
+        causation_id: w.causation_id,
+        correlation_id: w.correlation_id,
+        prev_hash: w.prev_hash,
+        key_id: w.key_id,
+        signature: w.signature,
+        event,
+    })
+}
+
+impl Envelope {
+    /// [`Envelope::from_json`] in one typed pass, without building the payload as a
+    /// `serde_json::Value` first: the payload is kept as raw JSON and decoded straight into
+    /// its event. `None` for anything it does not accept; the slow path then decodes the
+    /// message again and names what is wrong.
+    fn from_json_fast(bytes: &[u8]) -> Option<Envelope> {
+        let w: WireEnvelope<&serde_json::value::RawValue> = serde_json::from_slice(bytes).ok()?;
+        check_kind(&w).ok()?;
+        let kind = serde_json::to_string(&w.kind).ok()?;
+        let raw = w.payload.get();
+        let mut tagged = String::with_capacity(raw.len() + kind.len() + 24);
+        tagged.push_str("{\"kind\":");
+        tagged.push_str(&kind);
+        tagged.push_str(",\"payload\":");
+        tagged.push_str(raw);
+        tagged.push('}');
+        let event: Event = serde_json::from_str(&tagged).ok()?;
+        assemble(w, event).ok()
+    }
+}
+
 impl TryFrom<WireEnvelope> for Envelope {
     type Error = String;
-    fn try_from(w: WireEnvelope) -> Result<Envelope, String> {
-        if !Event::KINDS.contains(&w.kind.as_str()) {
-            return Err(format!("unknown event kind `{}`", w.kind));
-        }
-        if w.schema_version == 0 || w.schema_version > CURRENT_SCHEMA_VERSION {
-            return Err(format!(
-                "event kind `{}` has schema_version {}, this build reads up to {CURRENT_SCHEMA_VERSION}",
-                w.kind, w.schema_version
-            ));
-        }
-        let tagged = serde_json::json!({ "kind": w.kind, "payload": w.payload });
+    fn try_from(mut w: WireEnvelope) -> Result<Envelope, String> {
+        check_kind(&w)?;
+        let payload = std::mem::take(&mut w.payload);
+        let tagged = serde_json::json!({ "kind": w.kind.clone(), "payload": payload });
         let event = match Event::deserialize(&tagged) {
             Ok(event) => event,
             // Decoded again, tracking the path, to name the payload's field that fails.
@@ -688,34 +752,7 @@ impl TryFrom<WireEnvelope> for Envelope {
                 return Err(format!("payload of `{}`: {e}", w.kind));
             }
         };
-        let aggregate = event.aggregate();
-        let expected = aggregate.id();
-        if expected != w.aggregate_id {
-            // The payload's field the aggregate comes from, if any.
-            let source = match aggregate {
-                Aggregate::Prompt(_) => " (from its `prompt`)",
-                Aggregate::Release(_) => " (from its `release`)",
-                Aggregate::Fleet(FleetTopic::Digest(_)) => " (from its `week`)",
-                Aggregate::Fleet(_) => "",
-            };
-            return Err(format!(
-                "aggregate_id `{}` does not match the payload's `{expected}`{source}",
-                w.aggregate_id
-            ));
-        }
-        Ok(Envelope {
-            event_id: w.event_id,
-            schema_version: w.schema_version,
-            aggregate_id: w.aggregate_id,
-            occurred_at: w.occurred_at,
-            actor: w.actor,
-            causation_id: w.causation_id,
-            correlation_id: w.correlation_id,
-            prev_hash: w.prev_hash,
-            key_id: w.key_id,
-            signature: w.signature,
-            event,
-        })
+        assemble(w, event)
     }
 }
 

@@ -23,6 +23,8 @@ pub struct PromptState {
     /// The version serving production outside any rollout.
     pub stable: Option<VersionId>,
     pub policy: GatePolicy,
+    /// [`json_digest`] of `policy` (what a gate's evidence names), kept with it.
+    pub policy_digest: String,
     /// Releases by number (`<prompt>-r<number>`).
     pub releases: BTreeMap<u32, ReleaseState>,
     /// Regression cases by id.
@@ -187,7 +189,7 @@ impl ReleaseStatus {
 
 impl ReleaseState {
     /// The evidence a gate decided now would be based on (`None` without a bundle).
-    pub fn current_evidence(&self, policy: &GatePolicy) -> Option<GateEvidence> {
+    pub fn current_evidence(&self, policy_digest: &str) -> Option<GateEvidence> {
         let bundle = self.bundle.as_ref()?;
         Some(GateEvidence {
             candidate: self.candidate.clone(),
@@ -196,13 +198,13 @@ impl ReleaseState {
                 .tradeoff
                 .as_ref()
                 .is_some_and(|t| t.bundle_digest == bundle.digest),
-            policy_digest: json_digest(policy),
+            policy_digest: policy_digest.to_string(),
         })
     }
 
     /// The gate decision on the current evidence, if one was made.
-    pub fn current_gate(&self, policy: &GatePolicy) -> Option<&GateDecided> {
-        let evidence = self.current_evidence(policy)?;
+    pub fn current_gate(&self, policy_digest: &str) -> Option<&GateDecided> {
+        let evidence = self.current_evidence(policy_digest)?;
         self.gate.as_ref().filter(|g| g.evidence == evidence)
     }
 
@@ -223,6 +225,7 @@ impl PromptState {
             version_order: Vec::new(),
             stable: None,
             policy: GatePolicy::default(),
+            policy_digest: json_digest(&GatePolicy::default()),
             releases: BTreeMap::new(),
             regression_cases: BTreeMap::new(),
             last_completed_at_event: 0,
@@ -302,7 +305,10 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
             }
         }
         Event::VersionAdopted(e) => state.stable = Some(e.version.clone()),
-        Event::GatePolicySet(e) => state.policy = e.policy.clone(),
+        Event::GatePolicySet(e) => {
+            state.policy = e.policy.clone();
+            state.policy_digest = json_digest(&state.policy);
+        }
         Event::ChangeProposed(e) => {
             state.releases.insert(
                 e.release.number(),

@@ -531,6 +531,31 @@ impl Ledger {
         filters: &[&str],
         after: u64,
     ) -> Result<Vec<RawRecord>, InfraError> {
+        self.read_stream_into(stream, filters, after, None).await
+    }
+
+    /// [`Ledger::read_raw`] handing the messages over in chunks of `chunk` as they arrive, so
+    /// a reader can work on them while the rest are read (`audit verify`); ends when every
+    /// message has been sent, or when the receiver is dropped.
+    pub async fn read_raw_chunks(
+        &self,
+        filters: &[&str],
+        after: u64,
+        chunk: usize,
+        out: tokio::sync::mpsc::Sender<Vec<RawRecord>>,
+    ) -> Result<(), InfraError> {
+        self.read_stream_into(LEDGER_STREAM, filters, after, Some((chunk.max(1), out)))
+            .await
+            .map(drop)
+    }
+
+    async fn read_stream_into(
+        &self,
+        stream: &str,
+        filters: &[&str],
+        after: u64,
+        out: Option<(usize, tokio::sync::mpsc::Sender<Vec<RawRecord>>)>,
+    ) -> Result<Vec<RawRecord>, InfraError> {
         let stream = self
             .js
             .get_stream_no_info(stream)
@@ -587,7 +612,7 @@ impl Ledger {
             }
         };
         let (name, pending) = (info.name.clone(), info.num_pending);
-        let result = read_messages(&consumer, &filters.join(", "), pending).await;
+        let result = read_messages(&consumer, &filters.join(", "), pending, out).await;
         // Best effort: the server reaps it anyway.
         let _ = stream.delete_consumer(&name).await;
         result
@@ -1055,10 +1080,13 @@ pub fn server_version_supported(version: &str) -> bool {
 }
 
 /// Reads `pending` messages from an ephemeral consumer, raw.
+/// Reads every pending message; with `out`, sends them in chunks as they arrive and returns
+/// none.
 async fn read_messages(
     consumer: &consumer::PullConsumer,
     filter: &str,
     pending: u64,
+    out: Option<(usize, tokio::sync::mpsc::Sender<Vec<RawRecord>>)>,
 ) -> Result<Vec<RawRecord>, InfraError> {
     let mut records = Vec::new();
     if pending == 0 {
@@ -1079,9 +1107,18 @@ async fn read_messages(
             subject: message.subject.to_string(),
             payload: message.payload.clone(),
         });
+        if let Some((chunk, tx)) = &out {
+            let full = records.len() >= *chunk || remaining == 0;
+            if full && tx.send(std::mem::take(&mut records)).await.is_err() {
+                break;
+            }
+        }
         if remaining == 0 {
             break;
         }
+    }
+    if let (Some((_, tx)), false) = (&out, records.is_empty()) {
+        let _ = tx.send(std::mem::take(&mut records)).await;
     }
     Ok(records)
 }

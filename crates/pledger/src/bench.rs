@@ -1169,58 +1169,96 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
 
     let mut sections = Vec::new();
-    progress("1/11 outcome ingest into the canary monitor");
-    sections.push(ingest(&env, &sizes).await?);
-    progress("2/11 breach to reroute");
-    let (section, reroute_run, reroute_floor) = reroute(&env, &sizes).await?;
-    sections.push(section);
-    progress("3/11 manual rollback to many resolvers");
-    let (section, fanout_run, fanout_floor) = fanout(&env, &sizes).await?;
-    sections.push(section);
+    let want = |n: u8| {
+        args.section.is_empty()
+            || args.section.contains(&n)
+            || (args.section.contains(&10) && [2, 3, 7].contains(&n))
+    };
+    if want(1) {
+        progress("1/11 outcome ingest into the canary monitor");
+        sections.push(ingest(&env, &sizes).await?);
+    }
+    let mut reroute_run = None;
+    if want(2) {
+        progress("2/11 breach to reroute");
+        let (section, run, floor) = reroute(&env, &sizes).await?;
+        sections.push(section);
+        reroute_run = Some((run, floor));
+    }
+    let mut fanout_run = None;
+    if want(3) {
+        progress("3/11 manual rollback to many resolvers");
+        let (section, run, floor) = fanout(&env, &sizes).await?;
+        sections.push(section);
+        fanout_run = Some((run, floor));
+    }
     // The trusted-history sections use the same server; they run while it is up.
-    progress("7/11 a signed command against the same command unsigned");
-    let (section, sign_run) = signed_command(&env, &sizes).await?;
-    sections.push(section);
-    // Section 10's baseline of the command's read alone (untimed here, reported there).
-    let sign_reads = read_samples(&env, &sign_run.prompt, sizes.cluster_sign_trials).await?;
-    progress("8/11 verification throughput on read");
-    sections.push(verify_throughput(&env, &sizes).await?);
-    progress("9/11 command cost against the family's history");
-    sections.push(history_cost(&env, &sizes).await?);
+    let mut sign = None;
+    if want(7) {
+        progress("7/11 a signed command against the same command unsigned");
+        let (section, sign_run) = signed_command(&env, &sizes).await?;
+        sections.push(section);
+        // Section 10's baseline of the command's read alone (untimed here, reported there).
+        let sign_reads = read_samples(&env, &sign_run.prompt, sizes.cluster_sign_trials).await?;
+        sign = Some((sign_run, sign_reads));
+    }
+    if want(8) {
+        progress("8/11 verification throughput on read");
+        sections.push(verify_throughput(&env, &sizes).await?);
+    }
+    if want(9) {
+        progress("9/11 command cost against the family's history");
+        sections.push(history_cost(&env, &sizes).await?);
+    }
     drop(env);
     drop(server);
-    // The cluster runs alone: the single server has stopped.
-    progress("10/11 the same on a three-node R3 cluster");
-    let single = SingleNode {
-        reroute: reroute_run,
-        reroute_floor,
-        fanout: fanout_run,
-        fanout_floor,
-        sign: sign_run,
-        sign_reads,
-    };
-    sections.push(cluster(&sizes, &single).await?);
-    drop(single);
-    // The auditor's ledger is on a server of its own: nothing else runs meanwhile.
-    progress("11/11 the auditor: audit verify and audit replay --at");
-    sections.push(auditor(&sizes).await?);
-    progress("4/11 Resolver::resolve cost");
-    let s = sizes.resolve_calls;
-    let runs = sizes.resolve_runs;
-    sections.push(
-        tokio::task::spawn_blocking(move || resolve_cost(s, runs))
-            .await
-            .map_err(|e| fail("resolve")(e.to_string()))?,
-    );
-    progress("5/11 judgement quality");
-    let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
-    sections.push(
-        tokio::task::spawn_blocking(move || quality(canaries, detect))
-            .await
-            .map_err(|e| fail("quality")(e.to_string()))?,
-    );
-    progress("6/11 resident memory of `pledger up`");
-    sections.push(memory(&sizes).await?);
+    if let (
+        true,
+        Some((reroute, reroute_floor)),
+        Some((fanout, fanout_floor)),
+        Some((sign, sign_reads)),
+    ) = (want(10), reroute_run, fanout_run, sign)
+    {
+        // The cluster runs alone: the single server has stopped.
+        progress("10/11 the same on a three-node R3 cluster");
+        let single = SingleNode {
+            reroute,
+            reroute_floor,
+            fanout,
+            fanout_floor,
+            sign,
+            sign_reads,
+        };
+        sections.push(cluster(&sizes, &single).await?);
+    }
+    if want(11) {
+        // The auditor's ledger is on a server of its own: nothing else runs meanwhile.
+        progress("11/11 the auditor: audit verify and audit replay --at");
+        sections.push(auditor(&sizes).await?);
+    }
+    if want(4) {
+        progress("4/11 Resolver::resolve cost");
+        let s = sizes.resolve_calls;
+        let runs = sizes.resolve_runs;
+        sections.push(
+            tokio::task::spawn_blocking(move || resolve_cost(s, runs))
+                .await
+                .map_err(|e| fail("resolve")(e.to_string()))?,
+        );
+    }
+    if want(5) {
+        progress("5/11 judgement quality");
+        let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
+        sections.push(
+            tokio::task::spawn_blocking(move || quality(canaries, detect))
+                .await
+                .map_err(|e| fail("quality")(e.to_string()))?,
+        );
+    }
+    if want(6) {
+        progress("6/11 resident memory of `pledger up`");
+        sections.push(memory(&sizes).await?);
+    }
     sections.sort_by_key(|s| s.number);
     progress("done");
 
@@ -4644,6 +4682,19 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
             }
         }
     }
+    // Of which the state-free checks (`precheck_all`: decoding, signatures in batches, hashes)
+    // on one thread; the rest of the one-thread figure is the checks in stream order.
+    let mut state_free = vec![];
+    for _ in 0..reps {
+        let t = Instant::now();
+        tokio::task::block_in_place(|| {
+            for chunk in records.chunks(512) {
+                let messages: Vec<&[u8]> = chunk.iter().map(|r| &r.payload[..]).collect();
+                std::hint::black_box(pledger_core::verify::precheck_all(&messages));
+            }
+        });
+        state_free.push(t.elapsed());
+    }
     drop(records);
 
     // `audit replay --at` as a child process, against `prompt show` the same way.
@@ -4820,6 +4871,22 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     s.rows.push(row(
         "verification alone on 1 thread, events/s",
         thousands(rate(alone_one_m)),
+        "",
+        "",
+        Mark::Info,
+    ));
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+    let state_free_m = median(state_free.clone());
+    s.rows.push(row(
+        "of which the state-free checks alone on 1 thread (`precheck_all` in chunks of 512: decoding, signatures verified in batches, hashes), per event",
+        format!("{:.1} µs", per_event(state_free_m)),
+        "",
+        "",
+        Mark::Info,
+    ));
+    s.rows.push(row(
+        "and the checks in stream order on 1 thread (key, chain, id, role, admissibility, fold, tree), per event",
+        format!("{:.1} µs", per_event(alone_one_m.saturating_sub(state_free_m))),
         "",
         "",
         Mark::Info,

@@ -155,9 +155,13 @@ pub struct BenchArgs {
     /// Shrink every workload (a smoke test; every section is still measured and printed).
     #[arg(long)]
     pub quick: bool,
-    /// Also write the report as Markdown to this file (e.g. docs/PERFORMANCE.md).
-    #[arg(long, value_name = "PATH")]
+    /// Also write the report as Markdown to this file (e.g. docs/PERFORMANCE.md); only for a
+    /// run of every section.
+    #[arg(long, value_name = "PATH", conflicts_with = "section")]
     pub write: Option<PathBuf>,
+    /// Run only this section (repeatable; section 10 also runs 2, 3 and 7, its baselines).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=11))]
+    pub section: Vec<u8>,
 }
 
 #[derive(Debug, Args)]

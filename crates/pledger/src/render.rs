@@ -298,7 +298,7 @@ pub fn release_summary(state: &PromptState, r: &ReleaseState) -> String {
             t.accepted_by, t.reason
         ));
     }
-    match (&r.gate, r.current_gate(&state.policy)) {
+    match (&r.gate, r.current_gate(&state.policy_digest)) {
         (_, Some(g)) => out.push_str(&format!(
             "  gate       {}\n",
             if g.passed { "passed" } else { "failed" }

@@ -29,7 +29,7 @@ pub fn gate_action(state: &PromptState, r: &ReleaseState, ctx: &Context) -> Gate
         if g.passed
             && g.evidence.candidate == r.candidate
             && bundle.bundle.candidate == r.candidate
-            && r.current_evidence(&state.policy)
+            && r.current_evidence(&state.policy_digest)
                 .is_some_and(|e| e.bundle_digest == g.evidence.bundle_digest)
         {
             return GateAction::Nothing;

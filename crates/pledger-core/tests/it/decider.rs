@@ -570,7 +570,7 @@ fn gate_decision_records_evidence_policy_checks_and_regressions() {
     assert_eq!(g.policy, GatePolicy::default());
     assert_eq!(g.regressions, b.regressions);
     assert_eq!(g.checks.len(), 1 + 8 + 3);
-    assert!(w.release(1).current_gate(&w.state.policy).is_some());
+    assert!(w.release(1).current_gate(&w.state.policy_digest).is_some());
 }
 
 #[test]
@@ -691,7 +691,7 @@ fn a_new_bundle_or_policy_invalidates_a_passed_gate() {
     for (what, command) in table {
         let w = planned().with(OWNER, command);
         assert!(
-            w.release(1).current_gate(&w.state.policy).is_none(),
+            w.release(1).current_gate(&w.state.policy_digest).is_none(),
             "{what}"
         );
         assert_rejected(
@@ -902,7 +902,12 @@ fn baseline_is_the_stable_version_at_proposal() {
 fn no_stable_version_cannot_start_a_rollout() {
     let w = ready_without_stable();
     assert_eq!(w.state.stable, None);
-    assert!(w.release(1).current_gate(&w.state.policy).unwrap().passed);
+    assert!(
+        w.release(1)
+            .current_gate(&w.state.policy_digest)
+            .unwrap()
+            .passed
+    );
     assert_rejected(
         &w,
         OPS,

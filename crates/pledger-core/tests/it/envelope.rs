@@ -34,12 +34,17 @@ fn wire(e: &Envelope) -> serde_json::Value {
     serde_json::to_value(e).unwrap()
 }
 
-/// Parses a wire value and returns the error text (it must be refused).
+/// Parses a wire value and returns the error texts (it must be refused): as a value, and as
+/// stored bytes by `Envelope::from_json` (its one-pass decoding and its slow path).
 #[track_caller]
-fn refused(value: serde_json::Value) -> String {
-    match serde_json::from_value::<Envelope>(value.clone()) {
+fn refused(value: serde_json::Value) -> [String; 2] {
+    let as_value = match serde_json::from_value::<Envelope>(value.clone()) {
         Ok(e) => panic!("accepted {value}: {e:?}"),
         Err(e) => e.to_string(),
+    };
+    match Envelope::from_json(&serde_json::to_vec(&value).unwrap()) {
+        Ok(e) => panic!("from_json accepted {value}: {e:?}"),
+        Err(e) => [as_value, e],
     }
 }
 
@@ -58,6 +63,8 @@ fn wire_json_round_trips_for_every_kind() {
         let text = serde_json::to_string(e).unwrap();
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert_eq!(&back, e, "{}", e.kind());
+        let fast = Envelope::from_json(text.as_bytes()).unwrap();
+        assert_eq!(&fast, e, "from_json of {}", e.kind());
         assert_eq!(
             serde_json::to_string(&back).unwrap(),
             text,
@@ -169,9 +176,10 @@ fn readers_refuse_what_they_cannot_read() {
     for (what, edit, words) in table {
         let mut v = wire(&sample());
         edit(&mut v);
-        let err = refused(v);
-        for w in words {
-            assert!(err.contains(w), "{what}: `{w}` not in {err}");
+        for err in refused(v) {
+            for w in words {
+                assert!(err.contains(w), "{what}: `{w}` not in {err}");
+            }
         }
     }
 }
@@ -184,7 +192,9 @@ fn prompt_events_have_prompt_aggregates() {
     assert_eq!(e.aggregate_id, "prompt:support-triage");
     let mut v = wire(e);
     v["aggregate_id"] = "prompt:billing".into();
-    assert!(refused(v).contains("prompt:support-triage"));
+    assert!(refused(v)
+        .iter()
+        .all(|e| e.contains("prompt:support-triage")));
     // Metadata comes from EventMeta as given.
     let meta = EventMeta {
         event_id: "0190a6c4-0000-7000-8000-000000000001".into(),

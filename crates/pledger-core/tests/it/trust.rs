@@ -8,7 +8,8 @@ use pledger_core::identity::{PublicKey, Role, Roster, RosterCommand};
 use pledger_core::ids::{Actor, DurationSpec, PromptName, Timestamp};
 use pledger_core::names::subject_for;
 use pledger_core::verify::{
-    admit, event_hash, seal, signing_bytes, Check, LedgerVerifier, Verdict,
+    admit, event_hash, precheck_all, seal, signing_bytes, Check, LedgerVerifier, Verdict,
+    SIGNATURE_BATCH,
 };
 use pledger_core::{decide, Command, Context, Rule};
 use ssh_key::PrivateKey;
@@ -610,6 +611,74 @@ fn garbage_and_unknown_kinds_are_findings_not_failures() {
     // The family stays writable: the next event chains to the last accepted one.
     l.run(AUTHOR, publish(50));
     assert!(l.state().versions.contains_key(&vid(50)));
+}
+
+/// What a verifier made of each message, as comparable text.
+fn verdicts(messages: impl Iterator<Item = (u64, Verdict)>) -> Vec<String> {
+    messages
+        .map(|(seq, verdict)| match verdict {
+            Verdict::Accepted(e) => format!("{seq} accepted {}", e.event_id),
+            Verdict::Ignored(f) => format!("{seq} ignored {} {}", f.check.code(), f.reason),
+        })
+        .collect()
+}
+
+#[test]
+fn batched_signature_checks_give_each_message_the_verdict_it_gets_alone() {
+    let l = generated_ledger(52);
+    let mut entries = l.entries.clone();
+    assert!(
+        entries.len() > 3 * SIGNATURE_BATCH,
+        "{} events",
+        entries.len()
+    );
+    // Bad signatures on prompt events (after the roster) in some batches (one alone, two in one
+    // batch, the very last message):
+    // an edited event id keeps the message decodable and breaks only its signature.
+    let n = entries.len();
+    let bad = [20, SIGNATURE_BATCH + 1, SIGNATURE_BATCH + 7, n - 1];
+    for &i in &bad {
+        entries[i].bytes = edited(&entries[i].bytes, |v| v["event_id"] = "evt-edited".into());
+    }
+    // And garbage, which has no signature to batch.
+    entries[10].bytes = b"not json".to_vec();
+
+    let alone = {
+        let mut v = LedgerVerifier::new();
+        let out: Vec<_> = entries
+            .iter()
+            .map(|e| (e.sequence, v.observe(e.sequence, &e.subject, &e.bytes)))
+            .collect();
+        verdicts(out.into_iter())
+    };
+    let batched = {
+        let all: Vec<&[u8]> = entries.iter().map(|e| &e.bytes[..]).collect();
+        let pre = precheck_all(&all);
+        assert_eq!(pre.len(), entries.len());
+        let mut v = LedgerVerifier::new();
+        let out: Vec<_> = entries
+            .iter()
+            .zip(pre)
+            .map(|(e, p)| (e.sequence, v.observe_prechecked(e.sequence, &e.subject, p)))
+            .collect();
+        verdicts(out.into_iter())
+    };
+    assert_eq!(batched, alone);
+    for &i in &bad {
+        assert!(
+            alone[i].contains("ignored signature the signature does not verify"),
+            "{}",
+            alone[i]
+        );
+    }
+    assert!(alone[10].contains("ignored decoding"), "{}", alone[10]);
+    // Every other message is accepted, the neighbours of a bad signature included (messages
+    // after a bad one may be ignored only for the chain it broke, never for their signature).
+    let signature_findings = alone
+        .iter()
+        .filter(|v| v.contains("ignored signature"))
+        .count();
+    assert_eq!(signature_findings, bad.len());
 }
 
 #[test]

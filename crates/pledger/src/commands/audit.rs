@@ -180,19 +180,36 @@ struct Read {
 }
 
 /// Reads the stream's facts, every ledger message and every checkpoint, and feeds them to an
-/// [`Auditor`]. The checkpoints are read after the messages and the facts before them, so each
-/// checkpoint read covers messages that were read.
+/// [`Auditor`]. The messages are verified while they are read (chunk by chunk, on every core).
+/// The checkpoints are read after the messages and the facts before them, so each checkpoint
+/// read covers messages that were read.
 async fn read_ledger(conn: &Conn) -> Result<(Auditor, Read), Failure> {
     let mut facts = conn.ledger.stream_facts().await?;
-    let records = conn.ledger.read_raw(&[LEDGER_SUBJECTS], 0).await?;
+    let mut auditor = Auditor::new();
+    auditor.stream(&facts);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let verifying = tokio::task::spawn_blocking(move || {
+        let mut records = Vec::new();
+        let chunks = std::iter::from_fn(move || rx.blocking_recv());
+        pledger_infra::audit::in_order_chunks(chunks, pledger_infra::audit::cores(), |r, pre| {
+            auditor.message_prechecked(r.sequence, &r.subject, pre);
+            records.push(r.clone());
+        });
+        (auditor, records)
+    });
+    let read = conn
+        .ledger
+        .read_raw_chunks(&[LEDGER_SUBJECTS], 0, pledger_infra::audit::CHUNK, tx)
+        .await;
+    let (mut auditor, records) = verifying
+        .await
+        .map_err(|e| Failure::other(format!("verifying the ledger failed: {e}")))?;
+    read?;
     let checkpoints = checkpoint_records(conn).await?;
     // Messages appended after the facts were read are part of what was read.
     if let Some(last) = records.last() {
         facts.last_sequence = facts.last_sequence.max(last.sequence);
     }
-    let mut auditor = Auditor::new();
-    auditor.stream(&facts);
-    pledger_infra::audit::feed(&mut auditor, &records, pledger_infra::audit::cores());
     auditor.end(facts.last_sequence);
     for c in &checkpoints {
         auditor.checkpoint(c.clone());

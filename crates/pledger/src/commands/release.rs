@@ -242,7 +242,9 @@ impl App {
                     render::history_lines(&history),
                     ignored_note(&family, Some(&subject))
                 );
-                let gate_current = r.current_gate(&family.state.policy).map(|g| g.passed);
+                let gate_current = r
+                    .current_gate(&family.state.policy_digest)
+                    .map(|g| g.passed);
                 Ok(Report::ok(
                     text,
                     json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "canary": canary, "history": history.iter().map(recorded_entry).collect::<Vec<_>>(), "ignored": ignored_json(&family, Some(&subject)) }),
