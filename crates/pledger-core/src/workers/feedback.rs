@@ -1,8 +1,12 @@
 //! The feedback collector's rules: feedback attached to outcomes becomes pending regression
 //! cases, redacted before anything is kept and de-duplicated by fingerprint (the thousandth
-//! report of one failure raises a count); pending cases go to the ledger paced per case and
-//! rate-limited per prompt, so that a flood cannot fill the ledger. The driver keeps pending
-//! cases and counters in its store and executes what [`Collector::next_submission`] returns.
+//! report of one failure raises a count); pending cases go to the ledger rate-limited per
+//! prompt (new cases) and coalesced per case (recurrences: at most one event per case per hour
+//! of the ledger's clock), so that neither a flood nor a failure that keeps occurring grows the
+//! prompt's history per report. The reports not yet on the ledger are counted live
+//! ([`FeedbackCounters::unrecorded`]). The driver keeps pending cases, counters and when each
+//! case was last recorded in its store, and executes what [`Collector::next_submission`]
+//! returns.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,14 +17,21 @@ use crate::decide::NewRegressionCase;
 use crate::event::CaseSource;
 use crate::outcome::{FeedbackTag, Outcome};
 use crate::redact::{fingerprint, Redactor};
-use crate::{Command, PromptName, ReleaseId, VersionId};
+use crate::{Command, PromptName, ReleaseId, Timestamp, VersionId};
 
 /// New cases a prompt may add per minute; more are counted, not recorded.
 pub const NEW_CASES_PER_MINUTE: u32 = 20;
 /// The rate limit's window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Least time between two recurrence events of one case (reports accumulate meanwhile).
-pub const RECURRENCE_EVERY: Duration = Duration::from_secs(10);
+/// A known case's further reports are recorded at most once per this many milliseconds of the
+/// ledger's clock, counted in slots from the epoch (UTC hours): at most 24
+/// `regression_case_recurred` events per case per day, whatever the rate of reports.
+pub const RECURRENCE_SLOT_MILLIS: i64 = 3_600_000;
+
+/// The recurrence slot (UTC hour) `at` falls in.
+pub fn recurrence_slot(at: Timestamp) -> i64 {
+    at.unix_millis().div_euclid(RECURRENCE_SLOT_MILLIS)
+}
 
 /// Reports of one failure not yet on the ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +78,11 @@ pub struct FeedbackCounters {
     pub rate_limited: u64,
     /// Replacements made by redaction, by pattern name.
     pub redacted: BTreeMap<String, u64>,
+    /// Reports collected but not on the ledger yet, by case fingerprint: a case's live count is
+    /// its recorded count plus this. Filled when the counters are published, from the pending
+    /// cases; not kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unrecorded: BTreeMap<String, u64>,
 }
 
 impl FeedbackCounters {
@@ -124,19 +140,29 @@ pub fn collect<'a>(
 pub enum Submission {
     /// Execute the case's command.
     Submit,
-    /// A known case submitted less than [`RECURRENCE_EVERY`] ago: keep accumulating.
+    /// A known case already recorded in this recurrence slot: keep accumulating.
     Later,
     /// A new case over its prompt's rate limit: drop it and count its reports as rate-limited.
     RateLimited,
 }
 
-/// The collector's pacing, per replica.
+/// Whether a pending case is new or was recorded before, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    New,
+    /// Recorded before; `last` is the ledger time of its last recording (`None` from a store
+    /// written before recurrences were coalesced: it may be recorded now).
+    Recorded {
+        last: Option<Timestamp>,
+    },
+}
+
+/// The collector's pacing of new cases, per replica (recurrences are paced by the ledger's
+/// clock and the store, so a restart does not record a case twice in one slot).
 #[derive(Debug, Default)]
 pub struct Collector {
     /// Per prompt: the start of the rate window and the new cases submitted in it.
     budget: BTreeMap<PromptName, (Instant, u32)>,
-    /// Per fingerprint: when it was last submitted.
-    submitted: BTreeMap<String, Instant>,
 }
 
 impl Collector {
@@ -144,15 +170,19 @@ impl Collector {
         Collector::default()
     }
 
-    /// Decides about one pending case; `known` says whether the case was recorded before.
-    /// A `Submit` of a new case uses one of its prompt's [`NEW_CASES_PER_MINUTE`].
-    pub fn next_submission(&mut self, case: &PendingCase, known: bool, at: Instant) -> Submission {
-        if known {
-            let recent = self
-                .submitted
-                .get(&case.fingerprint)
-                .is_some_and(|t| at.saturating_duration_since(*t) < RECURRENCE_EVERY);
-            return if recent {
+    /// Decides about one pending case at `at` (the pacing clock) and `now` (the ledger's
+    /// clock). A `Submit` of a new case uses one of its prompt's [`NEW_CASES_PER_MINUTE`]; a
+    /// known case is submitted once per recurrence slot ([`recurrence_slot`]).
+    pub fn next_submission(
+        &mut self,
+        case: &PendingCase,
+        known: Known,
+        at: Instant,
+        now: Timestamp,
+    ) -> Submission {
+        if let Known::Recorded { last } = known {
+            let same_slot = last.is_some_and(|l| recurrence_slot(l) >= recurrence_slot(now));
+            return if same_slot {
                 Submission::Later
             } else {
                 Submission::Submit
@@ -169,9 +199,17 @@ impl Collector {
         *used += 1;
         Submission::Submit
     }
+}
 
-    /// Notes that a case was submitted (recorded or refused) at `at`.
-    pub fn submitted(&mut self, case: &PendingCase, at: Instant) {
-        self.submitted.insert(case.fingerprint.clone(), at);
-    }
+/// The reports of each pending case not yet on the ledger, by fingerprint, for the prompt's
+/// published counters.
+pub fn unrecorded<'a>(
+    prompt: &PromptName,
+    pending: impl IntoIterator<Item = &'a PendingCase>,
+) -> BTreeMap<String, u64> {
+    pending
+        .into_iter()
+        .filter(|c| &c.prompt == prompt)
+        .map(|c| (c.fingerprint.clone(), c.count))
+        .collect()
 }

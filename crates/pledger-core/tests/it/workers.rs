@@ -15,7 +15,9 @@ use pledger_core::workers::canary::{
     prompt_view, tally, view_may_be_stale, ControlKind, Executed, Monitor, OutcomeMessage,
     PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
 };
-use pledger_core::workers::feedback::{collect, Collector, Submission, NEW_CASES_PER_MINUTE};
+use pledger_core::workers::feedback::{
+    collect, recurrence_slot, Collector, Known, Submission, NEW_CASES_PER_MINUTE,
+};
 use pledger_core::workers::gatekeeper::{gate_action, GateAction};
 use pledger_core::workers::scheduler::{digest_due, needs_status, notices, NoticeLimits};
 use pledger_core::{Command, DurationSpec, Rule};
@@ -608,32 +610,105 @@ fn feedback_is_folded_by_fingerprint_and_new_cases_are_rate_limited_per_prompt()
 
     let mut collector = Collector::new();
     let at = Instant::now();
+    let now = ts("2026-11-27T10:15:00Z");
     let mut case = merged.clone();
     for i in 0..NEW_CASES_PER_MINUTE {
         case.fingerprint = format!("{i:064x}");
         assert_eq!(
-            collector.next_submission(&case, false, at),
+            collector.next_submission(&case, Known::New, at, now),
             Submission::Submit
         );
     }
     case.fingerprint = "f".repeat(64);
     assert_eq!(
-        collector.next_submission(&case, false, at),
+        collector.next_submission(&case, Known::New, at, now),
         Submission::RateLimited
     );
     assert_eq!(
-        collector.next_submission(&case, false, at + Duration::from_secs(60)),
+        collector.next_submission(&case, Known::New, at + Duration::from_secs(60), now),
         Submission::Submit,
         "a new minute"
     );
-    // A known case recurs at most every RECURRENCE_EVERY.
-    collector.submitted(&case, at);
+    // A known case is recorded again once per UTC hour of the ledger's clock.
+    let recorded = |last: &str| Known::Recorded {
+        last: Some(ts(last)),
+    };
+    for (last, now, expected) in [
+        (
+            "2026-11-27T10:15:00Z",
+            "2026-11-27T10:59:59Z",
+            Submission::Later,
+        ),
+        (
+            "2026-11-27T10:15:00Z",
+            "2026-11-27T11:00:00Z",
+            Submission::Submit,
+        ),
+        (
+            "2026-11-27T10:59:59Z",
+            "2026-11-27T11:00:01Z",
+            Submission::Submit,
+        ),
+        // A clock that went back does not record twice in the later slot.
+        (
+            "2026-11-27T12:00:00Z",
+            "2026-11-27T11:30:00Z",
+            Submission::Later,
+        ),
+    ] {
+        assert_eq!(
+            collector.next_submission(&case, recorded(last), at, ts(now)),
+            expected,
+            "last {last}, now {now}"
+        );
+    }
+    // A store from before coalescing knows the case but not when: recorded now.
     assert_eq!(
-        collector.next_submission(&case, true, at + Duration::from_secs(1)),
-        Submission::Later
-    );
-    assert_eq!(
-        collector.next_submission(&case, true, at + Duration::from_secs(10)),
+        collector.next_submission(&case, Known::Recorded { last: None }, at, now),
         Submission::Submit
     );
+}
+
+#[test]
+fn a_failure_reported_every_second_for_a_day_adds_at_most_24_recurrences_and_counts_exactly() {
+    // The driver's loop, in the core: reports accumulate in the pending case; each second the
+    // collector decides; a submission records the pending count and empties it.
+    let mut collector = Collector::new();
+    let at = Instant::now();
+    let start = ts("2026-11-27T00:00:00.500Z");
+    let mut pending = 0u64;
+    let mut recorded_count = 0u64;
+    let mut known = Known::New;
+    let mut events = Vec::new();
+    let case = pledger_core::workers::feedback::PendingCase {
+        prompt: prompt(),
+        fingerprint: "a".repeat(64),
+        tag: pledger_core::outcome::FeedbackTag::UnexpectedRefusal,
+        example: "refused".into(),
+        version: vid(2),
+        release: None,
+        count: 0,
+        through_sequence: 0,
+    };
+    for second in 0..86_400i64 {
+        let now = start.plus(DurationSpec::from_millis(second as u64 * 1000));
+        pending += 1;
+        let decision =
+            collector.next_submission(&case, known, at + Duration::from_secs(second as u64), now);
+        if decision == Submission::Submit {
+            events.push((now, pending));
+            recorded_count += pending;
+            pending = 0;
+            known = Known::Recorded { last: Some(now) };
+        }
+    }
+    // One collected event, then at most one recurrence per hour.
+    assert!(events.len() <= 25, "{} events in a day", events.len());
+    assert_eq!(events.len(), 24, "the first report, then one per new hour");
+    let slots: std::collections::BTreeSet<i64> =
+        events.iter().map(|(t, _)| recurrence_slot(*t)).collect();
+    assert_eq!(slots.len(), events.len(), "never two in one hour");
+    // Exact: what is recorded plus what is still pending is every report.
+    assert_eq!(recorded_count + pending, 86_400);
+    assert_eq!(events[1].1, 3_600, "an hour of reports in one event");
 }

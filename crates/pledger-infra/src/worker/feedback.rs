@@ -1,19 +1,20 @@
 //! The feedback collector: turns the feedback services attach to outcomes into regression
 //! cases on the prompt's ledger subject, redacted before anything is stored, de-duplicated by
-//! fingerprint (the thousandth report of one failure raises a count), and rate-limited per
-//! prompt so that a flood cannot fill the ledger.
+//! fingerprint (the thousandth report of one failure raises a count), rate-limited per prompt
+//! so that a flood cannot fill the ledger, and recorded again at most once an hour per case
+//! (the reports in between are counted live in the status bucket).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pledger_core::outcome::parse_outcome_message;
 use pledger_core::redact::{RedactionPolicy, Redactor};
-use pledger_core::workers::feedback::{collect, Collector, Submission};
-use pledger_core::PromptName;
+use pledger_core::workers::feedback::{collect, unrecorded, Collector, Known, Submission};
+use pledger_core::{PromptName, Timestamp};
 use tracing::{info, info_span, warn, Instrument};
 
 pub use pledger_core::workers::feedback::{
-    FeedbackCounters, PendingCase, NEW_CASES_PER_MINUTE, RECURRENCE_EVERY,
+    FeedbackCounters, PendingCase, NEW_CASES_PER_MINUTE, RECURRENCE_SLOT_MILLIS,
 };
 
 use super::{sequence_of, stopping, Batches, Shutdown, WorkerContext, WorkerError};
@@ -27,6 +28,10 @@ fn known_key(fingerprint: &str) -> String {
 }
 fn counters_key(prompt: &PromptName) -> String {
     format!("counters/{prompt}")
+}
+/// When a case was last recorded (the ledger's clock), so a restart keeps its pacing.
+fn recorded_key(fingerprint: &str) -> String {
+    format!("recorded/{fingerprint}")
 }
 
 /// The status-bucket key of a prompt's feedback counters.
@@ -65,6 +70,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
             .await
             .map_err(|e| WorkerError::Nats(e.to_string()))?;
         let mut collector = Collector::new();
+        let mut published = BTreeMap::new();
         info!("feedback collector running");
         while !stopping(&shutdown) {
             let batch = tokio::select! {
@@ -75,7 +81,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                 store_batch(&ctx, &redactor, &batch)?;
                 ctx.ack(&batch).await?;
             }
-            submit(&ctx, &status, &mut collector).await?;
+            submit(&ctx, &status, &mut collector, &mut published).await?;
         }
         info!("feedback collector stopped");
         Ok(())
@@ -133,25 +139,35 @@ fn store_batch(
 
 /// Records pending cases on the ledger as the collector's pacing allows. A recorded case
 /// leaves the pending set; a crash before that re-submits it, which the ledger recognises by
-/// its `through_sequence`. A refused case is reported for its prompt and dropped.
+/// its `through_sequence`. A refused case is reported for its prompt and dropped. Then
+/// publishes each prompt's counters, with the reports not yet recorded, when they changed.
 async fn submit(
     ctx: &WorkerContext,
     status: &async_nats::jetstream::kv::Store,
     collector: &mut Collector,
+    published: &mut BTreeMap<PromptName, FeedbackCounters>,
 ) -> Result<(), WorkerError> {
     let pending: Vec<PendingCase> = ctx.store.scan_prefix("pending/")?;
-    let mut touched = BTreeMap::new();
-    for case in pending {
-        let known = ctx
-            .store
-            .get::<bool>(&known_key(&case.fingerprint))?
-            .unwrap_or(false);
+    let mut touched: BTreeMap<PromptName, FeedbackCounters> = BTreeMap::new();
+    for case in &pending {
+        let known = match ctx.store.get::<bool>(&known_key(&case.fingerprint))? {
+            Some(true) => Known::Recorded {
+                last: ctx
+                    .store
+                    .get::<Timestamp>(&recorded_key(&case.fingerprint))?,
+            },
+            _ => Known::New,
+        };
         let mut counters: FeedbackCounters = ctx
             .store
             .get(&counters_key(&case.prompt))?
             .unwrap_or_default();
-        match collector.next_submission(&case, known, Instant::now()) {
-            Submission::Later => continue,
+        let now = crate::ledger::now();
+        match collector.next_submission(case, known, Instant::now(), now) {
+            Submission::Later => {
+                touched.entry(case.prompt.clone()).or_insert(counters);
+                continue;
+            }
             Submission::RateLimited => {
                 counters.rate_limited += case.count;
                 warn!(prompt = %case.prompt, "rate limit: {NEW_CASES_PER_MINUTE} new cases this minute; dropping a new case");
@@ -191,18 +207,24 @@ async fn submit(
             Err(ExecuteError::Infra(e)) => return Err(e.into()),
         }
         ctx.store.put(&known_key(&case.fingerprint), &true)?;
+        ctx.store.put(&recorded_key(&case.fingerprint), &now)?;
         ctx.store.remove(&pending_key(&case.fingerprint))?;
         ctx.store.put(&counters_key(&case.prompt), &counters)?;
-        collector.submitted(&case, Instant::now());
         touched.insert(case.prompt.clone(), counters);
     }
     ctx.store.flush().await?;
-    for (prompt, counters) in touched {
+    let still: Vec<PendingCase> = ctx.store.scan_prefix("pending/")?;
+    for (prompt, mut counters) in touched {
+        counters.unrecorded = unrecorded(&prompt, &still);
+        if published.get(&prompt) == Some(&counters) {
+            continue;
+        }
         let bytes = serde_json::to_vec(&counters).map_err(|e| WorkerError::Nats(e.to_string()))?;
         status
             .put(status_key(&prompt), bytes.into())
             .await
             .map_err(|e| WorkerError::Nats(e.to_string()))?;
+        published.insert(prompt, counters);
     }
     Ok(())
 }

@@ -91,8 +91,21 @@ impl App {
                     .values()
                     .filter(|c| all || c.closed.is_none())
                     .collect();
+                let counters = feedback_counters(&conn, &prompt).await;
+                // Reports the collector holds that are not on the ledger yet (recurrences are
+                // recorded at most hourly): the live count is the sum.
+                let unrecorded = |fingerprint: &str| {
+                    counters
+                        .as_ref()
+                        .and_then(|c| c["unrecorded"][fingerprint].as_u64())
+                        .filter(|n| *n > 0)
+                };
                 let mut text = String::new();
                 for c in &cases {
+                    let count = match unrecorded(&c.fingerprint) {
+                        Some(n) => format!("{}+{n}", c.count),
+                        None => c.count.to_string(),
+                    };
                     text.push_str(&format!(
                         "{}  {:<22} x{:<5} {:<9} {}{}\n",
                         c.case_id,
@@ -100,7 +113,7 @@ impl App {
                             .expect("tag")
                             .as_str()
                             .unwrap_or_default(),
-                        c.count,
+                        count,
                         if required.contains(&c.case_id.as_str()) {
                             "required"
                         } else {
@@ -113,12 +126,14 @@ impl App {
                         c.example
                     ));
                 }
-                let counters = feedback_counters(&conn, &prompt).await;
                 if let Some(c) = &counters {
                     text.push_str(&format!(
                         "feedback collector: {} reports, {} cases recorded, {} new cases refused by the rate limit\n",
                         c["reports"], c["cases_recorded"], c["rate_limited"]
                     ));
+                    if cases.iter().any(|c| unrecorded(&c.fingerprint).is_some()) {
+                        text.push_str("(x<recorded>+<n>: n more reports, recorded on the ledger within the hour)\n");
+                    }
                 }
                 Ok(Report::ok(
                     text,
