@@ -196,6 +196,25 @@ fn advances_then_freezes_and_rolls_back(replicas: &[&str]) {
     );
     // Everything the monitors and people recorded verifies, worker decisions included.
     w.assert_audit_clean();
+    // The rollout ended: once each monitor has read the rollback, its store holds no stage
+    // counts (they were there while it rolled out: the judgements above came from them).
+    for (r, mut m) in replicas.iter().zip(monitors) {
+        let ledger =
+            pledger_core::names::durable_name("canary", r, pledger_core::names::LEDGER_STREAM);
+        w.wait_for(
+            "the monitor to read the rollback",
+            Duration::from_secs(30),
+            || drained_on(&w, pledger_core::names::LEDGER_STREAM, &ledger).then_some(()),
+        );
+        m.stop();
+        let dir = w.files.path().join("workers").join(format!("canary-{r}"));
+        let store = pledger_infra::projection::ProjectionStore::open(&dir).unwrap();
+        assert_eq!(
+            store.keys_with_prefix("stats/").unwrap(),
+            Vec::<String>::new(),
+            "replica {r} kept the stage counts of an ended rollout"
+        );
+    }
 }
 
 #[test]
@@ -211,6 +230,11 @@ fn two_monitor_replicas_freeze_and_roll_back_once() {
 /// Does a durable consumer have nothing left to deliver or acknowledge? (`pledger` has no
 /// command for consumer state, so the test asks the server directly.)
 fn drained(w: &World, durable: &str) -> bool {
+    drained_on(w, pledger_core::names::OUTCOMES_STREAM, durable)
+}
+
+/// [`drained`] on any stream.
+fn drained_on(w: &World, stream: &str, durable: &str) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,10 +242,7 @@ fn drained(w: &World, durable: &str) -> bool {
     rt.block_on(async {
         let client = async_nats::connect(w.server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let stream = js
-            .get_stream(pledger_core::names::OUTCOMES_STREAM)
-            .await
-            .unwrap();
+        let stream = js.get_stream(stream).await.unwrap();
         let Ok(mut c) = stream
             .get_consumer::<async_nats::jetstream::consumer::pull::Config>(durable)
             .await

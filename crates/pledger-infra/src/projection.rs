@@ -235,6 +235,16 @@ impl ProjectionStore {
         Ok(out)
     }
 
+    /// Every key that starts with `prefix`.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProjectionError> {
+        let mut out = Vec::new();
+        for item in self.state.scan_prefix(prefix.as_bytes()) {
+            let (key, _) = item?;
+            out.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(out)
+    }
+
     /// Removes one value outside any stream sequence (durable at the next [`Self::flush`]).
     pub fn remove(&self, key: &str) -> Result<(), ProjectionError> {
         self.state.remove(key.as_bytes())?;

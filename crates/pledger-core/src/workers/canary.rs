@@ -247,6 +247,29 @@ pub fn stage_visit(r: &RolloutView) -> String {
     )
 }
 
+/// The stage visits (named by [`stage_visit`]) whose counts a worker drops: those of releases
+/// that are no prompt's rollout in `views` any more (completed, rolled back or withdrawn), so
+/// the store does not grow with releases that ended. Outcomes that still name such a release
+/// stay unplaced, so nothing counts into it again; the monitor forgets it at its next
+/// judgement ([`Monitor::judge`]).
+pub fn ended_visits<'a>(
+    visits: impl IntoIterator<Item = &'a str>,
+    views: impl IntoIterator<Item = &'a PromptView>,
+) -> Vec<String> {
+    let active: BTreeSet<String> = views
+        .into_iter()
+        .filter_map(|v| v.rollout.as_ref().map(|r| r.release.to_string()))
+        .collect();
+    visits
+        .into_iter()
+        .filter(|visit| {
+            let release = visit.split('/').next().unwrap_or_default();
+            !active.contains(release)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// One outcome message as read from the outcome stream.
 #[derive(Clone, Debug)]
 pub struct OutcomeMessage {

@@ -12,8 +12,8 @@ use pledger_core::redact::{RedactionPolicy, Redactor};
 use pledger_core::sim::{ArmProfile, SimRng};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::workers::canary::{
-    prompt_view, tally, view_may_be_stale, ControlKind, Executed, Monitor, OutcomeMessage,
-    PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
+    ended_visits, prompt_view, stage_visit, tally, view_may_be_stale, ControlKind, Executed,
+    Monitor, OutcomeMessage, PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
 };
 use pledger_core::workers::feedback::{
     collect, recurrence_slot, Collector, Known, Submission, NEW_CASES_PER_MINUTE,
@@ -285,6 +285,47 @@ fn a_monitor_restarted_between_freeze_and_rollback_rolls_back() {
     assert_eq!(names(&judged.commands), ["rollback"], "not frozen twice");
     execute(&mut w, &mut after, judged.commands, at);
     assert_eq!(w.status(1), "rolled_back");
+}
+
+#[test]
+fn the_stage_counts_of_a_rollout_go_when_it_ends_and_not_before() {
+    let mut w = automatic();
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let rolling = prompt_view(&w.state);
+    let visit = stage_visit(rolling.rollout.as_ref().unwrap());
+    // Another release whose id starts like this one's (r10), of a prompt rolling out.
+    let mut other = rolling.clone();
+    other.rollout.as_mut().unwrap().release = rid(10);
+    let r10 = stage_visit(other.rollout.as_ref().unwrap());
+    let visits = [visit.as_str(), r10.as_str(), "not-a-release/0/0"];
+    assert_eq!(
+        ended_visits(visits, [&rolling, &other]),
+        ["not-a-release/0/0"],
+        "only what belongs to no active rollout"
+    );
+    let commands = m
+        .judge(&rid(1), &rolling, &breached(), w.now, at)
+        .unwrap()
+        .commands;
+    execute(&mut w, &mut m, commands[..1].to_vec(), at);
+    let frozen = prompt_view(&w.state);
+    assert!(
+        ended_visits([visit.as_str()], [&frozen]).is_empty(),
+        "a frozen rollout still counts"
+    );
+    let judged = m.judge(&rid(1), &frozen, &breached(), w.now, at).unwrap();
+    execute(&mut w, &mut m, judged.commands, at);
+    assert_eq!(w.status(1), "rolled_back");
+    let after = prompt_view(&w.state);
+    assert_eq!(
+        ended_visits([visit.as_str(), r10.as_str()], [&after, &other]),
+        std::slice::from_ref(&visit),
+        "r1 ended; r10 still rolls out"
+    );
+    // The monitor forgets it too.
+    assert!(m.judge(&rid(1), &after, &breached(), w.now, at).is_none());
+    assert!(m.tracked().is_empty());
 }
 
 #[test]

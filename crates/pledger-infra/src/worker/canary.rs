@@ -10,7 +10,8 @@ use pledger_core::canary::JudgeConfig;
 use pledger_core::outcome::parse_outcome_message;
 use pledger_core::routing::routing_table_for;
 use pledger_core::workers::canary::{
-    stage_visit, tally, view_may_be_stale, Executed, Monitor, OutcomeMessage, Report, Tally,
+    ended_visits, stage_visit, tally, view_may_be_stale, Executed, Monitor, OutcomeMessage, Report,
+    Tally,
 };
 use pledger_core::{Command, PromptName, ReleaseId};
 use tracing::{info, info_span, warn, Instrument};
@@ -46,14 +47,16 @@ pub async fn read_status(
     }
 }
 
+const PROMPT_KEYS: &str = "prompt/";
+const STATS_KEYS: &str = "stats/";
 fn prompt_key(p: &PromptName) -> String {
-    format!("prompt/{p}")
+    format!("{PROMPT_KEYS}{p}")
 }
 fn stats_key(r: &RolloutView) -> String {
     visit_key(&stage_visit(r))
 }
 fn visit_key(visit: &str) -> String {
-    format!("stats/{visit}")
+    format!("{STATS_KEYS}{visit}")
 }
 fn feedback_key(p: &PromptName) -> String {
     format!("feedback/{p}")
@@ -133,14 +136,39 @@ impl Driver {
     /// judged (and their bake times noticed) even before new events or outcomes arrive.
     async fn bootstrap(&mut self) -> Result<(), WorkerError> {
         let mut active = Vec::new();
+        let mut views = Vec::new();
         for prompt in self.ctx.ledger.prompts().await? {
             let family = self.ctx.load(&prompt).await?;
             let view = prompt_view(&family.state);
             self.ctx.store.put(&prompt_key(&prompt), &view)?;
-            active.extend(view.rollout.map(|r| r.release));
+            active.extend(view.rollout.as_ref().map(|r| r.release.clone()));
+            views.push((prompt, view));
+        }
+        for key in self.ended_counts(&views)? {
+            self.ctx.store.remove(&key)?;
         }
         self.ctx.store.flush().await?;
         self.judge_each(active).await
+    }
+
+    /// The keys of the stage counts of rollouts that ended ([`ended_visits`]), with `fresh`
+    /// views replacing the stored ones of their prompts.
+    fn ended_counts(&self, fresh: &[(PromptName, PromptView)]) -> Result<Vec<String>, WorkerError> {
+        let mut views: BTreeMap<String, PromptView> = BTreeMap::new();
+        for key in self.ctx.store.keys_with_prefix(PROMPT_KEYS)? {
+            if let Some(v) = self.ctx.store.get::<PromptView>(&key)? {
+                views.insert(key, v);
+            }
+        }
+        for (p, v) in fresh {
+            views.insert(prompt_key(p), v.clone());
+        }
+        let stats = self.ctx.store.keys_with_prefix(STATS_KEYS)?;
+        let visits = stats.iter().map(|k| &k[STATS_KEYS.len()..]);
+        Ok(ended_visits(visits, views.values())
+            .into_iter()
+            .map(|v| visit_key(&v))
+            .collect())
     }
 
     /// Refreshes the views of every prompt a ledger batch touched; returns the active
@@ -156,9 +184,14 @@ impl Driver {
             let family = self.ctx.load(p).await?;
             views.push((p.clone(), prompt_view(&family.state)));
         }
+        // The stage counts of rollouts that ended go with the views that end them.
+        let dropped = self.ended_counts(&views)?;
         self.ctx.store.apply(LEDGER_STREAM, last, |tx| {
             for (p, view) in &views {
                 tx.put(&prompt_key(p), view)?;
+            }
+            for key in &dropped {
+                tx.remove(key)?;
             }
             Ok(())
         })?;
