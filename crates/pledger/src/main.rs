@@ -16,6 +16,9 @@ mod workers;
 
 use std::io::Write;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use crate::cli::{Cli, TopCommand};
