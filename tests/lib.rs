@@ -261,6 +261,8 @@ impl World {
             .env_remove("PLEDGER_NATS_URL")
             .env_remove("PLEDGER_KEY")
             .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("PLEDGER_CACHE_DIR")
             .env("PLEDGER_CONFIG_DIR", self.config_dir())
             .env("HOME", self.home())
             .stdin(Stdio::null());

@@ -92,7 +92,8 @@ fn a_prompt_change_goes_from_artifact_to_rollback() {
     assert_eq!(resolve(&["--unit", "u9"])["version"], p.v2.as_str());
     let shown = w.json("maria", &["prompt", "show", "triage"]);
     assert_eq!(shown["state"]["stable"], p.v2.as_str());
-    let history = shown["history"].as_array().unwrap();
+    let history = w.json("maria", &["prompt", "history", "triage"]);
+    let history = history["events"].as_array().unwrap();
     assert_eq!(
         history.last().unwrap()["event"]["kind"],
         "release.completed"

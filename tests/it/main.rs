@@ -14,5 +14,6 @@ mod races;
 mod rules;
 mod schedule;
 mod server;
+mod snapshots;
 mod stores;
 mod trust;

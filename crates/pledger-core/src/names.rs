@@ -135,3 +135,12 @@ pub fn feedback_status_key(prompt: &PromptName) -> String {
 pub fn durable_name(worker: &str, replica: &str, stream: &str) -> String {
     format!("pledger_{worker}_{replica}_{}", stream.to_ascii_lowercase())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Local files
+// ---------------------------------------------------------------------------------------------
+
+/// The directory of a reader's family snapshots under the CLI's cache directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+/// How a snapshot file's name ends (after the prompt's name).
+pub const SNAPSHOT_FILE_SUFFIX: &str = ".snapshot.json";

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::artifact::{json_digest, Artifact};
 use crate::bundle::EvalBundle;
@@ -12,7 +12,7 @@ use crate::ids::{Actor, PromptName, ReleaseId, Timestamp, VersionId};
 use crate::plan::RolloutPlan;
 
 /// A prompt, its versions and its releases: the consistency boundary of the ledger.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PromptState {
     pub name: PromptName,
     /// `None` until the prompt is registered.
@@ -40,7 +40,7 @@ pub struct PromptState {
 
 /// A regression case: a production failure (or a reviewer's example) the next eval bundle
 /// must cover.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegressionCase {
     pub case_id: String,
     pub fingerprint: String,
@@ -75,14 +75,14 @@ impl PromptState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublishedVersion {
     pub artifact: Artifact,
     pub published_at: Timestamp,
     pub published_by: Actor,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseState {
     pub id: ReleaseId,
     pub author: Actor,
@@ -106,7 +106,7 @@ pub struct ReleaseState {
     pub status: ReleaseStatus,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Review {
     pub reviewer: Actor,
     pub verdict: ReviewVerdict,
@@ -114,13 +114,13 @@ pub struct Review {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttachedBundle {
     pub digest: String,
     pub bundle: EvalBundle,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tradeoff {
     pub bundle_digest: String,
     pub accepted_by: Actor,
@@ -128,7 +128,7 @@ pub struct Tradeoff {
 }
 
 /// Where a release is in its lifecycle.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ReleaseStatus {
     /// Open for reviews, evals, gate and plan.

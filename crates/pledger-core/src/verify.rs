@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::decide::{decide, Command, Context, NewRegressionCase, Rejection, Rule};
@@ -135,7 +135,7 @@ pub fn seal(
 }
 
 /// Which check an ignored event failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Check {
     /// Not an event this build reads: bytes, JSON, kind, schema version, payload.
@@ -172,7 +172,7 @@ impl Check {
 }
 
 /// An event that was not applied, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub sequence: u64,
     pub subject: String,
@@ -568,6 +568,45 @@ pub struct FleetCursor {
     pub last: Option<Envelope>,
 }
 
+/// The format of [`FamilySnapshot`]; a snapshot of another format is discarded.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A prompt family as verified through a stream position, for a reader to resume from
+/// instead of replaying the family from its first event ([`LedgerVerifier::resume_family`]).
+/// It is only a cache: it names the ledger it was made on, and a reader that resumes from it
+/// still checks that the family's next events chain onto `head`; one that does not link, or
+/// comes from another ledger or format, is discarded and the family read from the start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FamilySnapshot {
+    /// [`SNAPSHOT_FORMAT`] when written.
+    pub format: u32,
+    /// Which ledger the family was read from (its stream's identity).
+    pub ledger: String,
+    pub prompt: PromptName,
+    /// Stream sequence of the family's last message covered, accepted or not.
+    pub through: u64,
+    /// Hash of the family's last accepted event.
+    pub head: Option<String>,
+    /// Stream sequence of that event (0: none), where a reader checks the ledger still holds it.
+    pub head_sequence: u64,
+    pub state: PromptState,
+    /// Ids of the family's accepted events (a later event may not reuse one).
+    pub event_ids: Vec<String>,
+    /// What was ignored on the family's subjects, with the reason.
+    pub ignored: Vec<Finding>,
+}
+
+impl FamilySnapshot {
+    /// Can a reader of `prompt` on the ledger `ledger` resume from it?
+    pub fn fits(&self, ledger: &str, prompt: &PromptName) -> bool {
+        self.format == SNAPSHOT_FORMAT
+            && self.ledger == ledger
+            && &self.prompt == prompt
+            && self.state.name == *prompt
+            && self.head.is_some() == (self.state.event_count > 0)
+    }
+}
+
 /// Verifies ledger events in stream order and folds the accepted ones: the roster, each
 /// prompt family's state and every fleet subject. Feed it every event of the families it is
 /// asked about and of the roster, in stream order.
@@ -585,6 +624,21 @@ pub struct LedgerVerifier {
 impl LedgerVerifier {
     pub fn new() -> LedgerVerifier {
         LedgerVerifier::default()
+    }
+
+    /// Takes up a family where `snapshot` left it: its state, its chain head and its event
+    /// ids, as if every event it covers had been observed. Call it before any event of the
+    /// family is observed; the family's next events must then chain onto the snapshot's head.
+    pub fn resume_family(&mut self, snapshot: &FamilySnapshot) {
+        self.event_ids.extend(snapshot.event_ids.iter().cloned());
+        self.accepted += snapshot.event_ids.len() as u64;
+        self.families.insert(
+            snapshot.prompt.clone(),
+            FamilyCursor {
+                state: snapshot.state.clone(),
+                head: snapshot.head.clone(),
+            },
+        );
     }
 
     /// The verified state of a prompt (a fresh one if no event of it was accepted).

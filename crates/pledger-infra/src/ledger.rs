@@ -19,7 +19,7 @@ use pledger_core::event::{
 use pledger_core::identity::{check_permitted, Role, Roster, RosterCommand};
 pub use pledger_core::verify::Check;
 use pledger_core::verify::{
-    admit_fleet, seal, EventSigner, Finding, LedgerVerifier, Sealed, Verdict,
+    admit_fleet, seal, EventSigner, FamilySnapshot, Finding, LedgerVerifier, Sealed, Verdict,
 };
 use pledger_core::window::ReleaseWindows;
 use pledger_core::{Actor, Command, Context, PromptName, PromptState, Rejection, Timestamp};
@@ -152,9 +152,46 @@ pub struct Family {
     pub ignored: Vec<Ignored>,
     /// The roster, the family's head and the global windows, as verified.
     pub verifier: LedgerVerifier,
+    /// The snapshot the read resumed from (its state left out), if it did: `events` and the
+    /// family's part of `ignored` are then only what came after it.
+    pub resumed_from: Option<FamilySnapshot>,
 }
 
 impl Family {
+    /// A snapshot of the family as read, on the ledger `ledger`.
+    pub fn snapshot(&self, ledger: &str, prompt: &PromptName) -> FamilySnapshot {
+        let family = |f: &&Ignored| {
+            f.finding.subject != ROSTER_SUBJECT && f.finding.subject != FLEET_WINDOWS_SUBJECT
+        };
+        let (mut event_ids, mut ignored) = match &self.resumed_from {
+            Some(s) => (s.event_ids.clone(), s.ignored.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
+        event_ids.extend(self.events.iter().map(|r| r.envelope.event_id.clone()));
+        ignored.extend(
+            self.ignored
+                .iter()
+                .filter(family)
+                .map(|i| i.finding.clone()),
+        );
+        FamilySnapshot {
+            format: pledger_core::verify::SNAPSHOT_FORMAT,
+            ledger: ledger.to_string(),
+            prompt: prompt.clone(),
+            through: self.last_sequence,
+            head: self.verifier.family_head(prompt),
+            head_sequence: self
+                .events
+                .last()
+                .map(|r| r.sequence)
+                .or(self.resumed_from.as_ref().map(|s| s.head_sequence))
+                .unwrap_or(0),
+            state: self.state.clone(),
+            event_ids,
+            ignored,
+        }
+    }
+
     /// The global release windows in force.
     pub fn fleet_windows(&self) -> Option<ReleaseWindows> {
         fleet_windows_of(&self.verifier)
@@ -253,7 +290,13 @@ pub fn identify(
 #[derive(Clone)]
 pub struct Ledger {
     js: jetstream::Context,
+    /// Where [`Ledger::load`] keeps and finds family snapshots (none: every read replays).
+    snapshots: Option<std::sync::Arc<dyn crate::snapshot::SnapshotStore>>,
 }
+
+/// A reader keeps a new snapshot of a family once it has read this many accepted events of
+/// it beyond the last one: at most that many events are verified again by the next read.
+pub const SNAPSHOT_EVERY: usize = 64;
 
 impl Ledger {
     pub fn new(client: async_nats::Client) -> Ledger {
@@ -261,7 +304,20 @@ impl Ledger {
         // A request that gets no answer (a cluster electing a new leader for a stream) is
         // retried by the callers below rather than waited on for the default 5 s.
         js.set_timeout(JS_TIMEOUT);
-        Ledger { js }
+        Ledger {
+            js,
+            snapshots: None,
+        }
+    }
+
+    /// This ledger with [`Ledger::load`] resuming families from (and keeping) snapshots in
+    /// `store`.
+    pub fn with_snapshots(
+        mut self,
+        store: std::sync::Arc<dyn crate::snapshot::SnapshotStore>,
+    ) -> Ledger {
+        self.snapshots = Some(store);
+        self
     }
 
     /// Refuses servers older than [`MIN_SERVER_VERSION`]: they ignore
@@ -494,22 +550,9 @@ impl Ledger {
         let mut streams = Vec::new();
         let mut last = Vec::new();
         for name in [LEDGER_STREAM, OUTCOMES_STREAM] {
-            let mut stream = self
-                .js
-                .get_stream(name)
-                .await
-                .map_err(InfraError::stream_missing)?;
-            let info = stream.info().await.map_err(InfraError::read)?;
-            let cluster = info
-                .cluster
-                .as_ref()
-                .and_then(|c| c.name.clone())
-                .unwrap_or_else(|| "single server".to_string());
-            streams.push((
-                name.to_string(),
-                format!("{}@{cluster}", info.created.unix_timestamp_nanos()),
-            ));
-            last.push((name.to_string(), info.state.last_sequence));
+            let (created, last_sequence) = self.stream_created(name).await?;
+            streams.push((name.to_string(), created));
+            last.push((name.to_string(), last_sequence));
         }
         Ok((crate::projection::LedgerIdentity { streams }, last))
     }
@@ -626,23 +669,139 @@ impl Ledger {
     /// every roster event before any family event read; folding it first is exact: a key's
     /// validity and an identity's roles are kept by stream position, so each family event is
     /// checked against the roster as it stood at its own sequence.
+    ///
+    /// With a snapshot store ([`Ledger::with_snapshots`]), it resumes from the family's
+    /// snapshot when one fits this ledger: it reads and verifies only the family's messages
+    /// after it (the roster and the windows are always read whole), and `events` then holds
+    /// only those. A snapshot the family's next events do not chain onto is discarded and the
+    /// family read from the start ([`Ledger::load_all`]).
     pub async fn load(&self, prompt: &PromptName) -> Result<Family, InfraError> {
+        let Some(store) = self.snapshots.clone() else {
+            return self.load_after(prompt, None).await;
+        };
+        let ledger = self.ledger_key().await?;
+        let mut kept = store
+            .get(&ledger, prompt)
+            .filter(|s| s.fits(&ledger, prompt));
+        if let Some(s) = &kept {
+            if !self.holds_head(prompt, s).await? {
+                tracing::info!(prompt = %prompt, "the ledger does not hold the snapshot's head; reading the family whole");
+                kept = None;
+            }
+        }
+        let family = match kept {
+            Some(snapshot) => {
+                let family = self.load_after(prompt, Some(&snapshot)).await?;
+                let broken = family.ignored.iter().any(|i| {
+                    i.finding.sequence > snapshot.through
+                        && matches!(i.finding.check, Check::Chain | Check::DuplicateId)
+                });
+                if broken {
+                    tracing::info!(
+                        prompt = %prompt,
+                        through = snapshot.through,
+                        "the family does not continue from its snapshot; reading it whole"
+                    );
+                    self.load_after(prompt, None).await?
+                } else {
+                    family
+                }
+            }
+            None => self.load_after(prompt, None).await?,
+        };
+        if family.events.len() >= SNAPSHOT_EVERY {
+            store.put(&family.snapshot(&ledger, prompt));
+        }
+        Ok(family)
+    }
+
+    /// Does the ledger hold the snapshot's head: the family's event at `head_sequence`, whose
+    /// hash is `head`?
+    async fn holds_head(
+        &self,
+        prompt: &PromptName,
+        snapshot: &FamilySnapshot,
+    ) -> Result<bool, InfraError> {
+        let Some(head) = &snapshot.head else {
+            return Ok(true);
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(LEDGER_STREAM)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        let message = match stream.get_raw_message(snapshot.head_sequence).await {
+            Ok(m) => m,
+            Err(e) => {
+                debug!("the snapshot's head is not readable: {e}");
+                return Ok(false);
+            }
+        };
+        let family = family_filter(prompt);
+        Ok(subject_matches(&family, &message.subject)
+            && &pledger_core::verify::event_hash(&message.payload) == head)
+    }
+
+    /// [`Ledger::load`] from the family's first event, whatever snapshot is kept.
+    pub async fn load_all(&self, prompt: &PromptName) -> Result<Family, InfraError> {
+        self.load_after(prompt, None).await
+    }
+
+    /// Which ledger this is, for snapshots: the ledger stream's creation time and cluster.
+    pub async fn ledger_key(&self) -> Result<String, InfraError> {
+        let (created, _) = self.stream_created(LEDGER_STREAM).await?;
+        Ok(format!("{LEDGER_STREAM} created {created}"))
+    }
+
+    /// A stream's `<creation time in ns>@<cluster or "single server">` and last sequence.
+    async fn stream_created(&self, name: &str) -> Result<(String, u64), InfraError> {
+        let mut stream = self
+            .js
+            .get_stream(name)
+            .await
+            .map_err(InfraError::stream_missing)?;
+        let info = stream.info().await.map_err(InfraError::read)?;
+        let cluster = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.name.clone())
+            .unwrap_or_else(|| "single server".to_string());
+        Ok((
+            format!("{}@{cluster}", info.created.unix_timestamp_nanos()),
+            info.state.last_sequence,
+        ))
+    }
+
+    async fn load_after(
+        &self,
+        prompt: &PromptName,
+        snapshot: Option<&FamilySnapshot>,
+    ) -> Result<Family, InfraError> {
         let filter = family_filter(prompt);
-        let raws = self.read_raw(&[&filter], 0).await?;
+        let after = snapshot.map(|s| s.through).unwrap_or(0);
+        let raws = self.read_raw(&[&filter], after).await?;
         let fleet = self
             .read_raw(&[ROSTER_SUBJECT, FLEET_WINDOWS_SUBJECT], 0)
             .await?;
         let mut verifier = LedgerVerifier::new();
         let mut verified = Verified::of(&mut verifier, &fleet);
+        if let Some(s) = snapshot {
+            verifier.resume_family(s);
+        }
         let family = Verified::of(&mut verifier, &raws);
         verified.ignored.extend(family.ignored);
-        let last_sequence = raws.last().map(|r| r.sequence).unwrap_or(0);
+        let last_sequence = raws.last().map(|r| r.sequence).unwrap_or(after);
         Ok(Family {
             state: verifier.state(prompt),
             last_sequence,
             events: family.accepted,
             ignored: verified.ignored,
             verifier,
+            resumed_from: snapshot.cloned().map(|mut s| {
+                // The state is the family's now; keep only what a next snapshot builds on.
+                s.state = PromptState::new(prompt.clone());
+                s
+            }),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod nats_url;
 pub mod projection;
 pub mod routing;
 pub mod server;
+pub mod snapshot;
 pub mod worker;
 
 pub use error::{connect, InfraError};

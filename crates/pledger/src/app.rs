@@ -44,6 +44,8 @@ pub struct App {
     pub key: Option<std::path::PathBuf>,
     /// The config dir holding the keyring.
     pub config_dir: std::path::PathBuf,
+    /// The cache dir holding family snapshots (`--cache-dir`).
+    pub cache_dir: std::path::PathBuf,
     pub correlation_id: String,
 }
 
@@ -62,6 +64,10 @@ impl App {
                 .config_dir
                 .clone()
                 .unwrap_or_else(crate::keys::default_config_dir),
+            cache_dir: cli
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| crate::keys::default_cache_dir(cli.config_dir.as_deref())),
             correlation_id: std::env::var("PLEDGER_CORRELATION_ID")
                 .unwrap_or_else(|_| new_correlation_id()),
         }
@@ -72,7 +78,10 @@ impl App {
     pub(crate) async fn connect(&self) -> Result<Conn, Failure> {
         let client = pledger_infra::connect(&self.url).await?;
         Ledger::check_server_version(&client)?;
-        let ledger = Ledger::new(client);
+        let snapshots = pledger_infra::snapshot::SnapshotDir::new(
+            self.cache_dir.join(pledger_core::names::SNAPSHOT_DIR),
+        );
+        let ledger = Ledger::new(client).with_snapshots(std::sync::Arc::new(snapshots));
         let routing = RoutingStore::open(ledger.jetstream()).await?;
         Ok(Conn { ledger, routing })
     }
@@ -157,10 +166,10 @@ pub(crate) fn ignored_of<'a>(
     subject: Option<&'a str>,
 ) -> impl Iterator<Item = &'a pledger_core::verify::Finding> + 'a {
     let prefix = pledger_infra::ledger::family_filter(&family.state.name);
-    family
-        .ignored
-        .iter()
-        .map(|i| &i.finding)
+    // What a snapshot the read resumed from had found ignored, then what the read found.
+    let before = family.resumed_from.iter().flat_map(|s| s.ignored.iter());
+    before
+        .chain(family.ignored.iter().map(|i| &i.finding))
         .filter(move |f| match subject {
             Some(s) => f.subject == s,
             None => f.subject.starts_with(prefix.trim_end_matches('>')),

@@ -114,6 +114,10 @@ struct Sizes {
     /// Section 9: history lengths, and signed and unsigned proposals at each.
     history_sizes: Vec<usize>,
     history_trials: usize,
+    /// Section 12: history lengths read from a snapshot (the first is the baseline), timed
+    /// proposals and `prompt show` runs at each.
+    snapshot_sizes: Vec<usize>,
+    snapshot_trials: usize,
     /// Section 10, on the R3 cluster: breach-to-reroute trials, rollback trials (to
     /// `fanout_resolvers` resolvers), trials of each bare routing-KV write, signed and unsigned
     /// proposals.
@@ -151,6 +155,8 @@ impl Sizes {
             verify_events: 5_000,
             verify_runs: 5,
             history_sizes: vec![100, 1_000, 5_000],
+            snapshot_sizes: vec![100, 10_000, 100_000],
+            snapshot_trials: 15,
             history_trials: 20,
             cluster_reroute_trials: 30,
             cluster_fanout_trials: 20,
@@ -183,6 +189,8 @@ impl Sizes {
             verify_events: 500,
             verify_runs: 2,
             history_sizes: vec![100, 500],
+            snapshot_sizes: vec![100, 1_000],
+            snapshot_trials: 3,
             history_trials: 3,
             cluster_reroute_trials: 4,
             cluster_fanout_trials: 3,
@@ -1209,6 +1217,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     if want(9) {
         progress("9/11 command cost against the family's history");
         sections.push(history_cost(&env, &sizes).await?);
+    }
+    if want(12) {
+        progress("12/12 commands read from a snapshot at any history length");
+        sections.push(snapshot_cost(&env, &sizes).await?);
     }
     drop(env);
     drop(server);
@@ -3602,6 +3614,144 @@ async fn verify_throughput(env: &Env, sizes: &Sizes) -> Result<Section, Failure>
 // ---------------------------------------------------------------------------------------------
 // 9. Command cost against the family's history
 // ---------------------------------------------------------------------------------------------
+
+/// Section 12's figures at one history length.
+struct FromSnapshot {
+    events: usize,
+    /// The first read, which replays the family and keeps its snapshot.
+    first_read: Duration,
+    snapshot_bytes: u64,
+    propose: Vec<Duration>,
+    show: Vec<Duration>,
+}
+
+/// Section 12: `release propose` (in process, `Ledger::execute` on a ledger keeping snapshots
+/// in a directory) and `prompt show` (a child process with the same cache dir) on prompts with
+/// 100 to 100,000 events.
+async fn snapshot_cost(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
+    let m = members(&env.ledger).await?;
+    let maria = &m["maria"];
+    let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
+    let home = env.dir.path().join("snapshot-home");
+    let cache = home.join("config").join("cache");
+    std::fs::create_dir_all(&cache).map_err(|e| fail("temp home")(e.to_string()))?;
+    let store = std::sync::Arc::new(pledger_infra::snapshot::SnapshotDir::new(
+        cache.join(pledger_core::names::SNAPSHOT_DIR),
+    ));
+    let ledger = Ledger::new(env.ledger.jetstream().client()).with_snapshots(store.clone());
+    let key = ledger.ledger_key().await?;
+    let mut measured = Vec::new();
+    for &n in &sizes.snapshot_sizes {
+        progress(&format!(
+            "12/12   a family of {} events: generate, append",
+            thousands(n as u64)
+        ));
+        let h = History::generate(PromptName::parse(&format!("bench-snapshot-{n}"))?, n, &m)?;
+        h.publish(&env.ledger).await?;
+        let candidate = h.candidate()?;
+        progress(&format!("12/12   {} events: timed", thousands(n as u64)));
+        let t = Instant::now();
+        ledger.load(&h.prompt).await?;
+        let first_read = t.elapsed();
+        let snapshot_bytes = std::fs::metadata(store.path(&key, &h.prompt))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let prompt = h.prompt.to_string();
+        let show = ["prompt", "show", &prompt];
+        // One untimed run: the binary in the page cache.
+        tokio::task::block_in_place(|| child_command(&exe, &env.url, &home, &show))?;
+        let (mut proposed, mut shown) = (Vec::new(), Vec::new());
+        for trial in 0..sizes.snapshot_trials {
+            for first in [trial % 2 == 0, trial % 2 == 1] {
+                if first {
+                    let t = Instant::now();
+                    propose_signed(&ledger, &h.prompt, maria, &candidate).await?;
+                    proposed.push(t.elapsed());
+                } else {
+                    let (wall, _) = tokio::task::block_in_place(|| {
+                        child_command(&exe, &env.url, &home, &show)
+                    })?;
+                    shown.push(wall);
+                }
+            }
+        }
+        proposed.sort();
+        shown.sort();
+        measured.push(FromSnapshot {
+            events: n,
+            first_read,
+            snapshot_bytes,
+            propose: proposed,
+            show: shown,
+        });
+    }
+
+    let mut s = Section::new(12, "Commands read from a snapshot at any history length");
+    let base = measured
+        .first()
+        .map(|b| thousands(b.events as u64))
+        .unwrap_or_default();
+    s.baseline =
+        format!("the same command on a prompt with {base} events of history, in the same run");
+    s.method = format!(
+        "Prompts whose family holds {} events, generated and signed as in section 8 (release          cycles of nine events) and appended with `Ledger::append`. At each size: one read          (`Ledger::load` on a ledger keeping snapshots in a directory: it replays the family          and keeps its snapshot), then {} signed `release propose` in process (`Ledger::execute`          on that ledger: it resumes from the snapshot, verifies what came after it, and keeps a          new snapshot every {} events) alternating with as many `pledger prompt show` runs as          child processes (spawn to exit, the same cache dir: `--cache-dir` defaults to          `<config dir>/cache`). Each proposal adds an event.",
+        measured
+            .iter()
+            .map(|m| thousands(m.events as u64))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sizes.snapshot_trials,
+        pledger_infra::ledger::SNAPSHOT_EVERY,
+    );
+    let p50 = |v: &[Duration]| percentile(v, 50.0);
+    let Some(first) = measured.first() else {
+        return Ok(s);
+    };
+    let (base_propose, base_show) = (p50(&first.propose), p50(&first.show));
+    for m in &measured {
+        let n = thousands(m.events as u64);
+        let last =
+            m.events == measured.last().map(|l| l.events).unwrap_or(0) && m.events > first.events;
+        for (what, v, b) in [
+            ("`release propose`", p50(&m.propose), base_propose),
+            ("`prompt show` (child process)", p50(&m.show), base_show),
+        ] {
+            let ratio = v.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            s.rows.push(row(
+                format!("{what} p50, {n} events of history"),
+                ms2(v),
+                ms2(b),
+                if last { "≤ 1.5× the baseline" } else { "" },
+                if last {
+                    Mark::of(ratio <= 1.5)
+                } else {
+                    Mark::Info
+                },
+            ));
+        }
+        s.rows.push(row(
+            format!("{n}: the first read (no snapshot yet: the whole family replayed)"),
+            ms2(m.first_read),
+            ms2(first.first_read),
+            "",
+            Mark::Info,
+        ));
+        s.rows.push(row(
+            format!("{n}: the snapshot's size"),
+            format!("{:.1} KiB", m.snapshot_bytes as f64 / 1024.0),
+            format!("{:.1} KiB", first.snapshot_bytes as f64 / 1024.0),
+            "",
+            Mark::Info,
+        ));
+        s.notes.push(format!(
+            "{n} events: `release propose` p99 {}, `prompt show` p99 {} ({} samples each).",
+            ms2(percentile(&m.propose, 99.0)),
+            ms2(percentile(&m.show, 99.0)),
+            m.propose.len()
+        ));
+    }
+    Ok(s)
+}
 
 /// Section 9's figures at one history length.
 struct Measured {

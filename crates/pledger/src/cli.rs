@@ -28,6 +28,11 @@ pub struct Cli {
     /// ~/.config/pledger).
     #[arg(long, global = true, env = "PLEDGER_CONFIG_DIR", value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Cache dir holding snapshots of verified prompt families, so a command reads only what
+    /// is new (default: <config dir>/cache when --config-dir or PLEDGER_CONFIG_DIR is given,
+    /// else $XDG_CACHE_HOME/pledger or ~/.cache/pledger). Safe to delete at any time.
+    #[arg(long, global = true, env = "PLEDGER_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -262,10 +267,13 @@ pub enum PromptCommand {
         prompt: String,
         policy_file: PathBuf,
     },
-    /// Show a prompt, or one of its versions.
+    /// Show a prompt (its latest versions and releases), or one of its versions.
     Show {
         prompt: String,
         version: Option<String>,
+        /// List every version and release, not only the latest ones.
+        #[arg(long)]
+        all: bool,
     },
     /// Field-level changes and a line diff of the instructions between two versions.
     Diff {

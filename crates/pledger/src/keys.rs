@@ -30,6 +30,22 @@ pub fn default_config_dir() -> PathBuf {
     home().join(".config").join("pledger")
 }
 
+/// The cache dir when `--cache-dir` is not given: `cache` in the config dir when one was
+/// given (`--config-dir` or its variable: a test's or the demo's private one), else
+/// `$XDG_CACHE_HOME/pledger` or `~/.cache/pledger`.
+pub fn default_cache_dir(config_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = config_dir {
+        return dir.join("cache");
+    }
+    if let Some(dir) = std::env::var_os(CONFIG_DIR_ENV) {
+        return PathBuf::from(dir).join("cache");
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("pledger");
+    }
+    home().join(".cache").join("pledger")
+}
+
 fn home() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)

@@ -937,3 +937,89 @@ fn the_prompt_name_helpers_agree_with_aggregates() {
         "pledger.ledger._fleet.roster" // tidy: wire name
     );
 }
+
+/// A reader that resumes a family from a snapshot (its state, head and event ids, through JSON
+/// and back) and then reads only the later events ends where a reader of every event ends; a
+/// snapshot whose head is not the family's is caught by the next event's chain check.
+#[test]
+fn a_reader_resumed_from_a_snapshot_folds_like_one_that_read_everything() {
+    use pledger_core::verify::{FamilySnapshot, SNAPSHOT_FORMAT};
+    let l = generated_ledger(6);
+    let p = prompt();
+    let roster = subject_for(&pledger_core::event::Aggregate::Fleet(
+        pledger_core::event::FleetTopic::Roster,
+    ));
+    let mut everything = LedgerVerifier::new();
+    for e in &l.entries {
+        assert!(matches!(
+            everything.observe(e.sequence, &e.subject, &e.bytes),
+            Verdict::Accepted(_)
+        ));
+    }
+    // The snapshot: a reader of the family's first 30 events (and the roster before them).
+    let family: Vec<&Entry> = l.entries.iter().filter(|e| e.subject != roster).collect();
+    let cut = family[29].sequence;
+    let mut before = LedgerVerifier::new();
+    for e in l.entries.iter().filter(|e| e.sequence <= cut) {
+        before.observe(e.sequence, &e.subject, &e.bytes);
+    }
+    let snapshot = FamilySnapshot {
+        format: SNAPSHOT_FORMAT,
+        ledger: "ledger-a".into(),
+        prompt: p.clone(),
+        through: cut,
+        head: before.family_head(&p),
+        head_sequence: cut,
+        state: before.state(&p),
+        event_ids: family[..30]
+            .iter()
+            .map(|e| {
+                serde_json::from_slice::<Envelope>(&e.bytes)
+                    .unwrap()
+                    .event_id
+            })
+            .collect(),
+        ignored: vec![],
+    };
+    let snapshot: FamilySnapshot =
+        serde_json::from_slice(&serde_json::to_vec(&snapshot).unwrap()).unwrap();
+    assert!(snapshot.fits("ledger-a", &p));
+    assert!(!snapshot.fits("ledger-b", &p), "another ledger's snapshot");
+    assert!(!snapshot.fits("ledger-a", &PromptName::parse("other").unwrap()));
+
+    let resume = |snapshot: &FamilySnapshot| {
+        let mut v = LedgerVerifier::new();
+        for e in l.entries.iter().filter(|e| e.subject == roster) {
+            v.observe(e.sequence, &e.subject, &e.bytes);
+        }
+        v.resume_family(snapshot);
+        let verdicts: Vec<Verdict> = family[30..]
+            .iter()
+            .map(|e| v.observe(e.sequence, &e.subject, &e.bytes))
+            .collect();
+        (v, verdicts)
+    };
+    let (resumed, verdicts) = resume(&snapshot);
+    assert!(verdicts.iter().all(|v| matches!(v, Verdict::Accepted(_))));
+    assert_eq!(fold_of(&resumed), fold_of(&everything));
+
+    // A snapshot whose head is not the family's: the next event does not chain onto it.
+    let mut stale = snapshot.clone();
+    stale.head = Some(event_hash(&family[10].bytes));
+    let (_, verdicts) = resume(&stale);
+    match &verdicts[0] {
+        Verdict::Ignored(f) => assert_eq!(f.check, Check::Chain, "{f}"),
+        Verdict::Accepted(_) => panic!("an event chained onto a head that is not its family's"),
+    }
+    // Event ids the snapshot covers stay taken: the family's first event again is a duplicate
+    // (or a chain break; either way it is ignored).
+    let mut v = resume(&snapshot).0;
+    assert!(matches!(
+        v.observe(
+            family[0].sequence + 1_000_000,
+            &family[0].subject,
+            &family[0].bytes
+        ),
+        Verdict::Ignored(_)
+    ));
+}

@@ -104,7 +104,9 @@ impl WorkerContext {
         data_dir: &Path,
         signer: Arc<dyn EventSigner + Send + Sync>,
     ) -> Result<WorkerContext, WorkerError> {
-        let ledger = Ledger::new(client);
+        // Families are kept verified in memory between reads: a read verifies only what is new.
+        let ledger = Ledger::new(client)
+            .with_snapshots(Arc::new(crate::snapshot::SnapshotMemory::default()));
         Ledger::check_server_version(&ledger.jetstream().client())?;
         let (roster, _, _) = ledger.roster().await?;
         let actor = crate::ledger::identify(&roster.roster, &*signer)?.actor;

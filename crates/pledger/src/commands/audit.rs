@@ -33,7 +33,7 @@ impl App {
             AuditCommand::Log { prompt } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let family = registered(conn.ledger.load_all(&prompt).await?)?;
                 Ok(audit_log(&prompt, &family))
             }
             AuditCommand::Verify {
@@ -79,7 +79,7 @@ impl App {
                 let prompt = PromptName::parse(&prompt)?;
                 let at = At::parse(&at)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let family = registered(conn.ledger.load_all(&prompt).await?)?;
                 Ok(replay(&family, at))
             }
             AuditCommand::Resolve {
@@ -92,7 +92,7 @@ impl App {
                 let at = At::parse(&at)?;
                 let attributes = crate::commands::resolve::parse_attributes(&attrs)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let family = registered(conn.ledger.load_all(&prompt).await?)?;
                 Ok(resolve_at(&family, at, unit.as_deref(), &attributes))
             }
             AuditCommand::Export {
@@ -124,7 +124,7 @@ impl App {
             AuditCommand::Report { release } => {
                 let id = ReleaseId::parse(&release)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(id.prompt()).await?)?;
+                let family = registered(conn.ledger.load_all(id.prompt()).await?)?;
                 release_report(&family, &id)
             }
         }

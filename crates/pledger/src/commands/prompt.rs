@@ -117,7 +117,11 @@ impl App {
                     json!({ "prompt": prompt, "policy": policy, "recorded": recorded_json(&done.recorded) }),
                 ))
             }
-            PromptCommand::Show { prompt, version } => {
+            PromptCommand::Show {
+                prompt,
+                version,
+                all,
+            } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
                 let family = registered(conn.ledger.load(&prompt).await?)?;
@@ -145,7 +149,15 @@ impl App {
                         .map(|v| v.to_string())
                         .unwrap_or_else(|| "none (adopt one with `pledger prompt adopt`)".into())
                 );
-                for v in &state.version_order {
+                let shown = if all { usize::MAX } else { SHOW_LATEST };
+                let earlier = |n: usize, what: &str| {
+                    format!("    ({n} earlier {what}: `pledger prompt show {prompt} --all`)\n")
+                };
+                let skipped = state.version_order.len().saturating_sub(shown);
+                if skipped > 0 {
+                    text.push_str(&earlier(skipped, "versions"));
+                }
+                for v in &state.version_order[skipped..] {
                     let p = &state.versions[v];
                     let mark = if Some(v) == state.stable.as_ref() {
                         " (stable)"
@@ -160,7 +172,11 @@ impl App {
                     ));
                 }
                 text.push_str("  releases\n");
-                for r in state.releases.values() {
+                let skipped = state.releases.len().saturating_sub(shown);
+                if skipped > 0 {
+                    text.push_str(&earlier(skipped, "releases"));
+                }
+                for r in state.releases.values().skip(skipped) {
                     text.push_str(&format!(
                         "    {:<24} {:<12} {}\n",
                         r.id.to_string(),
@@ -171,7 +187,7 @@ impl App {
                 text.push_str(&ignored_note(&family, None));
                 Ok(Report::ok(
                     text,
-                    json!({ "state": state, "last_sequence": family.last_sequence, "history": family.events.iter().map(recorded_entry).collect::<Vec<_>>(), "ignored": ignored_json(&family, None) }),
+                    json!({ "state": state, "last_sequence": family.last_sequence, "snapshot_through": family.resumed_from.as_ref().map(|s| s.through), "events_read": family.events.len(), "ignored": ignored_json(&family, None) }),
                 ))
             }
             PromptCommand::Diff { prompt, from, to } => {
@@ -195,7 +211,7 @@ impl App {
             PromptCommand::History { prompt } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let family = registered(conn.ledger.load_all(&prompt).await?)?;
                 Ok(history_report(
                     &format!("history of `{prompt}`"),
                     &family.events,
@@ -214,6 +230,9 @@ impl App {
         }
     }
 }
+
+/// Versions and releases `prompt show` lists without `--all` (the latest ones).
+const SHOW_LATEST: usize = 10;
 
 fn history_report(title: &str, events: &[Recorded], mut json: Value) -> Report {
     json["events"] = Value::Array(events.iter().map(recorded_entry).collect());

@@ -218,7 +218,7 @@ impl App {
             ReleaseCommand::Show { release } => {
                 let release = ReleaseId::parse(&release)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(release.prompt()).await?)?;
+                let family = registered(conn.ledger.load_all(release.prompt()).await?)?;
                 let r = known_release(&family.state, &release)?;
                 let subject = pledger_infra::ledger::subject_for(
                     &pledger_core::event::Aggregate::Release(release.clone()),
