@@ -237,6 +237,51 @@ fn main() {
             black_box(windows.next_open(black_box(closed_at)));
         },
     );
+    // An outcome message of 100 outcomes as the bench's ingest section publishes them.
+    let outcomes: Vec<pledger_core::outcome::Outcome> = (0..100u64)
+        .map(|i| pledger_core::outcome::Outcome {
+            prompt: prompt.clone(),
+            version: artifact(1 + (i % 2) as usize).version_id(),
+            release: Some(pledger_core::ReleaseId::new(prompt.clone(), 1)),
+            arm: Some(if i % 2 == 0 {
+                pledger_core::routing::Arm::Candidate
+            } else {
+                pledger_core::routing::Arm::Baseline
+            }),
+            unit: Some(format!("user-{}", i % 10_000)),
+            attrs: [
+                ("geo".to_string(), "eu".to_string()),
+                ("user_kind".to_string(), "external".to_string()),
+            ]
+            .into(),
+            request_id: format!("req-{i}"),
+            fallback: false,
+            escalated: i % 50 == 0,
+            manually_corrected: false,
+            refusal: false,
+            latency_ms: 400.0 + (i % 97) as f64 * 7.0,
+            tokens_in: 300 + i % 50,
+            tokens_out: 200 + i % 30,
+            cost_usd: Some(0.002),
+            feedback: None,
+        })
+        .collect();
+    let message = serde_json::to_vec(&outcomes).unwrap();
+    time("outcomes: parse_outcome_message of 100", 2_000, || {
+        black_box(pledger_core::outcome::parse_outcome_message(black_box(
+            &message,
+        )));
+    });
+    time(
+        "outcomes: serde_json::from_slice::<Vec<Outcome>> of 100",
+        2_000,
+        || {
+            black_box(
+                serde_json::from_slice::<Vec<pledger_core::outcome::Outcome>>(black_box(&message))
+                    .unwrap(),
+            );
+        },
+    );
     // Verification of stored events: the state-free part (`verify::precheck`: decoding, the
     // SSHSIG signature, the hashes) and its pieces, over the history above, sealed.
     let key = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[7; 32]));

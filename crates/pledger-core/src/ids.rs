@@ -22,13 +22,17 @@ pub struct PromptName(String);
 
 impl PromptName {
     pub fn parse(raw: &str) -> Result<PromptName, FieldError> {
+        PromptName::check(raw)?;
+        Ok(PromptName(raw.to_string()))
+    }
+    fn check(raw: &str) -> Result<(), FieldError> {
         let ok_first = raw
-            .chars()
+            .bytes()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let ok_rest = raw
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
         if raw.is_empty() || raw.len() > MAX_PROMPT_NAME_LEN || !ok_first || !ok_rest {
             return Err(FieldError::new(
                 "prompt",
@@ -37,7 +41,7 @@ impl PromptName {
                 ),
             ));
         }
-        Ok(PromptName(raw.to_string()))
+        Ok(())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -47,7 +51,8 @@ impl PromptName {
 impl TryFrom<String> for PromptName {
     type Error = FieldError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        PromptName::parse(&value)
+        PromptName::check(&value)?;
+        Ok(PromptName(value))
     }
 }
 impl From<PromptName> for String {
@@ -75,11 +80,15 @@ impl VersionId {
         VersionId(format!("{VERSION_ID_PREFIX}{hex}"))
     }
     pub fn parse(raw: &str) -> Result<VersionId, FieldError> {
+        VersionId::check(raw)?;
+        Ok(VersionId(raw.to_string()))
+    }
+    fn check(raw: &str) -> Result<(), FieldError> {
         let hex = raw.strip_prefix(VERSION_ID_PREFIX).unwrap_or("");
         if hex.len() != 64
             || !hex
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         {
             return Err(FieldError::new(
                 "version",
@@ -88,7 +97,7 @@ impl VersionId {
                 ),
             ));
         }
-        Ok(VersionId(raw.to_string()))
+        Ok(())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -110,7 +119,8 @@ impl VersionId {
 impl TryFrom<String> for VersionId {
     type Error = FieldError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        VersionId::parse(&value)
+        VersionId::check(&value)?;
+        Ok(VersionId(value))
     }
 }
 impl From<VersionId> for String {
@@ -147,7 +157,13 @@ impl ReleaseId {
                 format!("`{raw}` is not a release id (expected `<prompt>-r<number>`, e.g. `support-triage-r3`)"),
             )
         };
-        let (prompt, number) = raw.rsplit_once("-r").ok_or_else(bad)?;
+        // The last `-r` (a byte search: this runs for every outcome a service reports).
+        let at = raw
+            .as_bytes()
+            .windows(2)
+            .rposition(|w| w == b"-r")
+            .ok_or_else(bad)?;
+        let (prompt, number) = (&raw[..at], &raw[at + 2..]);
         if number.is_empty()
             || !number.chars().all(|c| c.is_ascii_digit())
             || number.starts_with('0')

@@ -127,9 +127,11 @@ pub fn parse_outcome_message(payload: &[u8]) -> Vec<Result<Outcome, OutcomeError
             .map(|()| o)
             .map_err(|reason| OutcomeError { index, reason })
     };
-    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => {
-            if let Ok(list) = serde_json::from_slice::<Vec<Outcome>>(payload) {
+    // UTF-8 checked once for the whole message, not string by string while decoding.
+    let text = std::str::from_utf8(payload).ok();
+    match (payload.iter().find(|b| !b.is_ascii_whitespace()), text) {
+        (Some(b'['), Some(text)) => {
+            if let Ok(list) = serde_json::from_str::<Vec<Outcome>>(text) {
                 return list
                     .into_iter()
                     .enumerate()
@@ -137,8 +139,8 @@ pub fn parse_outcome_message(payload: &[u8]) -> Vec<Result<Outcome, OutcomeError
                     .collect();
             }
         }
-        Some(b'{') => {
-            if let Ok(one) = serde_json::from_slice::<Outcome>(payload) {
+        (Some(b'{'), Some(text)) => {
+            if let Ok(one) = serde_json::from_str::<Outcome>(text) {
                 return vec![validated(one, None)];
             }
         }

@@ -318,6 +318,8 @@ impl Tally {
 pub fn tally(messages: &[OutcomeMessage], views: &BTreeMap<PromptName, PromptView>) -> Tally {
     let mut t = Tally::default();
     let unknown = PromptView::default();
+    // Each prompt's current stage visit, named once per call rather than once per outcome.
+    let mut visits: BTreeMap<&PromptName, String> = BTreeMap::new();
     for m in messages {
         let subject_prompt = m.subject.rsplit('.').next().unwrap_or_default();
         let dead = |reason: String| DeadLetter {
@@ -372,11 +374,12 @@ pub fn tally(messages: &[OutcomeMessage], views: &BTreeMap<PromptName, PromptVie
                 t.counters.outside_rollout += 1;
                 continue;
             }
-            let entry = &mut t
-                .stats
-                .entry(stage_visit(r))
-                .or_insert_with(|| (r.release.clone(), StageStats::default()))
-                .1;
+            let visit = visits.entry(&o.prompt).or_insert_with(|| stage_visit(r));
+            if !t.stats.contains_key(visit.as_str()) {
+                t.stats
+                    .insert(visit.clone(), (r.release.clone(), StageStats::default()));
+            }
+            let entry = &mut t.stats.get_mut(visit.as_str()).expect("inserted above").1;
             match place(r, o) {
                 Placement::Candidate => entry.candidate.record(o),
                 Placement::ControlInSegment => entry.control_in_segment.record(o),

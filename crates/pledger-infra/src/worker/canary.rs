@@ -131,6 +131,50 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
     .await
 }
 
+/// Messages parsed in one go below this many are parsed on the monitor's own task.
+const PARALLEL_PARSE_FROM: usize = 16;
+
+/// Parses outcome messages (sequence, subject, payload), in order: a large batch in as many
+/// parts as there are cores, each on a blocking thread, so decoding does not hold the
+/// monitor's loop (or the runtime's threads) to one core.
+async fn parse_on_every_core(
+    fresh: Vec<(u64, String, bytes::Bytes)>,
+) -> Result<Vec<OutcomeMessage>, WorkerError> {
+    let parse = |part: Vec<(u64, String, bytes::Bytes)>| -> Vec<OutcomeMessage> {
+        part.into_iter()
+            .map(|(sequence, subject, payload)| OutcomeMessage {
+                sequence,
+                subject,
+                outcomes: parse_outcome_message(&payload),
+            })
+            .collect()
+    };
+    let cores = crate::audit::cores();
+    if fresh.len() < PARALLEL_PARSE_FROM || cores < 2 {
+        return Ok(parse(fresh));
+    }
+    let per = fresh.len().div_ceil(cores);
+    let mut parts = Vec::new();
+    let mut rest = fresh.into_iter();
+    loop {
+        let part: Vec<_> = rest.by_ref().take(per).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(tokio::task::spawn_blocking(move || parse(part)));
+    }
+    let mut out = Vec::new();
+    for part in parts {
+        match part.await {
+            Ok(parsed) => out.extend(parsed),
+            // A panic in the parser is the monitor's own panic (its supervisor restarts it).
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(WorkerError::Config(format!("parsing outcomes: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
 impl Driver {
     /// Refreshes every prompt's view from the ledger at start, so rollouts already active are
     /// judged (and their bake times noticed) even before new events or outcomes arrive.
@@ -209,20 +253,17 @@ impl Driver {
     ) -> Result<BTreeSet<ReleaseId>, WorkerError> {
         let applied = self.ctx.store.applied_sequence(OUTCOMES_STREAM)?;
         let mut last = applied;
-        let mut messages = Vec::new();
+        let mut fresh = Vec::new();
         let mut payloads = BTreeMap::new();
         for m in batch {
             let sequence = sequence_of(m)?;
             last = last.max(sequence);
             if sequence > applied {
-                messages.push(OutcomeMessage {
-                    sequence,
-                    subject: m.subject.to_string(),
-                    outcomes: parse_outcome_message(&m.payload),
-                });
+                fresh.push((sequence, m.subject.to_string(), m.payload.clone()));
                 payloads.insert(sequence, m.payload.clone());
             }
         }
+        let messages = parse_on_every_core(fresh).await?;
         if messages.is_empty() {
             return Ok(BTreeSet::new());
         }
