@@ -5,13 +5,14 @@ use std::process::{Command, Stdio};
 
 use pledger_e2e::pledger_bin;
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "1. Outcome ingest into the canary monitor",
     "2. Breach to reroute",
     "3. Manual rollback to",
     "4. Resolver::resolve cost",
     "5. Judgement quality",
     "6. Resident memory of `pledger up`",
+    "12. Commands read from a snapshot at any history length",
 ];
 
 #[test]

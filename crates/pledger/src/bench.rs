@@ -1183,19 +1183,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
             || (args.section.contains(&10) && [2, 3, 7].contains(&n))
     };
     if want(1) {
-        progress("1/11 outcome ingest into the canary monitor");
+        progress("1/12 outcome ingest into the canary monitor");
         sections.push(ingest(&env, &sizes).await?);
     }
     let mut reroute_run = None;
     if want(2) {
-        progress("2/11 breach to reroute");
+        progress("2/12 breach to reroute");
         let (section, run, floor) = reroute(&env, &sizes).await?;
         sections.push(section);
         reroute_run = Some((run, floor));
     }
     let mut fanout_run = None;
     if want(3) {
-        progress("3/11 manual rollback to many resolvers");
+        progress("3/12 manual rollback to many resolvers");
         let (section, run, floor) = fanout(&env, &sizes).await?;
         sections.push(section);
         fanout_run = Some((run, floor));
@@ -1203,7 +1203,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     // The trusted-history sections use the same server; they run while it is up.
     let mut sign = None;
     if want(7) {
-        progress("7/11 a signed command against the same command unsigned");
+        progress("7/12 a signed command against the same command unsigned");
         let (section, sign_run) = signed_command(&env, &sizes).await?;
         sections.push(section);
         // Section 10's baseline of the command's read alone (untimed here, reported there).
@@ -1211,11 +1211,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         sign = Some((sign_run, sign_reads));
     }
     if want(8) {
-        progress("8/11 verification throughput on read");
+        progress("8/12 verification throughput on read");
         sections.push(verify_throughput(&env, &sizes).await?);
     }
     if want(9) {
-        progress("9/11 command cost against the family's history");
+        progress("9/12 command cost against the family's history");
         sections.push(history_cost(&env, &sizes).await?);
     }
     if want(12) {
@@ -1232,7 +1232,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     ) = (want(10), reroute_run, fanout_run, sign)
     {
         // The cluster runs alone: the single server has stopped.
-        progress("10/11 the same on a three-node R3 cluster");
+        progress("10/12 the same on a three-node R3 cluster");
         let single = SingleNode {
             reroute,
             reroute_floor,
@@ -1245,11 +1245,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
     if want(11) {
         // The auditor's ledger is on a server of its own: nothing else runs meanwhile.
-        progress("11/11 the auditor: audit verify and audit replay --at");
+        progress("11/12 the auditor: audit verify and audit replay --at");
         sections.push(auditor(&sizes).await?);
     }
     if want(4) {
-        progress("4/11 Resolver::resolve cost");
+        progress("4/12 Resolver::resolve cost");
         let s = sizes.resolve_calls;
         let runs = sizes.resolve_runs;
         sections.push(
@@ -1259,7 +1259,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         );
     }
     if want(5) {
-        progress("5/11 judgement quality");
+        progress("5/12 judgement quality");
         let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
         sections.push(
             tokio::task::spawn_blocking(move || quality(canaries, detect))
@@ -1268,7 +1268,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         );
     }
     if want(6) {
-        progress("6/11 resident memory of `pledger up`");
+        progress("6/12 resident memory of `pledger up`");
         sections.push(memory(&sizes).await?);
     }
     sections.sort_by_key(|s| s.number);
@@ -3755,7 +3755,7 @@ async fn snapshot_cost(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     s.baseline =
         format!("the same command on a prompt with {base} events of history, in the same run");
     s.method = format!(
-        "Prompts whose family holds {} events, generated and signed as in section 8 (release          cycles of nine events) and appended with `Ledger::append`. At each size: one read          (`Ledger::load` on a ledger keeping snapshots in a directory: it replays the family          and keeps its snapshot), then {} signed `release propose` in process (`Ledger::execute`          on that ledger: it resumes from the snapshot, verifies what came after it, and keeps a          new snapshot every {} events) alternating with as many `pledger prompt show` runs as          child processes (spawn to exit, the same cache dir: `--cache-dir` defaults to          `<config dir>/cache`). Each proposal adds an event.",
+        "Prompts whose family holds {} events, generated and signed as in section 8 (release cycles of nine events) and appended with `Ledger::append`. At each size: one read (`Ledger::load` on a ledger keeping snapshots in a directory: it replays the family and keeps its snapshot), then {} signed `release propose` in process (`Ledger::execute` on that ledger: it resumes from the snapshot, verifies what came after it, and keeps a new snapshot every {} events) alternating with as many `pledger prompt show` runs as child processes (spawn to exit, the same cache dir: `--cache-dir` defaults to `<config dir>/cache`). Each proposal adds an event.",
         measured
             .iter()
             .map(|m| thousands(m.events as u64))
@@ -4772,7 +4772,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     let families =
         tokio::task::block_in_place(|| generate_families(&names, per_prompt, &m, cores))?;
     let generating = t.elapsed();
-    progress("11/11   appending them");
+    progress("11/12   appending them");
     let t = Instant::now();
     let sequences = append_interleaved(&ledger, &families).await?;
     let appending = t.elapsed();
@@ -4822,13 +4822,13 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
         .bytes;
     let payload_bytes: usize = records.iter().map(|r| r.payload.len()).sum();
     // Before anything is timed: the whole ledger verifies, with no finding.
-    progress("11/11   checking the ledger verifies");
+    progress("11/12   checking the ledger verifies");
     let found = found_checkpoints(&ledger).await?;
     let report = tokio::task::block_in_place(|| verify_records(&facts, &records, found, cores));
     check_clean(&report, total, "the generated ledger")?;
 
     // `audit verify` against the raw read, alternating which goes first.
-    progress("11/11   audit verify against the raw read");
+    progress("11/12   audit verify against the raw read");
     let reps = sizes.audit_reps.max(1);
     let (mut raw, mut cli, mut one, mut ordered) = (vec![], vec![], vec![], vec![]);
     let (mut cli_cpu, mut cli_wall) = (0.0, 0.0);
@@ -4862,7 +4862,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     }
 
     // The verification alone, over the records already read.
-    progress("11/11   the verification alone");
+    progress("11/12   the verification alone");
     let found = found_checkpoints(&ledger).await?;
     let (mut alone, mut alone_one) = (vec![], vec![]);
     let (mut alone_cpu, mut alone_wall, mut one_cpu, mut one_wall) = (0.0, 0.0, 0.0, 0.0);
@@ -4909,7 +4909,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     drop(records);
 
     // `audit replay --at` as a child process, against `prompt show` the same way.
-    progress("11/11   audit replay --at as a child process");
+    progress("11/12   audit replay --at as a child process");
     let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).map_err(|e| fail("temp home")(e.to_string()))?;
