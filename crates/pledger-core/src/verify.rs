@@ -629,16 +629,23 @@ impl LedgerVerifier {
     /// Takes up a family where `snapshot` left it: its state, its chain head and its event
     /// ids, as if every event it covers had been observed. Call it before any event of the
     /// family is observed; the family's next events must then chain onto the snapshot's head.
-    pub fn resume_family(&mut self, snapshot: &FamilySnapshot) {
+    /// Returns the snapshot with its state taken out (a fresh one in its place): the state is
+    /// the family's now, and a next snapshot builds on the rest.
+    pub fn resume_family(&mut self, mut snapshot: FamilySnapshot) -> FamilySnapshot {
         self.event_ids.extend(snapshot.event_ids.iter().cloned());
         self.accepted += snapshot.event_ids.len() as u64;
+        let state = std::mem::replace(
+            &mut snapshot.state,
+            PromptState::new(snapshot.prompt.clone()),
+        );
         self.families.insert(
             snapshot.prompt.clone(),
             FamilyCursor {
-                state: snapshot.state.clone(),
+                state,
                 head: snapshot.head.clone(),
             },
         );
+        snapshot
     }
 
     /// The verified state of a prompt (a fresh one if no event of it was accepted).
@@ -647,6 +654,16 @@ impl LedgerVerifier {
             .get(prompt)
             .map(|f| f.state.clone())
             .unwrap_or_else(|| PromptState::new(prompt.clone()))
+    }
+
+    /// [`LedgerVerifier::state`] without a copy: the state moves out and the verifier keeps a
+    /// fresh one in its place (its head stays). For a reader done with the family: events of
+    /// it observed afterwards would be checked against the fresh state.
+    pub fn take_state(&mut self, prompt: &PromptName) -> PromptState {
+        match self.families.get_mut(prompt) {
+            Some(f) => std::mem::replace(&mut f.state, PromptState::new(prompt.clone())),
+            None => PromptState::new(prompt.clone()),
+        }
     }
 
     /// The hash the next event of this prompt's family must name as `prev_hash`.

@@ -150,7 +150,8 @@ pub struct Family {
     pub events: Vec<Recorded>,
     /// The family's ignored messages (the roster's and windows' too), with the reason.
     pub ignored: Vec<Ignored>,
-    /// The roster, the family's head and the global windows, as verified.
+    /// The roster, the family's head and the global windows, as verified (the family's state
+    /// is `state`, moved out of it).
     pub verifier: LedgerVerifier,
     /// The snapshot the read resumed from (its state left out), if it did: `events` and the
     /// family's part of `ignored` are then only what came after it.
@@ -691,15 +692,16 @@ impl Ledger {
         }
         let family = match kept {
             Some(snapshot) => {
-                let family = self.load_after(prompt, Some(&snapshot)).await?;
+                let through = snapshot.through;
+                let family = self.load_after(prompt, Some(snapshot)).await?;
                 let broken = family.ignored.iter().any(|i| {
-                    i.finding.sequence > snapshot.through
+                    i.finding.sequence > through
                         && matches!(i.finding.check, Check::Chain | Check::DuplicateId)
                 });
                 if broken {
                     tracing::info!(
                         prompt = %prompt,
-                        through = snapshot.through,
+                        through,
                         "the family does not continue from its snapshot; reading it whole"
                     );
                     self.load_after(prompt, None).await?
@@ -775,33 +777,29 @@ impl Ledger {
     async fn load_after(
         &self,
         prompt: &PromptName,
-        snapshot: Option<&FamilySnapshot>,
+        snapshot: Option<FamilySnapshot>,
     ) -> Result<Family, InfraError> {
         let filter = family_filter(prompt);
-        let after = snapshot.map(|s| s.through).unwrap_or(0);
+        let after = snapshot.as_ref().map(|s| s.through).unwrap_or(0);
         let raws = self.read_raw(&[&filter], after).await?;
         let fleet = self
             .read_raw(&[ROSTER_SUBJECT, FLEET_WINDOWS_SUBJECT], 0)
             .await?;
         let mut verifier = LedgerVerifier::new();
         let mut verified = Verified::of(&mut verifier, &fleet);
-        if let Some(s) = snapshot {
-            verifier.resume_family(s);
-        }
+        let resumed_from = snapshot.map(|s| verifier.resume_family(s));
         let family = Verified::of(&mut verifier, &raws);
         verified.ignored.extend(family.ignored);
         let last_sequence = raws.last().map(|r| r.sequence).unwrap_or(after);
         Ok(Family {
-            state: verifier.state(prompt),
+            // Moved, not copied: a long family's state is large, and `verifier` is kept only
+            // for the roster, the windows and the family's head.
+            state: verifier.take_state(prompt),
             last_sequence,
             events: family.accepted,
             ignored: verified.ignored,
             verifier,
-            resumed_from: snapshot.cloned().map(|mut s| {
-                // The state is the family's now; keep only what a next snapshot builds on.
-                s.state = PromptState::new(prompt.clone());
-                s
-            }),
+            resumed_from,
         })
     }
 

@@ -992,7 +992,13 @@ fn a_reader_resumed_from_a_snapshot_folds_like_one_that_read_everything() {
         for e in l.entries.iter().filter(|e| e.subject == roster) {
             v.observe(e.sequence, &e.subject, &e.bytes);
         }
-        v.resume_family(snapshot);
+        let rest = v.resume_family(snapshot.clone());
+        assert_eq!(
+            rest.state,
+            pledger_core::PromptState::new(p.clone()),
+            "the state moved out"
+        );
+        assert_eq!(rest.event_ids, snapshot.event_ids);
         let verdicts: Vec<Verdict> = family[30..]
             .iter()
             .map(|e| v.observe(e.sequence, &e.subject, &e.bytes))
