@@ -3,6 +3,7 @@
 //! discarded, never trusted.
 
 use pledger_core::ids::PromptName;
+use pledger_core::verify::FamilySnapshot;
 use pledger_e2e::*;
 use pledger_infra::snapshot::SnapshotDir;
 
@@ -52,10 +53,7 @@ fn a_command_resumes_from_its_snapshot_and_still_sees_what_another_process_appen
         "the read resumed from the snapshot: {shown}"
     );
     assert!(shown["events_read"].as_u64().unwrap() < 64);
-    assert_eq!(
-        shown["state"]["version_order"].as_array().unwrap().len(),
-        70
-    );
+    assert_eq!(version_order(&shown).len(), 70);
 
     // Another process, with a cache of its own, appends a version; the next read sees it.
     let other_cache = tempfile::tempdir().unwrap();
@@ -75,10 +73,13 @@ fn a_command_resumes_from_its_snapshot_and_still_sees_what_another_process_appen
     );
     let late: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shown = w.json("maria", &["prompt", "show", PROMPT]);
-    let order = shown["state"]["version_order"].as_array().unwrap();
+    let order = version_order(&shown);
     assert_eq!(order.len(), 71);
-    assert_eq!(order.last().unwrap(), &late["version"]);
-    assert_eq!(order[0].as_str().unwrap(), versions[0]);
+    assert_eq!(
+        Some(order.last().unwrap().as_str()),
+        late["version"].as_str()
+    );
+    assert_eq!(order[0], versions[0]);
     assert!(shown["snapshot_through"].as_u64().is_some());
 
     // The text lists the latest versions and says how many earlier ones `--all` shows.
@@ -113,23 +114,78 @@ fn a_snapshot_from_another_ledger_is_discarded() {
             serde_json::Value::Null,
             "{shown}"
         );
-        let order: Vec<&str> = shown["state"]["version_order"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        assert_eq!(order, b_versions);
+        assert_eq!(version_order(&shown), b_versions);
     };
     // A's snapshot as it is: it names A's ledger.
     place(&from_a);
     b_sees_its_own();
     // A's snapshot claiming to be B's: B's ledger does not hold its head.
-    let mut forged: serde_json::Value = serde_json::from_slice(&from_a).unwrap();
-    forged["ledger"] = serde_json::Value::String(b_key.clone());
-    place(&serde_json::to_vec(&forged).unwrap());
+    let mut forged = FamilySnapshot::decode(&from_a).unwrap();
+    forged.ledger = b_key.clone();
+    place(&forged.encode());
     b_sees_its_own();
     // An unreadable one.
     place(b"{ not a snapshot");
     b_sees_its_own();
+}
+
+/// `prompt show --json`'s version ids in publication order (the state keeps them as one
+/// string of 64 hex digits each).
+fn version_order(shown: &serde_json::Value) -> Vec<String> {
+    let hex = shown["state"]["version_order"].as_str().unwrap();
+    assert_eq!(hex.len() % 64, 0, "{hex}");
+    hex.as_bytes()
+        .chunks(64)
+        .map(|c| format!("sha256:{}", std::str::from_utf8(c).unwrap()))
+        .collect()
+}
+
+#[test]
+fn adopting_a_version_the_live_state_let_go_of_routes_its_artifact() {
+    let w = World::new();
+    // More versions than a live state keeps artifacts of (the latest ten and the stable one).
+    let versions = with_versions(&w, 14);
+    w.run(
+        "maria",
+        &[
+            "prompt",
+            "adopt",
+            PROMPT,
+            &versions[0],
+            "--reason",
+            "oldest",
+        ],
+    )
+    .ok();
+    let table = routing_table(&w);
+    assert_eq!(
+        table.stable.as_ref().map(|v| v.as_str()),
+        Some(versions[0].as_str())
+    );
+    let artifact = &table.artifacts[&table.stable.clone().unwrap()];
+    assert_eq!(artifact.version_id().as_str(), versions[0]);
+    // The shown version comes from the full read, and a diff across the two ends works.
+    let shown = w.json("maria", &["prompt", "show", PROMPT, &versions[1]]);
+    assert_eq!(shown["version"], versions[1].as_str());
+    w.run(
+        "maria",
+        &["prompt", "diff", PROMPT, &versions[1], &versions[13]],
+    )
+    .ok();
+}
+
+fn routing_table(w: &World) -> pledger_core::routing::RoutingTable {
+    let url = w.server.url();
+    block_on(async move {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let store = pledger_infra::RoutingStore::open(&js).await.unwrap();
+        let prompt = PromptName::parse(PROMPT).unwrap();
+        store
+            .get(&prompt)
+            .await
+            .unwrap()
+            .expect("a routing table")
+            .0
+    })
 }

@@ -362,5 +362,106 @@ fn main() {
             )
             .unwrap();
     });
+    snapshot_decode();
     println!("reproduce: cargo bench -p pledger-core");
+}
+
+/// Decoding a family snapshot of a prompt with 100,000 events of history in 11,111 release
+/// cycles (section 12 of `pledger bench`): what a live state keeps of them, and the digests of
+/// the family's event ids.
+fn snapshot_decode() {
+    use pledger_core::event::{ChangeProposed, Event, ReleaseCompleted, VersionPublished};
+    let prompt = PromptName::parse("bench").unwrap();
+    let mut state = PromptState::live(prompt.clone());
+    let maria = Actor::parse("maria").unwrap();
+    let mut n = 0u64;
+    let mut fold = |state: &mut PromptState, event: Event| {
+        n += 1;
+        let meta = EventMeta {
+            event_id: format!("e{n}"),
+            occurred_at: Timestamp::from_unix_millis(1_795_510_800_000 + n as i64),
+            actor: maria.clone(),
+            causation_id: None,
+            correlation_id: "bench".into(),
+        };
+        evolve(state, &Envelope::new(event, meta));
+    };
+    let mut previous = artifact(0).version_id();
+    fold(
+        &mut state,
+        Event::VersionPublished(VersionPublished {
+            prompt: prompt.clone(),
+            version: previous.clone(),
+            artifact: artifact(0),
+        }),
+    );
+    for i in 1..11_112u32 {
+        let a = artifact(i as usize);
+        let version = a.version_id();
+        let release = pledger_core::ReleaseId::new(prompt.clone(), i);
+        fold(
+            &mut state,
+            Event::VersionPublished(VersionPublished {
+                prompt: prompt.clone(),
+                version: version.clone(),
+                artifact: a,
+            }),
+        );
+        fold(
+            &mut state,
+            Event::ChangeProposed(ChangeProposed {
+                release: release.clone(),
+                author: maria.clone(),
+                candidate: version.clone(),
+                baseline: Some(previous.clone()),
+                rationale: "bench".into(),
+                expected_changes: vec![],
+            }),
+        );
+        fold(
+            &mut state,
+            Event::ReleaseCompleted(ReleaseCompleted {
+                release,
+                version: version.clone(),
+                previous_stable: previous,
+                forced: false,
+                reason: None,
+            }),
+        );
+        previous = version;
+    }
+    let ids: Vec<String> = (0..100_000)
+        .map(|i| format!("0193a1b2-{i:04}-7000-8000-000000000000"))
+        .collect();
+    let snapshot = pledger_core::verify::FamilySnapshot {
+        format: pledger_core::verify::SNAPSHOT_FORMAT,
+        ledger: "bench".into(),
+        prompt,
+        through: 100_000,
+        head: Some("sha256:00".into()),
+        head_sequence: 100_000,
+        state,
+        event_ids: pledger_core::verify::EventIdDigests::default()
+            .with(ids.iter().map(String::as_str)),
+        ignored: vec![],
+    };
+    let json = serde_json::to_vec(&snapshot).unwrap();
+    let label = format!(
+        "snapshot of 11,111 releases, 100,000 ids: JSON decode ({} KiB)",
+        json.len() / 1024
+    );
+    time(&label, 50, || {
+        black_box(
+            serde_json::from_slice::<pledger_core::verify::FamilySnapshot>(black_box(&json))
+                .unwrap(),
+        );
+    });
+    let stored = snapshot.encode();
+    let label = format!(
+        "  the same as a snapshot file stores it: decode ({} KiB)",
+        stored.len() / 1024
+    );
+    time(&label, 50, || {
+        black_box(pledger_core::verify::FamilySnapshot::decode(black_box(&stored)).unwrap());
+    });
 }

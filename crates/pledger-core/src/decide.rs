@@ -1,6 +1,7 @@
 //! The release lifecycle as a pure decider: `decide(state, command, ctx)` returns the events
 //! to record or the rule the command breaks. It never changes the state; `evolve` does.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -375,7 +376,7 @@ pub fn decide(
         Command::PublishVersion { artifact } => {
             valid(artifact.validate(), "artifact")?;
             let version = artifact.version_id();
-            if state.versions.contains_key(&version) {
+            if state.has_version(&version) {
                 return Ok(vec![]);
             }
             Ok(vec![Event::VersionPublished(VersionPublished {
@@ -426,7 +427,7 @@ pub fn decide(
                     format!("{candidate} is already the stable version of `{prompt}`"),
                 );
             }
-            let number = state.releases.keys().next_back().copied().unwrap_or(0) + 1;
+            let number = state.last_release_number() + 1;
             Ok(vec![Event::ChangeProposed(ChangeProposed {
                 release: ReleaseId::new(prompt.clone(), number),
                 author: ctx.actor.clone(),
@@ -728,14 +729,14 @@ pub fn decide(
             readiness,
         } => {
             let r = known_release(state, release)?;
-            let (stage, paused) = rolling(r)?;
+            let (stage, paused) = rolling(&r)?;
             if paused {
                 return reject(
                     Rule::RolloutPaused,
                     format!("{release} is paused; resume it before advancing"),
                 );
             }
-            let (plan, current) = started_plan(r, stage)?;
+            let (plan, current) = started_plan(&r, stage)?;
             let current = &current.name;
             if current != from_stage {
                 return reject(
@@ -754,7 +755,7 @@ pub fn decide(
             match force_reason {
                 Some(reason) => require_reason(reason, "a forced advance")?,
                 None => {
-                    stage_ready(r, stage, readiness.as_ref(), ctx)?;
+                    stage_ready(&r, stage, readiness.as_ref(), ctx)?;
                     window_or_force(state, ctx, None, "advance a stage")?;
                 }
             }
@@ -768,7 +769,7 @@ pub fn decide(
         }
         Command::PauseRollout { release, reason } => {
             let r = known_release(state, release)?;
-            let (stage, paused) = rolling(r)?;
+            let (stage, paused) = rolling(&r)?;
             require_reason(reason, "pausing a rollout")?;
             if paused {
                 return Ok(vec![]);
@@ -811,7 +812,7 @@ pub fn decide(
             if let ReleaseStatus::Frozen { .. } = r.status {
                 return Ok(vec![]);
             }
-            let (stage, _) = rolling(r)?;
+            let (stage, _) = rolling(&r)?;
             Ok(vec![Event::RolloutFrozen(RolloutFrozen {
                 release: release.clone(),
                 stage: r.stage_name(stage).unwrap_or_default().to_string(),
@@ -824,14 +825,14 @@ pub fn decide(
             force_reason,
         } => {
             let r = known_release(state, release)?;
-            let (stage, paused) = rolling(r)?;
+            let (stage, paused) = rolling(&r)?;
             if paused {
                 return reject(
                     Rule::RolloutPaused,
                     format!("{release} is paused; resume it before completing"),
                 );
             }
-            let (plan, current) = started_plan(r, stage)?;
+            let (plan, current) = started_plan(&r, stage)?;
             if stage + 1 != plan.stages.len() {
                 return reject(
                     Rule::NotAtLastStage,
@@ -876,7 +877,11 @@ pub fn decide(
                     }
                     r
                 }
-                None => match state.active_rollout().or_else(|| state.last_completed_serving()) {
+                None => match state
+                    .active_rollout()
+                    .map(Cow::Borrowed)
+                    .or_else(|| state.last_completed_serving())
+                {
                     Some(r) => r,
                     None => {
                         return reject(
@@ -1194,7 +1199,7 @@ fn require_reason(reason: &str, what: &str) -> Result<(), Rejection> {
 }
 
 fn known_version(state: &PromptState, version: &VersionId) -> Result<(), Rejection> {
-    if state.versions.contains_key(version) {
+    if state.has_version(version) {
         Ok(())
     } else {
         reject(
@@ -1207,7 +1212,7 @@ fn known_version(state: &PromptState, version: &VersionId) -> Result<(), Rejecti
 fn known_release<'a>(
     state: &'a PromptState,
     release: &ReleaseId,
-) -> Result<&'a ReleaseState, Rejection> {
+) -> Result<Cow<'a, ReleaseState>, Rejection> {
     match state.release(release) {
         Some(r) => Ok(r),
         None => reject(
@@ -1221,7 +1226,7 @@ fn known_release<'a>(
 fn open_release<'a>(
     state: &'a PromptState,
     release: &ReleaseId,
-) -> Result<&'a ReleaseState, Rejection> {
+) -> Result<Cow<'a, ReleaseState>, Rejection> {
     let r = known_release(state, release)?;
     if r.status != ReleaseStatus::Proposed {
         return reject(
@@ -1265,7 +1270,7 @@ fn rolling(r: &ReleaseState) -> Result<(usize, bool), Rejection> {
 /// Resolves a user's version reference (full id or unique prefix) against the prompt.
 pub fn resolve_version(state: &PromptState, reference: &str) -> Result<VersionId, Rejection> {
     match state.find_version(reference) {
-        Ok(v) => Ok(v.clone()),
+        Ok(v) => Ok(v),
         Err(VersionLookupError::Unknown) => reject(
             Rule::UnknownVersion,
             format!("prompt `{}` has no version `{reference}`", state.name),

@@ -143,4 +143,4 @@ pub fn durable_name(worker: &str, replica: &str, stream: &str) -> String {
 /// The directory of a reader's family snapshots under the CLI's cache directory.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 /// How a snapshot file's name ends (after the prompt's name).
-pub const SNAPSHOT_FILE_SUFFIX: &str = ".snapshot.json";
+pub const SNAPSHOT_FILE_SUFFIX: &str = ".snapshot";

@@ -1,32 +1,49 @@
 //! State of a prompt and its releases, folded from the ledger by [`evolve`].
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::artifact::{json_digest, Artifact};
 use crate::bundle::EvalBundle;
-use crate::event::{Envelope, Event, GateDecided, GateEvidence, ReviewLayer, ReviewVerdict};
+use crate::event::{
+    ChangeProposed, Envelope, Event, GateDecided, GateEvidence, ReviewLayer, ReviewVerdict,
+};
 use crate::gate::GatePolicy;
 use crate::ids::{Actor, PromptName, ReleaseId, Timestamp, VersionId};
 use crate::plan::RolloutPlan;
 
 /// A prompt, its versions and its releases: the consistency boundary of the ledger.
+///
+/// A state keeps its history in one of two [`Detail`]s. Both fold the same events with the
+/// same [`evolve`] and decide alike ([`crate::decide`] reads only what both keep); a
+/// [`Detail::Live`] state leaves out the records of the past (artifacts of versions nothing
+/// refers to, ended releases beyond the latest [`RECENT`]), so its size follows the prompt's
+/// open work, not its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PromptState {
     pub name: PromptName,
     /// `None` until the prompt is registered.
     pub owner: Option<String>,
+    /// How much of the past this state keeps in full.
+    pub detail: Detail,
+    /// Published versions with their artifacts: every one in a [`Detail::Full`] state; in a
+    /// [`Detail::Live`] one, those [`PromptState::compact`] keeps (decisions only ask whether
+    /// a version exists, which `version_order` answers).
     pub versions: BTreeMap<VersionId, PublishedVersion>,
-    /// Version ids in publication order.
-    pub version_order: Vec<VersionId>,
+    /// Every published version id, in publication order.
+    pub version_order: VersionIds,
     /// The version serving production outside any rollout.
     pub stable: Option<VersionId>,
     pub policy: GatePolicy,
     /// [`json_digest`] of `policy` (what a gate's evidence names), kept with it.
     pub policy_digest: String,
-    /// Releases by number (`<prompt>-r<number>`).
+    /// Releases by number (`<prompt>-r<number>`): every one in a [`Detail::Full`] state; in a
+    /// [`Detail::Live`] one, the open releases and the [`RECENT`] highest-numbered ended ones.
     pub releases: BTreeMap<u32, ReleaseState>,
+    /// Every ended release, compactly: what a decision may still ask of one.
+    pub ended: EndedReleases,
     /// Regression cases by id.
     pub regression_cases: BTreeMap<String, RegressionCase>,
     /// `event_count` when the last release completed: cases collected after it are the ones
@@ -72,6 +89,415 @@ impl PromptState {
         self.regression_cases
             .values()
             .find(|c| c.fingerprint == fingerprint)
+    }
+}
+
+/// How much of its history a [`PromptState`] keeps in full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// Every version's artifact and every release's record: what `release show`, `prompt
+    /// history` and the auditor's commands read.
+    #[default]
+    Full,
+    /// What decisions, routing and the workers read: open releases, the [`RECENT`] latest
+    /// ended ones, and the artifacts of the stable version, of versions open releases name and
+    /// of the [`RECENT`] latest published. A reader that needs more reads the family whole.
+    Live,
+}
+
+/// How many ended releases and published versions a [`Detail::Live`] state keeps in full
+/// beyond those in use (what `prompt show` lists).
+pub const RECENT: usize = 10;
+
+/// Version ids in publication order, kept as their 32 digest bytes with an index from digest
+/// to position: a prompt with many versions costs 32 bytes and an index entry each, and its
+/// snapshot stores them as one string of hex digits.
+#[derive(Clone, Debug, Default)]
+pub struct VersionIds {
+    order: Vec<[u8; 32]>,
+    index: HashMap<[u8; 32], u32>,
+}
+
+impl PartialEq for VersionIds {
+    fn eq(&self, other: &VersionIds) -> bool {
+        self.order == other.order
+    }
+}
+
+/// The value of a lowercase hex digit (anything else: none).
+fn nibble(c: u8) -> Option<u8> {
+    let v = HEX_VALUE[c as usize];
+    (v != 0xff).then_some(v)
+}
+
+/// Lowercase hex digit values; 0xff: not one.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut c = 0;
+    while c < 10 {
+        table[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        table[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    table
+};
+
+/// The 32 bytes 64 lowercase hex digits spell.
+fn digest_bytes(hex: &[u8]) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut invalid = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (high, low) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+        invalid |= high | low;
+        *o = (high << 4) | (low & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then_some(out)
+}
+
+fn digest_of(version: &VersionId) -> Option<[u8; 32]> {
+    let hex = version
+        .as_str()
+        .strip_prefix(crate::ids::VERSION_ID_PREFIX)?;
+    digest_bytes(hex.as_bytes())
+}
+
+fn version_of(digest: &[u8; 32]) -> VersionId {
+    VersionId::from_digest_hex(&crate::artifact::hex(digest))
+}
+
+impl VersionIds {
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+    /// The ids in publication order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = VersionId> + '_ {
+        self.order.iter().map(version_of)
+    }
+    pub fn to_vec(&self) -> Vec<VersionId> {
+        self.iter().collect()
+    }
+    pub fn contains(&self, version: &VersionId) -> bool {
+        self.position(version).is_some()
+    }
+    /// Position in publication order (0: the first published).
+    pub fn position(&self, version: &VersionId) -> Option<u32> {
+        self.index.get(&digest_of(version)?).copied()
+    }
+    pub fn get(&self, position: u32) -> Option<VersionId> {
+        self.order.get(position as usize).map(version_of)
+    }
+    /// Appends `version` unless it is there; returns its position (none for an id that is
+    /// not `sha256:` and 64 lowercase hex digits, which no parsed id is).
+    pub fn push(&mut self, version: &VersionId) -> Option<u32> {
+        let digest = digest_of(version)?;
+        Some(self.push_digest(digest))
+    }
+    fn push_digest(&mut self, digest: [u8; 32]) -> u32 {
+        if let Some(at) = self.index.get(&digest) {
+            return *at;
+        }
+        let at = self.order.len() as u32;
+        self.order.push(digest);
+        self.index.insert(digest, at);
+        at
+    }
+    /// The latest `n` published, oldest first.
+    pub fn latest(&self, n: usize) -> Vec<VersionId> {
+        self.order[self.order.len().saturating_sub(n)..]
+            .iter()
+            .map(version_of)
+            .collect()
+    }
+    /// The digests, 32 bytes each in publication order (a snapshot's stored form).
+    pub fn to_raw(&self) -> Vec<u8> {
+        self.order.concat()
+    }
+    /// From [`VersionIds::to_raw`].
+    pub fn from_raw(raw: &[u8]) -> Result<VersionIds, String> {
+        if !raw.len().is_multiple_of(32) {
+            return Err("version ids are 32 bytes each".into());
+        }
+        let mut ids = VersionIds {
+            order: Vec::with_capacity(raw.len() / 32),
+            index: HashMap::with_capacity(raw.len() / 32),
+        };
+        for d in raw.chunks_exact(32) {
+            ids.push_digest(d.try_into().expect("32 bytes"));
+        }
+        Ok(ids)
+    }
+    /// The ids whose hex digits start with `prefix`.
+    fn starting_with(&self, prefix: &str) -> Vec<VersionId> {
+        let wanted: Option<Vec<u8>> = prefix.bytes().map(nibble).collect();
+        let Some(wanted) = wanted.filter(|w| !w.is_empty() && w.len() <= 64) else {
+            return Vec::new();
+        };
+        self.order
+            .iter()
+            .filter(|d| {
+                wanted.iter().enumerate().all(|(i, n)| {
+                    let byte = d[i / 2];
+                    let got = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+                    got == *n
+                })
+            })
+            .map(version_of)
+            .collect()
+    }
+}
+
+impl Serialize for VersionIds {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut hex = String::with_capacity(self.order.len() * 64);
+        for d in &self.order {
+            hex.push_str(&crate::artifact::hex(d));
+        }
+        serializer.serialize_str(&hex)
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionIds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<VersionIds, D::Error> {
+        from_str_with(deserializer, |hex| {
+            if !hex.len().is_multiple_of(64) {
+                return Err("version ids are 64 hex digits each".into());
+            }
+            let mut ids = VersionIds {
+                order: Vec::with_capacity(hex.len() / 64),
+                index: HashMap::with_capacity(hex.len() / 64),
+            };
+            for chunk in hex.as_bytes().chunks_exact(64) {
+                let digest = digest_bytes(chunk).ok_or("a version id is not lowercase hex")?;
+                ids.push_digest(digest);
+            }
+            Ok(ids)
+        })
+    }
+}
+
+/// Deserializes a string through `parse`, without copying it when the input lends it (a
+/// snapshot's long strings of ids).
+pub(crate) fn from_str_with<'de, D, T>(
+    deserializer: D,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Text<F>(F);
+    impl<'de, T, F: FnOnce(&str) -> Result<T, String>> serde::de::Visitor<'de> for Text<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+            (self.0)(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Text(parse))
+}
+
+/// What [`EndedReleases`] records of a release besides how and when it ended.
+struct Ending<'a> {
+    author: &'a Actor,
+    proposed_at: Timestamp,
+    candidate: Option<u32>,
+    baseline: Option<u32>,
+}
+
+/// How a release ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Completed,
+    RolledBack,
+    Withdrawn,
+}
+
+/// An ended release as every state keeps it: its number, how and when it ended, when it was
+/// proposed, its candidate and baseline (positions in [`PromptState::version_order`]) and its
+/// author.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndedRelease {
+    pub number: u32,
+    pub how: Ended,
+    pub proposed_at: Timestamp,
+    /// When it completed or was rolled back (withdrawals record none).
+    pub at: Option<Timestamp>,
+    pub candidate: Option<u32>,
+    pub baseline: Option<u32>,
+    author: u32,
+}
+
+/// Every ended release of a prompt, by number, in a form that costs a few bytes each (the
+/// authors kept once).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "EndedRows", try_from = "EndedRows")]
+pub struct EndedReleases {
+    entries: Vec<EndedRelease>,
+    authors: Vec<Actor>,
+}
+
+/// The stored form of [`EndedReleases`]: the authors, and one fixed-width record per release
+/// in base64 ([`ENDED_ROW_BYTES`] bytes, big-endian: number u32, how u8 (0 completed, 1 rolled
+/// back, 2 withdrawn), proposed at i64 ms, ended at i64 ms (`i64::MIN`: none), candidate u32,
+/// baseline u32 (`u32::MAX`: none), author u32 (an index into `authors`)).
+#[derive(Serialize, Deserialize)]
+struct EndedRows {
+    authors: Vec<Actor>,
+    rows: String,
+}
+
+const ENDED_ROW_BYTES: usize = 33;
+
+impl From<EndedReleases> for EndedRows {
+    fn from(e: EndedReleases) -> EndedRows {
+        use base64::Engine;
+        EndedRows {
+            rows: base64::engine::general_purpose::STANDARD.encode(e.rows_to_raw()),
+            authors: e.authors,
+        }
+    }
+}
+
+impl TryFrom<EndedRows> for EndedReleases {
+    type Error = String;
+    fn try_from(rows: EndedRows) -> Result<EndedReleases, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(rows.rows.as_bytes())
+            .map_err(|e| format!("ended releases: {e}"))?;
+        EndedReleases::from_raw(rows.authors, &bytes)
+    }
+}
+
+impl EndedReleases {
+    /// The rows, [`ENDED_ROW_BYTES`] each (a snapshot's stored form, with the authors apart).
+    pub fn rows_to_raw(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.entries.len() * ENDED_ROW_BYTES);
+        for r in &self.entries {
+            bytes.extend(r.number.to_be_bytes());
+            bytes.push(match r.how {
+                Ended::Completed => 0,
+                Ended::RolledBack => 1,
+                Ended::Withdrawn => 2,
+            });
+            bytes.extend(r.proposed_at.unix_millis().to_be_bytes());
+            bytes.extend(r.at.map_or(i64::MIN, |t| t.unix_millis()).to_be_bytes());
+            bytes.extend(r.candidate.unwrap_or(u32::MAX).to_be_bytes());
+            bytes.extend(r.baseline.unwrap_or(u32::MAX).to_be_bytes());
+            bytes.extend(r.author.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// The authors, kept apart from the rows.
+    pub fn authors(&self) -> &[Actor] {
+        &self.authors
+    }
+
+    /// From [`EndedReleases::authors`] and [`EndedReleases::rows_to_raw`].
+    pub fn from_raw(authors: Vec<Actor>, bytes: &[u8]) -> Result<EndedReleases, String> {
+        if !bytes.len().is_multiple_of(ENDED_ROW_BYTES) {
+            return Err(format!(
+                "ended releases: rows are {ENDED_ROW_BYTES} bytes each"
+            ));
+        }
+        let u32_at =
+            |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+        let i64_at =
+            |b: &[u8], at: usize| i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let some = |v: u32| (v != u32::MAX).then_some(v);
+        let mut entries = Vec::with_capacity(bytes.len() / ENDED_ROW_BYTES);
+        for b in bytes.chunks_exact(ENDED_ROW_BYTES) {
+            let author = u32_at(b, 29);
+            if author as usize >= authors.len() {
+                return Err("ended releases: a row names no author".into());
+            }
+            let at = i64_at(b, 13);
+            entries.push(EndedRelease {
+                number: u32_at(b, 0),
+                how: match b[4] {
+                    0 => Ended::Completed,
+                    1 => Ended::RolledBack,
+                    2 => Ended::Withdrawn,
+                    other => return Err(format!("ended releases: no ending {other}")),
+                },
+                proposed_at: Timestamp::from_unix_millis(i64_at(b, 5)),
+                at: (at != i64::MIN).then_some(Timestamp::from_unix_millis(at)),
+                candidate: some(u32_at(b, 21)),
+                baseline: some(u32_at(b, 25)),
+                author,
+            });
+        }
+        if !entries.windows(2).all(|w| w[0].number < w[1].number) {
+            return Err("ended releases: rows are not in increasing release numbers".into());
+        }
+        Ok(EndedReleases { entries, authors })
+    }
+}
+
+impl EndedReleases {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &EndedRelease> {
+        self.entries.iter()
+    }
+    pub fn get(&self, number: u32) -> Option<&EndedRelease> {
+        self.entries
+            .binary_search_by_key(&number, |e| e.number)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+    pub fn last_number(&self) -> Option<u32> {
+        self.entries.last().map(|e| e.number)
+    }
+    pub fn author(&self, entry: &EndedRelease) -> &Actor {
+        &self.authors[entry.author as usize]
+    }
+
+    /// Records that release `number` ended (again: a completed release rolled back).
+    fn record(&mut self, number: u32, how: Ended, at: Option<Timestamp>, of: Ending<'_>) {
+        let Ending {
+            author,
+            proposed_at,
+            candidate,
+            baseline,
+        } = of;
+        let author = match self.authors.iter().position(|a| a == author) {
+            Some(i) => i as u32,
+            None => {
+                self.authors.push(author.clone());
+                (self.authors.len() - 1) as u32
+            }
+        };
+        let entry = EndedRelease {
+            number,
+            how,
+            proposed_at,
+            at,
+            candidate,
+            baseline,
+            author,
+        };
+        match self.entries.binary_search_by_key(&number, |e| e.number) {
+            Ok(i) => self.entries[i] = entry,
+            Err(i) => self.entries.insert(i, entry),
+        }
     }
 }
 
@@ -170,6 +596,15 @@ impl ReleaseStatus {
             ReleaseStatus::Withdrawn { .. } => "withdrawn",
         }
     }
+    /// How the release ended, if it did.
+    pub fn ended(&self) -> Option<Ended> {
+        match self {
+            ReleaseStatus::Completed { .. } => Some(Ended::Completed),
+            ReleaseStatus::RolledBack { .. } => Some(Ended::RolledBack),
+            ReleaseStatus::Withdrawn { .. } => Some(Ended::Withdrawn),
+            _ => None,
+        }
+    }
     /// Rolling out, paused or frozen: the release holds the prompt's one rollout slot.
     pub fn is_active_rollout(&self) -> bool {
         matches!(
@@ -188,6 +623,28 @@ impl ReleaseStatus {
 }
 
 impl ReleaseState {
+    /// A release as proposed at `at`: open for reviews, nothing attached yet.
+    pub fn proposed(e: &ChangeProposed, at: Timestamp) -> ReleaseState {
+        ReleaseState {
+            id: e.release.clone(),
+            author: e.author.clone(),
+            candidate: e.candidate.clone(),
+            baseline: e.baseline.clone(),
+            rationale: e.rationale.clone(),
+            expected_changes: e.expected_changes.clone(),
+            proposed_at: at,
+            candidate_since: at,
+            notices: Default::default(),
+            reviews: BTreeMap::new(),
+            bundle: None,
+            tradeoff: None,
+            gate: None,
+            plan: None,
+            bucketing_salt: None,
+            status: ReleaseStatus::Proposed,
+        }
+    }
+
     /// The evidence a gate decided now would be based on (`None` without a bundle).
     pub fn current_evidence(&self, policy_digest: &str) -> Option<GateEvidence> {
         let bundle = self.bundle.as_ref()?;
@@ -217,16 +674,19 @@ impl ReleaseState {
 }
 
 impl PromptState {
+    /// A state keeping everything ([`Detail::Full`]).
     pub fn new(name: PromptName) -> PromptState {
         PromptState {
             name,
             owner: None,
+            detail: Detail::Full,
             versions: BTreeMap::new(),
-            version_order: Vec::new(),
+            version_order: VersionIds::default(),
             stable: None,
             policy: GatePolicy::default(),
             policy_digest: json_digest(&GatePolicy::default()),
             releases: BTreeMap::new(),
+            ended: EndedReleases::default(),
             regression_cases: BTreeMap::new(),
             last_completed_at_event: 0,
             windows: None,
@@ -234,15 +694,83 @@ impl PromptState {
         }
     }
 
+    /// A state keeping what decisions read ([`Detail::Live`]).
+    pub fn live(name: PromptName) -> PromptState {
+        PromptState {
+            detail: Detail::Live,
+            ..PromptState::new(name)
+        }
+    }
+
+    /// A fresh state of `name` in this state's detail.
+    pub fn fresh(&self, name: PromptName) -> PromptState {
+        PromptState {
+            detail: self.detail,
+            ..PromptState::new(name)
+        }
+    }
+
     pub fn is_registered(&self) -> bool {
         self.owner.is_some()
     }
 
-    pub fn release(&self, id: &ReleaseId) -> Option<&ReleaseState> {
+    /// Is `version` published?
+    pub fn has_version(&self, version: &VersionId) -> bool {
+        self.version_order.contains(version)
+    }
+
+    /// The highest release number proposed (0: none yet); numbers run from 1 without gaps.
+    pub fn last_release_number(&self) -> u32 {
+        let open = self.releases.keys().next_back().copied().unwrap_or(0);
+        open.max(self.ended.last_number().unwrap_or(0))
+    }
+
+    /// A release by id: its full record when this state keeps it, else (an ended release a
+    /// [`Detail::Live`] state no longer keeps) [`PromptState::ended_view`].
+    pub fn release(&self, id: &ReleaseId) -> Option<Cow<'_, ReleaseState>> {
         if id.prompt() != &self.name {
             return None;
         }
-        self.releases.get(&id.number())
+        self.release_by_number(id.number())
+    }
+
+    fn release_by_number(&self, number: u32) -> Option<Cow<'_, ReleaseState>> {
+        match self.releases.get(&number) {
+            Some(r) => Some(Cow::Borrowed(r)),
+            None => self.ended_view(number).map(Cow::Owned),
+        }
+    }
+
+    /// What every state keeps of an ended release, as a record: its id, author, candidate,
+    /// baseline and how and when it ended. The rest is left empty (no reviews, evidence or
+    /// plan; an empty rationale and rollback or withdrawal reason; a withdrawal's time is
+    /// its proposal's):
+    /// decisions about an ended release read nothing else.
+    pub fn ended_view(&self, number: u32) -> Option<ReleaseState> {
+        let e = self.ended.get(number)?;
+        let version = |at: Option<u32>| at.and_then(|i| self.version_order.get(i));
+        let at = e.at.unwrap_or(e.proposed_at);
+        let proposal = ChangeProposed {
+            release: ReleaseId::new(self.name.clone(), number),
+            author: self.ended.author(e).clone(),
+            candidate: version(e.candidate)?,
+            baseline: version(e.baseline),
+            rationale: String::new(),
+            expected_changes: Vec::new(),
+        };
+        Some(ReleaseState {
+            status: match e.how {
+                Ended::Completed => ReleaseStatus::Completed { at },
+                Ended::RolledBack => ReleaseStatus::RolledBack {
+                    at,
+                    reason: String::new(),
+                },
+                Ended::Withdrawn => ReleaseStatus::Withdrawn {
+                    reason: String::new(),
+                },
+            },
+            ..ReleaseState::proposed(&proposal, e.proposed_at)
+        })
     }
 
     /// The release holding the rollout slot (rolling out, paused or frozen), if any.
@@ -253,24 +781,103 @@ impl PromptState {
     }
 
     /// The most recently completed release whose candidate is still the stable version.
-    pub fn last_completed_serving(&self) -> Option<&ReleaseState> {
-        self.releases.values().rev().find(|r| {
-            matches!(r.status, ReleaseStatus::Completed { .. })
-                && Some(&r.candidate) == self.stable.as_ref()
-        })
+    pub fn last_completed_serving(&self) -> Option<Cow<'_, ReleaseState>> {
+        let stable = self.version_order.position(self.stable.as_ref()?)?;
+        let e = self
+            .ended
+            .iter()
+            .rev()
+            .find(|e| e.how == Ended::Completed && e.candidate == Some(stable))?;
+        self.release_by_number(e.number)
     }
 
     /// Finds a version by full id or unique prefix (`sha256:ab12…` or `ab12…`).
-    pub fn find_version(&self, reference: &str) -> Result<&VersionId, VersionLookupError> {
-        let found: Vec<&VersionId> = self
-            .version_order
-            .iter()
-            .filter(|v| v.matches_prefix(reference))
+    pub fn find_version(&self, reference: &str) -> Result<VersionId, VersionLookupError> {
+        let hex = reference
+            .strip_prefix(crate::ids::VERSION_ID_PREFIX)
+            .unwrap_or(reference);
+        let found = self.version_order.starting_with(hex);
+        match found.len() {
+            1 => Ok(found.into_iter().next().expect("one")),
+            0 => Err(VersionLookupError::Unknown),
+            n => Err(VersionLookupError::Ambiguous(n)),
+        }
+    }
+
+    /// Versions whose artifact a [`Detail::Live`] state keeps: the stable one, those the
+    /// releases it keeps name, and the [`RECENT`] latest published.
+    fn in_use(&self) -> std::collections::BTreeSet<VersionId> {
+        let mut keep: std::collections::BTreeSet<VersionId> =
+            self.version_order.latest(RECENT).into_iter().collect();
+        keep.extend(self.stable.iter().cloned());
+        for r in self.releases.values() {
+            keep.insert(r.candidate.clone());
+            keep.extend(r.baseline.iter().cloned());
+        }
+        keep
+    }
+
+    /// Versions routing and the commands read whose artifact this state lacks: the stable
+    /// version and those open releases name. A [`Detail::Live`] state lacks one when a
+    /// version it had let go is adopted or proposed again; the reader fetches it from the
+    /// family's full read ([`PromptState::keep_artifact`]).
+    pub fn missing_artifacts(&self) -> Vec<VersionId> {
+        let mut wanted: Vec<&VersionId> = self.stable.iter().collect();
+        for r in self
+            .releases
+            .values()
+            .filter(|r| r.status.ended().is_none())
+        {
+            wanted.push(&r.candidate);
+            wanted.extend(r.baseline.iter());
+        }
+        let mut missing: Vec<VersionId> = wanted
+            .into_iter()
+            .filter(|v| !self.versions.contains_key(*v) && self.has_version(v))
+            .cloned()
             .collect();
-        match found.as_slice() {
-            [one] => Ok(one),
-            [] => Err(VersionLookupError::Unknown),
-            _ => Err(VersionLookupError::Ambiguous(found.len())),
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+
+    /// Keeps a published version's record taken from another state of the same prompt (a
+    /// full read). Artifacts are content-addressed and no decision reads them, so this changes
+    /// what the state can show, never what it decides.
+    pub fn keep_artifact(&mut self, version: &VersionId, published: PublishedVersion) {
+        if self.has_version(version) && published.artifact.version_id() == *version {
+            self.versions.insert(version.clone(), published);
+        }
+    }
+
+    /// Lets go of what a [`Detail::Live`] state does not keep (nothing for a full one):
+    /// ended releases beyond the [`RECENT`] highest-numbered, artifacts not in use.
+    pub fn compact(&mut self) {
+        if self.detail == Detail::Full {
+            return;
+        }
+        let ended: Vec<u32> = self
+            .releases
+            .iter()
+            .filter(|(_, r)| r.status.ended().is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        for n in &ended[..ended.len().saturating_sub(RECENT)] {
+            self.releases.remove(n);
+        }
+        if self.versions.len() > RECENT {
+            let keep = self.in_use();
+            if keep.len() < self.versions.len() {
+                let drop: Vec<VersionId> = self
+                    .versions
+                    .keys()
+                    .filter(|v| !keep.contains(v))
+                    .cloned()
+                    .collect();
+                for v in drop {
+                    self.versions.remove(&v);
+                }
+            }
         }
     }
 }
@@ -292,8 +899,8 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
     match &envelope.event {
         Event::PromptRegistered(e) => state.owner = Some(e.owner.clone()),
         Event::VersionPublished(e) => {
-            if !state.versions.contains_key(&e.version) {
-                state.version_order.push(e.version.clone());
+            if !state.has_version(&e.version) {
+                state.version_order.push(&e.version);
                 state.versions.insert(
                     e.version.clone(),
                     PublishedVersion {
@@ -310,27 +917,9 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
             state.policy_digest = json_digest(&state.policy);
         }
         Event::ChangeProposed(e) => {
-            state.releases.insert(
-                e.release.number(),
-                ReleaseState {
-                    id: e.release.clone(),
-                    author: e.author.clone(),
-                    candidate: e.candidate.clone(),
-                    baseline: e.baseline.clone(),
-                    rationale: e.rationale.clone(),
-                    expected_changes: e.expected_changes.clone(),
-                    proposed_at: at,
-                    candidate_since: at,
-                    notices: Default::default(),
-                    reviews: BTreeMap::new(),
-                    bundle: None,
-                    tradeoff: None,
-                    gate: None,
-                    plan: None,
-                    bucketing_salt: None,
-                    status: ReleaseStatus::Proposed,
-                },
-            );
+            state
+                .releases
+                .insert(e.release.number(), ReleaseState::proposed(e, at));
         }
         Event::CandidateRevised(e) => with_release(state, &e.release, |r| {
             r.candidate = e.candidate.clone();
@@ -419,6 +1008,7 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
                     reason: e.reason.clone(),
                 };
             });
+            record_end(state, &e.release, Ended::RolledBack, Some(at));
             state.stable = Some(e.to_version.clone());
         }
         Event::ReleaseCompleted(e) => {
@@ -426,6 +1016,7 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
             with_release(state, &e.release, |r| {
                 r.status = ReleaseStatus::Completed { at }
             });
+            record_end(state, &e.release, Ended::Completed, Some(at));
             state.stable = Some(e.version.clone());
         }
         Event::RegressionCaseCollected(e) => {
@@ -476,12 +1067,63 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
         | Event::IdentityKeyRotated(_)
         | Event::IdentityRolesSet(_)
         | Event::IdentityRevoked(_) => {}
-        Event::ProposalWithdrawn(e) => with_release(state, &e.release, |r| {
-            r.status = ReleaseStatus::Withdrawn {
-                reason: e.reason.clone(),
-            };
-        }),
+        Event::ProposalWithdrawn(e) => {
+            with_release(state, &e.release, |r| {
+                r.status = ReleaseStatus::Withdrawn {
+                    reason: e.reason.clone(),
+                };
+            });
+            record_end(state, &e.release, Ended::Withdrawn, None);
+        }
     }
+    // What a live state keeps changes only when versions are published or change use, or
+    // releases are proposed or end.
+    if matches!(
+        envelope.event,
+        Event::VersionPublished(_)
+            | Event::VersionAdopted(_)
+            | Event::ChangeProposed(_)
+            | Event::CandidateRevised(_)
+            | Event::RolledBack(_)
+            | Event::ReleaseCompleted(_)
+            | Event::ProposalWithdrawn(_)
+    ) {
+        state.compact();
+    }
+}
+
+/// Keeps in [`PromptState::ended`] that a release ended (whether or not the state still
+/// keeps its full record).
+fn record_end(state: &mut PromptState, id: &ReleaseId, how: Ended, at: Option<Timestamp>) {
+    if id.prompt() != &state.name {
+        return;
+    }
+    let number = id.number();
+    let position = |v: &VersionId| state.version_order.position(v);
+    let (author, proposed_at, candidate, baseline) = match state.releases.get(&number) {
+        Some(r) => (
+            r.author.clone(),
+            r.proposed_at,
+            position(&r.candidate),
+            r.baseline.as_ref().and_then(position),
+        ),
+        None => match state.ended.get(number) {
+            Some(e) => (
+                state.ended.author(e).clone(),
+                e.proposed_at,
+                e.candidate,
+                e.baseline,
+            ),
+            None => return,
+        },
+    };
+    let of = Ending {
+        author: &author,
+        proposed_at,
+        candidate,
+        baseline,
+    };
+    state.ended.record(number, how, at, of);
 }
 
 fn set_paused(r: &mut ReleaseState, paused: bool) {

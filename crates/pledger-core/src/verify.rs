@@ -569,7 +569,104 @@ pub struct FleetCursor {
 }
 
 /// The format of [`FamilySnapshot`]; a snapshot of another format is discarded.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
+/// The ids of a family's accepted events as a snapshot keeps them: the first 8 bytes of each
+/// id's SHA-256 (a `u64`), sorted, stored as base64. A new event whose id matches one is
+/// ignored as a [`Check::DuplicateId`], and a reader that finds one after a snapshot reads the
+/// family from its first event (with the ids themselves): a digest collision costs a full
+/// read, never an event wrongly ignored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventIdDigests(Vec<u64>);
+
+impl EventIdDigests {
+    pub fn digest(id: &str) -> u64 {
+        let d = Sha256::digest(id.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(first)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.binary_search(&EventIdDigests::digest(id)).is_ok()
+    }
+    /// 8 bytes each, big-endian, sorted (a snapshot's stored form).
+    pub fn to_raw(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|d| d.to_be_bytes()).collect()
+    }
+    /// From [`EventIdDigests::to_raw`].
+    pub fn from_raw(raw: &[u8]) -> Result<EventIdDigests, String> {
+        if !raw.len().is_multiple_of(8) {
+            return Err("event id digests are 8 bytes each".into());
+        }
+        let mut digests: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        if !digests.windows(2).all(|w| w[0] <= w[1]) {
+            digests.sort_unstable();
+        }
+        Ok(EventIdDigests(digests))
+    }
+    /// These digests and those of `ids`.
+    pub fn with<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> EventIdDigests {
+        let mut added: Vec<u64> = ids.into_iter().map(EventIdDigests::digest).collect();
+        added.sort_unstable();
+        let mut all = Vec::with_capacity(self.0.len() + added.len());
+        let (mut a, mut b) = (self.0.iter().peekable(), added.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            all.extend(next.copied());
+        }
+        EventIdDigests(all)
+    }
+}
+
+impl Serialize for EventIdDigests {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        let bytes: Vec<u8> = self.0.iter().flat_map(|d| d.to_be_bytes()).collect();
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventIdDigests {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventIdDigests, D::Error> {
+        crate::state::from_str_with(d, |text| {
+            use base64::Engine;
+            // 32 base64 digits are 24 bytes, three digests: decoded a group at a time, with
+            // no copy of the whole.
+            let engine = &base64::engine::general_purpose::STANDARD;
+            let mut digests = Vec::with_capacity(text.len() / 4 * 3 / 8);
+            let mut group = [0u8; 24];
+            for chunk in text.as_bytes().chunks(32) {
+                let n = engine
+                    .decode_slice(chunk, &mut group)
+                    .map_err(|e| e.to_string())?;
+                if n % 8 != 0 {
+                    return Err("event id digests are 8 bytes each".into());
+                }
+                for d in group[..n].chunks_exact(8) {
+                    digests.push(u64::from_be_bytes(d.try_into().expect("8 bytes")));
+                }
+            }
+            if !digests.windows(2).all(|w| w[0] <= w[1]) {
+                digests.sort_unstable();
+            }
+            Ok(EventIdDigests(digests))
+        })
+    }
+}
 
 /// A prompt family as verified through a stream position, for a reader to resume from
 /// instead of replaying the family from its first event ([`LedgerVerifier::resume_family`]).
@@ -589,20 +686,79 @@ pub struct FamilySnapshot {
     pub head: Option<String>,
     /// Stream sequence of that event (0: none), where a reader checks the ledger still holds it.
     pub head_sequence: u64,
+    /// The family's state in [`crate::state::Detail::Live`].
     pub state: PromptState,
     /// Ids of the family's accepted events (a later event may not reuse one).
-    pub event_ids: Vec<String>,
+    pub event_ids: EventIdDigests,
     /// What was ignored on the family's subjects, with the reason.
     pub ignored: Vec<Finding>,
 }
 
+/// The first bytes of an encoded [`FamilySnapshot`].
+const SNAPSHOT_MAGIC: &[u8] = b"PLEDGER FAMILY SNAPSHOT\n";
+
 impl FamilySnapshot {
+    /// The snapshot as a file holds it: [`SNAPSHOT_MAGIC`], then four sections, each a
+    /// big-endian u64 length and its bytes: the snapshot as JSON without its three tables,
+    /// then the tables as fixed-width records (version digests, ended releases, event id
+    /// digests), which a reader copies instead of parsing.
+    pub fn encode(mut self) -> Vec<u8> {
+        let versions = std::mem::take(&mut self.state.version_order).to_raw();
+        let ended = std::mem::take(&mut self.state.ended);
+        let rows = ended.rows_to_raw();
+        self.state.ended =
+            crate::state::EndedReleases::from_raw(ended.authors().to_vec(), &[]).expect("empty");
+        let ids = std::mem::take(&mut self.event_ids).to_raw();
+        let json = serde_json::to_vec(&self).expect("a snapshot serializes");
+        let mut out = Vec::with_capacity(
+            SNAPSHOT_MAGIC.len() + 32 + json.len() + versions.len() + rows.len() + ids.len(),
+        );
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        for section in [&json, &versions, &rows, &ids] {
+            out.extend_from_slice(&(section.len() as u64).to_be_bytes());
+            out.extend_from_slice(section);
+        }
+        out
+    }
+
+    /// From [`FamilySnapshot::encode`]; what does not decode is refused with the reason.
+    pub fn decode(bytes: &[u8]) -> Result<FamilySnapshot, String> {
+        let mut rest = bytes
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or("not a family snapshot")?;
+        let mut sections = Vec::with_capacity(4);
+        for _ in 0..4 {
+            if rest.len() < 8 {
+                return Err("a family snapshot cut short".into());
+            }
+            let (len, after) = rest.split_at(8);
+            let len = u64::from_be_bytes(len.try_into().expect("8 bytes"));
+            if (after.len() as u64) < len {
+                return Err("a family snapshot cut short".into());
+            }
+            let (section, after) = after.split_at(len as usize);
+            sections.push(section);
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err("a family snapshot with bytes after its end".into());
+        }
+        let mut snapshot: FamilySnapshot =
+            serde_json::from_slice(sections[0]).map_err(|e| e.to_string())?;
+        snapshot.state.version_order = crate::state::VersionIds::from_raw(sections[1])?;
+        let authors = snapshot.state.ended.authors().to_vec();
+        snapshot.state.ended = crate::state::EndedReleases::from_raw(authors, sections[2])?;
+        snapshot.event_ids = EventIdDigests::from_raw(sections[3])?;
+        Ok(snapshot)
+    }
+
     /// Can a reader of `prompt` on the ledger `ledger` resume from it?
     pub fn fits(&self, ledger: &str, prompt: &PromptName) -> bool {
         self.format == SNAPSHOT_FORMAT
             && self.ledger == ledger
             && &self.prompt == prompt
             && self.state.name == *prompt
+            && self.state.detail == crate::state::Detail::Live
             && self.head.is_some() == (self.state.event_count > 0)
     }
 }
@@ -617,13 +773,35 @@ pub struct LedgerVerifier {
     pub families: BTreeMap<PromptName, FamilyCursor>,
     pub fleet: BTreeMap<String, FleetCursor>,
     event_ids: HashSet<String>,
+    /// Ids of resumed families' events before their snapshots.
+    resumed_ids: Vec<EventIdDigests>,
     /// Events accepted so far.
     pub accepted: u64,
+    /// The detail of the prompt states it folds.
+    detail: crate::state::Detail,
 }
 
 impl LedgerVerifier {
+    /// A verifier folding prompt states in full ([`crate::state::Detail::Full`]): what the
+    /// auditor's commands, `release show` and `prompt history` read.
     pub fn new() -> LedgerVerifier {
         LedgerVerifier::default()
+    }
+
+    /// A verifier folding prompt states in [`crate::state::Detail::Live`]: what decisions
+    /// read, at a size that follows a prompt's open work rather than its history.
+    pub fn live() -> LedgerVerifier {
+        LedgerVerifier {
+            detail: crate::state::Detail::Live,
+            ..LedgerVerifier::default()
+        }
+    }
+
+    fn fresh_state(&self, prompt: &PromptName) -> PromptState {
+        match self.detail {
+            crate::state::Detail::Full => PromptState::new(prompt.clone()),
+            crate::state::Detail::Live => PromptState::live(prompt.clone()),
+        }
     }
 
     /// Takes up a family where `snapshot` left it: its state, its chain head and its event
@@ -632,12 +810,10 @@ impl LedgerVerifier {
     /// Returns the snapshot with its state taken out (a fresh one in its place): the state is
     /// the family's now, and a next snapshot builds on the rest.
     pub fn resume_family(&mut self, mut snapshot: FamilySnapshot) -> FamilySnapshot {
-        self.event_ids.extend(snapshot.event_ids.iter().cloned());
         self.accepted += snapshot.event_ids.len() as u64;
-        let state = std::mem::replace(
-            &mut snapshot.state,
-            PromptState::new(snapshot.prompt.clone()),
-        );
+        self.resumed_ids.push(snapshot.event_ids.clone());
+        let fresh = snapshot.state.fresh(snapshot.prompt.clone());
+        let state = std::mem::replace(&mut snapshot.state, fresh);
         self.families.insert(
             snapshot.prompt.clone(),
             FamilyCursor {
@@ -653,16 +829,17 @@ impl LedgerVerifier {
         self.families
             .get(prompt)
             .map(|f| f.state.clone())
-            .unwrap_or_else(|| PromptState::new(prompt.clone()))
+            .unwrap_or_else(|| self.fresh_state(prompt))
     }
 
     /// [`LedgerVerifier::state`] without a copy: the state moves out and the verifier keeps a
     /// fresh one in its place (its head stays). For a reader done with the family: events of
     /// it observed afterwards would be checked against the fresh state.
     pub fn take_state(&mut self, prompt: &PromptName) -> PromptState {
+        let fresh = self.fresh_state(prompt);
         match self.families.get_mut(prompt) {
-            Some(f) => std::mem::replace(&mut f.state, PromptState::new(prompt.clone())),
-            None => PromptState::new(prompt.clone()),
+            Some(f) => std::mem::replace(&mut f.state, fresh),
+            None => fresh,
         }
     }
 
@@ -807,6 +984,20 @@ impl LedgerVerifier {
                 format!("event id {} was already used", envelope.event_id),
             ));
         }
+        if self
+            .resumed_ids
+            .iter()
+            .any(|ids| ids.contains(&envelope.event_id))
+        {
+            return Err(finding(
+                e,
+                Check::DuplicateId,
+                format!(
+                    "event id {} matches one used before the snapshot this read resumed from",
+                    envelope.event_id
+                ),
+            ));
+        }
         let rejected = |r: Rejection| {
             let check = if r.rule == Rule::NotPermitted {
                 Check::Role
@@ -854,13 +1045,12 @@ impl LedgerVerifier {
             }
             Aggregate::Prompt(_) | Aggregate::Release(_) => {
                 let prompt = aggregate.prompt().expect("a prompt event").clone();
-                let cursor = self
-                    .families
-                    .entry(prompt.clone())
-                    .or_insert_with(|| FamilyCursor {
-                        state: PromptState::new(prompt),
-                        head: None,
-                    });
+                if !self.families.contains_key(&prompt) {
+                    let state = self.fresh_state(&prompt);
+                    self.families
+                        .insert(prompt.clone(), FamilyCursor { state, head: None });
+                }
+                let cursor = self.families.get_mut(&prompt).expect("inserted above");
                 admit(&cursor.state, &envelope, &roles).map_err(rejected)?;
                 evolve(&mut cursor.state, &envelope);
                 cursor.head = Some(hash);

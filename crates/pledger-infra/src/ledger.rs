@@ -17,7 +17,9 @@ use pledger_core::event::{
     Aggregate, DigestRecorded, Envelope, Event, EventMeta, FleetTopic, FleetWindowsSet,
 };
 use pledger_core::identity::{check_permitted, Role, Roster, RosterCommand};
+use pledger_core::state::Detail;
 pub use pledger_core::verify::Check;
+use pledger_core::verify::EventIdDigests;
 use pledger_core::verify::{
     admit_fleet, seal, EventSigner, FamilySnapshot, Finding, LedgerVerifier, Sealed, Verdict,
 };
@@ -164,11 +166,14 @@ impl Family {
         let family = |f: &&Ignored| {
             f.finding.subject != ROSTER_SUBJECT && f.finding.subject != FLEET_WINDOWS_SUBJECT
         };
-        let (mut event_ids, mut ignored) = match &self.resumed_from {
-            Some(s) => (s.event_ids.clone(), s.ignored.clone()),
-            None => (Vec::new(), Vec::new()),
+        let (earlier, mut ignored) = match &self.resumed_from {
+            Some(s) => (Some(&s.event_ids), s.ignored.clone()),
+            None => (None, Vec::new()),
         };
-        event_ids.extend(self.events.iter().map(|r| r.envelope.event_id.clone()));
+        let none = EventIdDigests::default();
+        let event_ids = earlier
+            .unwrap_or(&none)
+            .with(self.events.iter().map(|r| r.envelope.event_id.as_str()));
         ignored.extend(
             self.ignored
                 .iter()
@@ -677,44 +682,83 @@ impl Ledger {
     /// only those. A snapshot the family's next events do not chain onto is discarded and the
     /// family read from the start ([`Ledger::load_all`]).
     pub async fn load(&self, prompt: &PromptName) -> Result<Family, InfraError> {
-        let Some(store) = self.snapshots.clone() else {
-            return self.load_after(prompt, None).await;
+        let mut kept_by = None;
+        let mut family = match self.snapshots.clone() {
+            None => self.load_after(prompt, None, Detail::Live).await?,
+            Some(store) => {
+                let ledger = self.ledger_key().await?;
+                let family = self.load_resumed(prompt, &ledger, &*store).await?;
+                kept_by = Some((store, ledger));
+                family
+            }
         };
-        let ledger = self.ledger_key().await?;
-        let mut kept = store
-            .get(&ledger, prompt)
-            .filter(|s| s.fits(&ledger, prompt));
+        let filled = self.fill_artifacts(prompt, &mut family).await?;
+        if let Some((store, ledger)) = kept_by {
+            if family.events.len() >= SNAPSHOT_EVERY || filled {
+                store.put(family.snapshot(&ledger, prompt));
+            }
+        }
+        Ok(family)
+    }
+
+    /// [`Ledger::load`] from the family's snapshot in `store` when one fits and the family
+    /// continues from it, else from its first event.
+    async fn load_resumed(
+        &self,
+        prompt: &PromptName,
+        ledger: &str,
+        store: &dyn crate::snapshot::SnapshotStore,
+    ) -> Result<Family, InfraError> {
+        let mut kept = store.get(ledger, prompt).filter(|s| s.fits(ledger, prompt));
         if let Some(s) = &kept {
             if !self.holds_head(prompt, s).await? {
                 tracing::info!(prompt = %prompt, "the ledger does not hold the snapshot's head; reading the family whole");
                 kept = None;
             }
         }
-        let family = match kept {
-            Some(snapshot) => {
-                let through = snapshot.through;
-                let family = self.load_after(prompt, Some(snapshot)).await?;
-                let broken = family.ignored.iter().any(|i| {
-                    i.finding.sequence > through
-                        && matches!(i.finding.check, Check::Chain | Check::DuplicateId)
-                });
-                if broken {
-                    tracing::info!(
-                        prompt = %prompt,
-                        through,
-                        "the family does not continue from its snapshot; reading it whole"
-                    );
-                    self.load_after(prompt, None).await?
-                } else {
-                    family
-                }
-            }
-            None => self.load_after(prompt, None).await?,
+        let Some(snapshot) = kept else {
+            return self.load_after(prompt, None, Detail::Live).await;
         };
-        if family.events.len() >= SNAPSHOT_EVERY {
-            store.put(&family.snapshot(&ledger, prompt));
+        let through = snapshot.through;
+        let family = self
+            .load_after(prompt, Some(snapshot), Detail::Live)
+            .await?;
+        let broken = family.ignored.iter().any(|i| {
+            i.finding.sequence > through
+                && matches!(i.finding.check, Check::Chain | Check::DuplicateId)
+        });
+        if broken {
+            tracing::info!(
+                prompt = %prompt,
+                through,
+                "the family does not continue from its snapshot; reading it whole"
+            );
+            return self.load_after(prompt, None, Detail::Live).await;
         }
         Ok(family)
+    }
+
+    /// A live state lacks the artifact of a version it had let go when that version is
+    /// adopted or proposed again ([`PromptState::missing_artifacts`]): routing and the
+    /// commands need it, so the family is read whole once and the artifact kept (with the
+    /// state's next snapshot). Returns whether one was.
+    async fn fill_artifacts(
+        &self,
+        prompt: &PromptName,
+        family: &mut Family,
+    ) -> Result<bool, InfraError> {
+        let missing = family.state.missing_artifacts();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(prompt = %prompt, versions = missing.len(), "a version in use has no artifact in the live state; reading the family whole for it");
+        let full = self.load_after(prompt, None, Detail::Full).await?;
+        for v in &missing {
+            if let Some(published) = full.state.versions.get(v) {
+                family.state.keep_artifact(v, published.clone());
+            }
+        }
+        Ok(true)
     }
 
     /// Does the ledger hold the snapshot's head: the family's event at `head_sequence`, whose
@@ -745,8 +789,10 @@ impl Ledger {
     }
 
     /// [`Ledger::load`] from the family's first event, whatever snapshot is kept.
+    /// Its state keeps everything ([`Detail::Full`]): every version's artifact and every
+    /// release's record, for the commands that show the past.
     pub async fn load_all(&self, prompt: &PromptName) -> Result<Family, InfraError> {
-        self.load_after(prompt, None).await
+        self.load_after(prompt, None, Detail::Full).await
     }
 
     /// Which ledger this is, for snapshots: the ledger stream's creation time and cluster.
@@ -778,6 +824,7 @@ impl Ledger {
         &self,
         prompt: &PromptName,
         snapshot: Option<FamilySnapshot>,
+        detail: Detail,
     ) -> Result<Family, InfraError> {
         let filter = family_filter(prompt);
         let after = snapshot.as_ref().map(|s| s.through).unwrap_or(0);
@@ -785,7 +832,10 @@ impl Ledger {
         let fleet = self
             .read_raw(&[ROSTER_SUBJECT, FLEET_WINDOWS_SUBJECT], 0)
             .await?;
-        let mut verifier = LedgerVerifier::new();
+        let mut verifier = match detail {
+            Detail::Full => LedgerVerifier::new(),
+            Detail::Live => LedgerVerifier::live(),
+        };
         let mut verified = Verified::of(&mut verifier, &fleet);
         let resumed_from = snapshot.map(|s| verifier.resume_family(s));
         let family = Verified::of(&mut verifier, &raws);
@@ -955,8 +1005,8 @@ impl Ledger {
                         actor: ctx.actor,
                     });
                 }
-                let mut state = family.state.clone();
                 let mut head = family.verifier.family_head(prompt);
+                let mut state = family.state;
                 let mut expected = family.last_sequence;
                 let mut recorded: Vec<Recorded> = Vec::new();
                 let mut lost = false;
@@ -997,6 +1047,15 @@ impl Ledger {
                     }
                 }
                 if !lost || !recorded.is_empty() {
+                    if !state.missing_artifacts().is_empty() {
+                        // An adopted or proposed version the live state had let go of.
+                        let full = self.load_all(prompt).await?;
+                        for v in state.missing_artifacts() {
+                            if let Some(published) = full.state.versions.get(&v) {
+                                state.keep_artifact(&v, published.clone());
+                            }
+                        }
+                    }
                     return Ok(Executed {
                         recorded,
                         state,

@@ -18,12 +18,12 @@ pub trait SnapshotStore: Send + Sync {
     fn get(&self, ledger: &str, prompt: &PromptName) -> Option<FamilySnapshot>;
     /// Keeps `snapshot` in place of the one before; failures are logged, not returned (the
     /// next read just starts from further back).
-    fn put(&self, snapshot: &FamilySnapshot);
+    fn put(&self, snapshot: FamilySnapshot);
 }
 
-/// Snapshots as JSON files: `<root>/<ledger key>/<prompt>.snapshot.json`, where the ledger
-/// key is the first 16 hex digits of the SHA-256 of the ledger's identity. Written to a
-/// temporary file and renamed, so a reader never sees half of one.
+/// Snapshots as files ([`FamilySnapshot::encode`]): `<root>/<ledger key>/<prompt>.snapshot`,
+/// where the ledger key is the first 16 hex digits of the SHA-256 of the ledger's identity.
+/// Written to a temporary file and renamed, so a reader never sees half of one.
 pub struct SnapshotDir {
     root: PathBuf,
 }
@@ -47,7 +47,7 @@ impl SnapshotStore for SnapshotDir {
     fn get(&self, ledger: &str, prompt: &PromptName) -> Option<FamilySnapshot> {
         let path = self.path(ledger, prompt);
         let bytes = std::fs::read(&path).ok()?;
-        match serde_json::from_slice::<FamilySnapshot>(&bytes) {
+        match FamilySnapshot::decode(&bytes) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::debug!(path = %path.display(), "an unreadable snapshot is ignored: {e}");
@@ -56,13 +56,13 @@ impl SnapshotStore for SnapshotDir {
         }
     }
 
-    fn put(&self, snapshot: &FamilySnapshot) {
+    fn put(&self, snapshot: FamilySnapshot) {
         let path = self.path(&snapshot.ledger, &snapshot.prompt);
         let write = || -> std::io::Result<()> {
             let dir = path.parent().expect("a snapshot path has a directory");
             std::fs::create_dir_all(dir)?;
             let mut file = tempfile::NamedTempFile::new_in(dir)?;
-            serde_json::to_writer(std::io::BufWriter::new(file.as_file_mut()), snapshot)?;
+            std::io::Write::write_all(file.as_file_mut(), &snapshot.encode())?;
             file.persist(&path).map_err(|e| e.error)?;
             Ok(())
         };
@@ -84,11 +84,8 @@ impl SnapshotStore for SnapshotMemory {
         kept.get(&(ledger.to_string(), prompt.clone())).cloned()
     }
 
-    fn put(&self, snapshot: &FamilySnapshot) {
+    fn put(&self, snapshot: FamilySnapshot) {
         let mut kept = self.kept.lock().expect("snapshot lock");
-        kept.insert(
-            (snapshot.ledger.clone(), snapshot.prompt.clone()),
-            snapshot.clone(),
-        );
+        kept.insert((snapshot.ledger.clone(), snapshot.prompt.clone()), snapshot);
     }
 }

@@ -222,7 +222,7 @@ pub(crate) fn registered(family: Family) -> Result<Family, Failure> {
 pub(crate) fn known_release<'a>(
     state: &'a PromptState,
     release: &ReleaseId,
-) -> Result<&'a ReleaseState, Failure> {
+) -> Result<std::borrow::Cow<'a, ReleaseState>, Failure> {
     state.release(release).ok_or_else(|| {
         Rejection {
             rule: Rule::UnknownRelease,

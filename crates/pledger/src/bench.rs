@@ -3066,13 +3066,14 @@ impl History {
         Ok(h)
     }
 
-    /// A published version that is not the stable one: what the timed proposal proposes.
+    /// The latest published version that is not the stable one: what the timed proposals
+    /// propose (as a person proposes the version just published).
     fn candidate(&self) -> Result<VersionId, Failure> {
         self.state
-            .versions
-            .keys()
-            .find(|v| Some(*v) != self.state.stable.as_ref())
-            .cloned()
+            .version_order
+            .iter()
+            .rev()
+            .find(|v| Some(v) != self.state.stable.as_ref())
             .ok_or_else(|| Failure::other("bench: the history has no version to propose"))
     }
 

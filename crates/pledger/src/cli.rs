@@ -343,8 +343,13 @@ pub enum ReleaseCommand {
     Gate { release: String },
     /// Show a release's state and history.
     Show { release: String },
-    /// List releases of one prompt, or of every prompt.
-    List { prompt: Option<String> },
+    /// List releases of one prompt, or of every prompt: the open ones and the latest 10 ended
+    /// (with --all, every one).
+    List {
+        prompt: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

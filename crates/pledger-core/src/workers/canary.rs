@@ -74,7 +74,7 @@ pub fn prompt_view(state: &PromptState) -> PromptView {
         })
     });
     PromptView {
-        versions: state.versions.keys().cloned().collect(),
+        versions: state.version_order.iter().collect(),
         rollout,
     }
 }

@@ -1227,7 +1227,7 @@ fn a_changed_verdict_is_not_a_repeat() {
 #[test]
 fn publishing_keeps_order_and_first_publisher() {
     let w = published(3).with(PRODUCT, publish(2));
-    assert_eq!(w.state.version_order, vec![vid(1), vid(2), vid(3)]);
+    assert_eq!(w.state.version_order.to_vec(), [vid(1), vid(2), vid(3)]);
     let v2 = &w.state.versions[&vid(2)];
     assert_eq!(v2.published_by.as_str(), AUTHOR);
     assert_eq!(v2.artifact, version(2));

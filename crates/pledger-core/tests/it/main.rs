@@ -12,6 +12,7 @@ mod diff;
 mod envelope;
 mod gate;
 mod ids;
+mod live;
 mod merkle;
 mod nats_url;
 mod note;

@@ -596,7 +596,7 @@ impl World {
         self.now = self.now.plus(DurationSpec::from_millis(millis));
     }
 
-    pub fn release(&self, n: u32) -> &ReleaseState {
+    pub fn release(&self, n: u32) -> std::borrow::Cow<'_, ReleaseState> {
         self.state
             .release(&rid(n))
             .unwrap_or_else(|| panic!("no release r{n}"))

@@ -8,8 +8,8 @@ use pledger_core::identity::{PublicKey, Role, Roster, RosterCommand};
 use pledger_core::ids::{Actor, DurationSpec, PromptName, Timestamp};
 use pledger_core::names::subject_for;
 use pledger_core::verify::{
-    admit, event_hash, precheck_all, seal, signing_bytes, Check, LedgerVerifier, Verdict,
-    SIGNATURE_BATCH,
+    admit, event_hash, precheck_all, seal, signing_bytes, Check, EventIdDigests, LedgerVerifier,
+    Verdict, SIGNATURE_BATCH,
 };
 use pledger_core::{decide, Command, Context, Rule};
 use ssh_key::PrivateKey;
@@ -949,7 +949,8 @@ fn a_reader_resumed_from_a_snapshot_folds_like_one_that_read_everything() {
     let roster = subject_for(&pledger_core::event::Aggregate::Fleet(
         pledger_core::event::FleetTopic::Roster,
     ));
-    let mut everything = LedgerVerifier::new();
+    // A reader of everything, keeping the live detail a snapshot keeps.
+    let mut everything = LedgerVerifier::live();
     for e in &l.entries {
         assert!(matches!(
             everything.observe(e.sequence, &e.subject, &e.bytes),
@@ -959,7 +960,7 @@ fn a_reader_resumed_from_a_snapshot_folds_like_one_that_read_everything() {
     // The snapshot: a reader of the family's first 30 events (and the roster before them).
     let family: Vec<&Entry> = l.entries.iter().filter(|e| e.subject != roster).collect();
     let cut = family[29].sequence;
-    let mut before = LedgerVerifier::new();
+    let mut before = LedgerVerifier::live();
     for e in l.entries.iter().filter(|e| e.sequence <= cut) {
         before.observe(e.sequence, &e.subject, &e.bytes);
     }
@@ -971,31 +972,46 @@ fn a_reader_resumed_from_a_snapshot_folds_like_one_that_read_everything() {
         head: before.family_head(&p),
         head_sequence: cut,
         state: before.state(&p),
-        event_ids: family[..30]
-            .iter()
-            .map(|e| {
-                serde_json::from_slice::<Envelope>(&e.bytes)
-                    .unwrap()
-                    .event_id
-            })
-            .collect(),
+        event_ids: EventIdDigests::default().with(
+            family[..30]
+                .iter()
+                .map(|e| {
+                    serde_json::from_slice::<Envelope>(&e.bytes)
+                        .unwrap()
+                        .event_id
+                })
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        ),
         ignored: vec![],
     };
     let snapshot: FamilySnapshot =
         serde_json::from_slice(&serde_json::to_vec(&snapshot).unwrap()).unwrap();
+    // As a snapshot file stores it, and what is not one.
+    let stored = snapshot.clone().encode();
+    assert_eq!(FamilySnapshot::decode(&stored).unwrap(), snapshot);
+    for bad in [
+        &stored[..stored.len() - 1],
+        &stored[1..],
+        &[stored.as_slice(), b"x"].concat()[..],
+        b"{}",
+    ] {
+        assert!(FamilySnapshot::decode(bad).is_err());
+    }
     assert!(snapshot.fits("ledger-a", &p));
     assert!(!snapshot.fits("ledger-b", &p), "another ledger's snapshot");
     assert!(!snapshot.fits("ledger-a", &PromptName::parse("other").unwrap()));
 
     let resume = |snapshot: &FamilySnapshot| {
-        let mut v = LedgerVerifier::new();
+        let mut v = LedgerVerifier::live();
         for e in l.entries.iter().filter(|e| e.subject == roster) {
             v.observe(e.sequence, &e.subject, &e.bytes);
         }
         let rest = v.resume_family(snapshot.clone());
         assert_eq!(
             rest.state,
-            pledger_core::PromptState::new(p.clone()),
+            pledger_core::PromptState::live(p.clone()),
             "the state moved out"
         );
         assert_eq!(rest.event_ids, snapshot.event_ids);
@@ -1028,4 +1044,28 @@ fn a_reader_resumed_from_a_snapshot_folds_like_one_that_read_everything() {
         ),
         Verdict::Ignored(_)
     ));
+}
+
+#[test]
+fn a_snapshots_event_id_digests_hold_every_id_and_survive_json() {
+    let first: Vec<String> = (0..500).map(|i| format!("evt-{i:04}")).collect();
+    let later: Vec<String> = (500..700).map(|i| format!("evt-{i:04}")).collect();
+    let digests = EventIdDigests::default().with(first.iter().map(String::as_str));
+    let merged = digests.with(later.iter().map(String::as_str));
+    assert_eq!(merged.len(), 700);
+    assert!(first.iter().chain(&later).all(|id| merged.contains(id)));
+    assert!(
+        !digests.contains("evt-0600"),
+        "a later id is not in the earlier set"
+    );
+    assert!(!merged.contains("evt-9999"));
+    let json = serde_json::to_string(&merged).unwrap();
+    assert_eq!(
+        serde_json::from_str::<EventIdDigests>(&json).unwrap(),
+        merged
+    );
+    assert!(
+        serde_json::from_str::<EventIdDigests>("\"AAAA\"").is_err(),
+        "3 bytes"
+    );
 }

@@ -517,18 +517,18 @@ fn the_gatekeeper_runs_the_gate_the_decider_would_record_once() {
     // Not approved yet: nothing (the decider refuses).
     let w = proposed().with(CI, attach(1, bundle(&vid(2), &vid(1))));
     assert_eq!(
-        gate_action(&w.state, w.release(1), &ctx(&w)),
+        gate_action(&w.state, &w.release(1), &ctx(&w)),
         GateAction::Nothing
     );
     // Approved with a bundle: decide; once decided on this evidence: nothing.
     let mut w = evaluated();
     assert_eq!(
-        gate_action(&w.state, w.release(1), &ctx(&w)),
+        gate_action(&w.state, &w.release(1), &ctx(&w)),
         GateAction::Decide
     );
     w.run("gatekeeper", gate(1));
     assert_eq!(
-        gate_action(&w.state, w.release(1), &ctx(&w)),
+        gate_action(&w.state, &w.release(1), &ctx(&w)),
         GateAction::Nothing
     );
     // Failing only on cost (waivable): wait for a trade-off, then decide with it.
@@ -537,18 +537,18 @@ fn the_gatekeeper_runs_the_gate_the_decider_would_record_once() {
         .build();
     let mut w = approved().with(CI, attach(1, costly));
     assert_eq!(
-        gate_action(&w.state, w.release(1), &ctx(&w)),
+        gate_action(&w.state, &w.release(1), &ctx(&w)),
         GateAction::AwaitTradeoff
     );
     w.run(LEAD, accept_tradeoff(1));
     assert_eq!(
-        gate_action(&w.state, w.release(1), &ctx(&w)),
+        gate_action(&w.state, &w.release(1), &ctx(&w)),
         GateAction::Decide
     );
     // A gatekeeper without the role is refused by the decider: nothing.
     let w = evaluated().with_roles("gatekeeper", &[pledger_core::identity::Role::Reviewer]);
     assert_eq!(
-        gate_action(&w.state, w.release(1), &ctx(&w)),
+        gate_action(&w.state, &w.release(1), &ctx(&w)),
         GateAction::Nothing
     );
 }

@@ -66,7 +66,7 @@ pub async fn gate_prompt(ctx: &WorkerContext, prompt: &PromptName) -> Result<(),
                         &format!("gatekeeper-{release}"),
                         |s| {
                             // Re-check on the state this attempt sees: another replica may have decided.
-                            match s.release(&release).map(|r| gate_action(s, r, &decider)) {
+                            match s.release(&release).map(|r| gate_action(s, &r, &decider)) {
                                 Some(GateAction::Decide) => Ok(Command::DecideGate {
                                     release: release.clone(),
                                 }),

@@ -923,7 +923,7 @@ fn release_report(family: &Family, id: &ReleaseId) -> Result<Report, Failure> {
             .unwrap_or_else(|| "unsigned".into())
     };
     let mut text = format!("change-management record of release {id}\n\n");
-    text.push_str(&render::release_summary(state, release));
+    text.push_str(&render::release_summary(state, &release));
     // The change: the candidate against the baseline.
     let diff = release.baseline.as_ref().and_then(|b| {
         let old = state.versions.get(b)?;

@@ -124,11 +124,14 @@ impl App {
             } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(&prompt).await?)?;
-                let state = &family.state;
+                let mut family = registered(conn.ledger.load(&prompt).await?)?;
                 if let Some(reference) = version {
-                    let id = resolve_version(state, &reference)?;
-                    let published = &state.versions[&id];
+                    let id = resolve_version(&family.state, &reference)?;
+                    if !family.state.versions.contains_key(&id) {
+                        // A version the live state let go of: the full read keeps every one.
+                        family = conn.ledger.load_all(&prompt).await?;
+                    }
+                    let published = &family.state.versions[&id];
                     let text = format!(
                         "version {id}\npublished {} by {}\n\n{}",
                         published.published_at,
@@ -140,6 +143,10 @@ impl App {
                         json!({ "prompt": prompt, "version": id, "artifact": published.artifact, "published_at": published.published_at, "published_by": published.published_by }),
                     ));
                 }
+                if all {
+                    family = conn.ledger.load_all(&prompt).await?;
+                }
+                let state = &family.state;
                 let mut text = format!(
                     "prompt `{prompt}`  owner {}\n  stable  {}\n  versions\n",
                     state.owner.as_deref().unwrap_or_default(),
@@ -157,9 +164,11 @@ impl App {
                 if skipped > 0 {
                     text.push_str(&earlier(skipped, "versions"));
                 }
-                for v in &state.version_order[skipped..] {
-                    let p = &state.versions[v];
-                    let mark = if Some(v) == state.stable.as_ref() {
+                for v in state.version_order.iter().skip(skipped) {
+                    let Some(p) = state.versions.get(&v) else {
+                        continue;
+                    };
+                    let mark = if Some(&v) == state.stable.as_ref() {
                         " (stable)"
                     } else {
                         ""
@@ -172,11 +181,13 @@ impl App {
                     ));
                 }
                 text.push_str("  releases\n");
-                let skipped = state.releases.len().saturating_sub(shown);
+                // Numbers run from 1 without gaps; a live state keeps at least the latest
+                // `SHOW_LATEST` of them in full.
+                let skipped = (state.last_release_number() as usize).saturating_sub(shown);
                 if skipped > 0 {
                     text.push_str(&earlier(skipped, "releases"));
                 }
-                for r in state.releases.values().skip(skipped) {
+                for r in state.releases.range(skipped as u32 + 1..).map(|(_, r)| r) {
                     text.push_str(&format!(
                         "    {:<24} {:<12} {}\n",
                         r.id.to_string(),
@@ -193,11 +204,17 @@ impl App {
             PromptCommand::Diff { prompt, from, to } => {
                 let prompt = PromptName::parse(&prompt)?;
                 let conn = self.connect().await?;
-                let family = registered(conn.ledger.load(&prompt).await?)?;
+                let mut family = registered(conn.ledger.load(&prompt).await?)?;
                 let (from, to) = (
                     resolve_version(&family.state, &from)?,
                     resolve_version(&family.state, &to)?,
                 );
+                if !(family.state.versions.contains_key(&from)
+                    && family.state.versions.contains_key(&to))
+                {
+                    // A version the live state let go of: the full read keeps every one.
+                    family = conn.ledger.load_all(&prompt).await?;
+                }
                 let diff = diff_artifacts(
                     &family.state.versions[&from].artifact,
                     &family.state.versions[&to].artifact,
@@ -232,7 +249,7 @@ impl App {
 }
 
 /// Versions and releases `prompt show` lists without `--all` (the latest ones).
-const SHOW_LATEST: usize = 10;
+const SHOW_LATEST: usize = pledger_core::state::RECENT;
 
 fn history_report(title: &str, events: &[Recorded], mut json: Value) -> Report {
     json["events"] = Value::Array(events.iter().map(recorded_entry).collect());

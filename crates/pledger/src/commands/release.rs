@@ -234,7 +234,7 @@ impl App {
                     .map_err(|e| Failure::other(e.to_string()))?;
                 let text = format!(
                     "{}{}\n{}{}",
-                    render::release_summary(&family.state, r),
+                    render::release_summary(&family.state, &r),
                     canary
                         .as_ref()
                         .map(render::canary_status)
@@ -250,7 +250,7 @@ impl App {
                     json!({ "release": r, "state": r.status.name(), "gate_current": gate_current, "canary": canary, "history": history.iter().map(recorded_entry).collect::<Vec<_>>(), "ignored": ignored_json(&family, Some(&subject)) }),
                 ))
             }
-            ReleaseCommand::List { prompt } => {
+            ReleaseCommand::List { prompt, all } => {
                 let conn = self.connect().await?;
                 let prompts = match prompt {
                     Some(p) => vec![PromptName::parse(&p)?],
@@ -259,9 +259,22 @@ impl App {
                 let mut text = String::new();
                 let mut rows = Vec::new();
                 for p in prompts {
-                    let family = conn.ledger.load(&p).await?;
+                    let family = if all {
+                        conn.ledger.load_all(&p).await?
+                    } else {
+                        conn.ledger.load(&p).await?
+                    };
                     if !family.state.is_registered() {
                         return Err(unknown_prompt(&p));
+                    }
+                    // Without --all: open releases and the latest ended ones (what the live
+                    // state keeps in full).
+                    let left_out = (family.state.last_release_number() as usize)
+                        .saturating_sub(family.state.releases.len());
+                    if left_out > 0 {
+                        text.push_str(&format!(
+                            "`{p}`: {left_out} earlier ended releases (`pledger release list {p} --all`)\n"
+                        ));
                     }
                     for r in family.state.releases.values() {
                         text.push_str(&format!(

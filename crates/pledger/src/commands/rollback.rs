@@ -24,8 +24,8 @@ impl App {
                 let family = registered(conn.ledger.load(&prompt).await?)?;
                 let s = &family.state;
                 s.active_rollout()
-                    .or_else(|| s.last_completed_serving())
                     .map(|r| r.id.clone())
+                    .or_else(|| s.last_completed_serving().map(|r| r.id.clone()))
             }
         };
         if let Some(r) = &pinned {
