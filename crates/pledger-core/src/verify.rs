@@ -575,9 +575,10 @@ pub const SNAPSHOT_FORMAT: u32 = 2;
 /// id's SHA-256 (a `u64`), sorted, stored as base64. A new event whose id matches one is
 /// ignored as a [`Check::DuplicateId`], and a reader that finds one after a snapshot reads the
 /// family from its first event (with the ids themselves): a digest collision costs a full
-/// read, never an event wrongly ignored.
+/// read, never an event wrongly ignored. Shared, not copied, between a snapshot and the
+/// readers resumed from it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct EventIdDigests(Vec<u64>);
+pub struct EventIdDigests(std::sync::Arc<Vec<u64>>);
 
 impl EventIdDigests {
     pub fn digest(id: &str) -> u64 {
@@ -611,7 +612,7 @@ impl EventIdDigests {
         if !digests.windows(2).all(|w| w[0] <= w[1]) {
             digests.sort_unstable();
         }
-        Ok(EventIdDigests(digests))
+        Ok(EventIdDigests(digests.into()))
     }
     /// These digests and those of `ids`.
     pub fn with<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> EventIdDigests {
@@ -628,7 +629,7 @@ impl EventIdDigests {
             };
             all.extend(next.copied());
         }
-        EventIdDigests(all)
+        EventIdDigests(all.into())
     }
 }
 
@@ -663,7 +664,7 @@ impl<'de> Deserialize<'de> for EventIdDigests {
             if !digests.windows(2).all(|w| w[0] <= w[1]) {
                 digests.sort_unstable();
             }
-            Ok(EventIdDigests(digests))
+            Ok(EventIdDigests(digests.into()))
         })
     }
 }
