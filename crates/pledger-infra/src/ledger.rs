@@ -676,11 +676,12 @@ impl Ledger {
     /// validity and an identity's roles are kept by stream position, so each family event is
     /// checked against the roster as it stood at its own sequence.
     ///
-    /// With a snapshot store ([`Ledger::with_snapshots`]), it resumes from the family's
-    /// snapshot when one fits this ledger: it reads and verifies only the family's messages
-    /// after it (the roster and the windows are always read whole), and `events` then holds
-    /// only those. A snapshot the family's next events do not chain onto is discarded and the
-    /// family read from the start ([`Ledger::load_all`]).
+    /// Its state is live ([`Detail::Live`]: what decisions read); [`Ledger::load_all`] reads a
+    /// full one. With a snapshot store ([`Ledger::with_snapshots`]), it resumes from the
+    /// family's snapshot when one fits this ledger: it reads and verifies only the family's
+    /// messages after it (the roster and the windows are always read whole), and `events` then
+    /// holds only those. A snapshot the family's next events do not chain onto is discarded
+    /// and the family replayed from its first event.
     pub async fn load(&self, prompt: &PromptName) -> Result<Family, InfraError> {
         let mut kept_by = None;
         let mut family = match self.snapshots.clone() {
@@ -741,7 +742,7 @@ impl Ledger {
     /// A live state lacks the artifact of a version it had let go when that version is
     /// adopted or proposed again ([`PromptState::missing_artifacts`]): routing and the
     /// commands need it, so the family is read whole once and the artifact kept (with the
-    /// state's next snapshot). Returns whether one was.
+    /// state's next snapshot). Returns whether one was kept.
     async fn fill_artifacts(
         &self,
         prompt: &PromptName,
@@ -758,7 +759,7 @@ impl Ledger {
                 family.state.keep_artifact(v, published.clone());
             }
         }
-        Ok(true)
+        Ok(family.state.missing_artifacts().len() < missing.len())
     }
 
     /// Does the ledger hold the snapshot's head: the family's event at `head_sequence`, whose
