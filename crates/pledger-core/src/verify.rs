@@ -568,6 +568,62 @@ pub struct FleetCursor {
     pub last: Option<Envelope>,
 }
 
+/// The event ids a verifier has accepted, exactly, at 16 bytes per id: an id in the form
+/// every writer of this ledger gives (a UUID as 36 lower-case characters with hyphens) is kept
+/// as its 128 bits; any other id, as its text. Two ids are the same entry only when their
+/// texts are equal.
+#[derive(Clone, Debug, Default)]
+pub struct EventIds {
+    uuids: HashSet<u128>,
+    other: HashSet<String>,
+}
+
+impl EventIds {
+    /// The 128 bits of `id` when it is a UUID in canonical text (lower-case hex digits in
+    /// groups of 8-4-4-4-12): the one text that maps to them.
+    fn canonical_uuid(id: &str) -> Option<u128> {
+        let bytes = id.as_bytes();
+        if bytes.len() != 36 {
+            return None;
+        }
+        let mut value = 0u128;
+        for (i, &b) in bytes.iter().enumerate() {
+            let digit = match (i, b) {
+                (8 | 13 | 18 | 23, b'-') => continue,
+                (8 | 13 | 18 | 23, _) => return None,
+                (_, b'0'..=b'9') => b - b'0',
+                (_, b'a'..=b'f') => b - b'a' + 10,
+                _ => return None,
+            };
+            value = (value << 4) | u128::from(digit);
+        }
+        Some(value)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        match EventIds::canonical_uuid(id) {
+            Some(v) => self.uuids.contains(&v),
+            None => self.other.contains(id),
+        }
+    }
+
+    /// Adds `id`; false when it was there already.
+    pub fn insert(&mut self, id: &str) -> bool {
+        match EventIds::canonical_uuid(id) {
+            Some(v) => self.uuids.insert(v),
+            None => self.other.insert(id.to_string()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.uuids.len() + self.other.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The format of [`FamilySnapshot`]; a snapshot of another format is discarded.
 pub const SNAPSHOT_FORMAT: u32 = 2;
 
@@ -773,7 +829,7 @@ pub struct LedgerVerifier {
     roster_head: Option<String>,
     pub families: BTreeMap<PromptName, FamilyCursor>,
     pub fleet: BTreeMap<String, FleetCursor>,
-    event_ids: HashSet<String>,
+    event_ids: EventIds,
     /// Ids of resumed families' events before their snapshots.
     resumed_ids: Vec<EventIdDigests>,
     /// Events accepted so far.
@@ -1057,7 +1113,7 @@ impl LedgerVerifier {
                 cursor.head = Some(hash);
             }
         }
-        self.event_ids.insert(envelope.event_id.clone());
+        self.event_ids.insert(&envelope.event_id);
         self.accepted += 1;
         Ok(envelope)
     }

@@ -104,6 +104,11 @@ struct Sizes {
     /// Section 6: prompts with an active rollout, and how long outcomes are published.
     memory_prompts: usize,
     memory_load: Duration,
+    /// Section 13: prompts releasing at once, and the completed releases at which resident
+    /// memory is read (the first is the baseline: by then each prompt has more ended releases
+    /// than its live state keeps, `state::RECENT`).
+    churn_prompts: usize,
+    churn_marks: Vec<usize>,
     /// Section 7: signed and unsigned proposals (a fresh pair of prompts each), and calls per
     /// in-process piece (the median is reported).
     sign_trials: usize,
@@ -150,6 +155,8 @@ impl Sizes {
             detect_runs: 201,
             memory_prompts: 100,
             memory_load: Duration::from_secs(5),
+            churn_prompts: 5,
+            churn_marks: vec![100, 1_000, 5_000, 10_000],
             sign_trials: 100,
             piece_reps: 1_000,
             verify_events: 5_000,
@@ -184,6 +191,8 @@ impl Sizes {
             detect_runs: 21,
             memory_prompts: 10,
             memory_load: Duration::from_secs(1),
+            churn_prompts: 2,
+            churn_marks: vec![40, 200],
             sign_trials: 10,
             piece_reps: 50,
             verify_events: 500,
@@ -647,6 +656,101 @@ async fn exec(
         .await
 }
 
+/// Proposes `candidate` against `stable` and takes the release to a started rollout on `plan`,
+/// with the commands the CLI runs (two reviews by others, an eval bundle, the gate, the plan,
+/// the start). Where a gatekeeper runs (`pledger up`) it may decide the gate first.
+async fn propose_to_start(
+    ledger: &Ledger,
+    prompt: &PromptName,
+    candidate: &VersionId,
+    stable: &VersionId,
+    plan: &RolloutPlan,
+) -> Result<(ReleaseId, Executed), Failure> {
+    let proposed = exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::ProposeChange {
+            candidate: candidate.clone(),
+            rationale: "bench".into(),
+            expected_changes: vec![],
+        },
+    )
+    .await?;
+    let release = proposed
+        .recorded
+        .iter()
+        .find_map(|r| match &r.envelope.event {
+            Event::ChangeProposed(p) => Some(p.release.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| Failure::other("bench: the proposal recorded no release"))?;
+    for (actor, layer) in [
+        ("priya", ReviewLayer::Product),
+        ("tomas", ReviewLayer::Technical),
+    ] {
+        exec(
+            ledger,
+            prompt,
+            actor,
+            Command::SubmitReview {
+                release: release.clone(),
+                layer,
+                verdict: ReviewVerdict::Approve,
+                note: None,
+            },
+        )
+        .await?;
+    }
+    exec(
+        ledger,
+        prompt,
+        "ci",
+        Command::AttachEvalBundle {
+            release: release.clone(),
+            bundle: bundle(candidate, stable),
+        },
+    )
+    .await?;
+    // Where a gatekeeper runs (`pledger up`), it may have decided the gate already.
+    match exec(
+        ledger,
+        prompt,
+        "ci",
+        Command::DecideGate {
+            release: release.clone(),
+        },
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ExecuteError::Rejected(r)) if r.rule == Rule::GateUnchangedEvidence => {}
+        Err(e) => return Err(e.into()),
+    }
+    exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::PlanRollout {
+            release: release.clone(),
+            plan: plan.clone(),
+        },
+    )
+    .await?;
+    let started = exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::StartRollout {
+            release: release.clone(),
+            bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
+            force_reason: None,
+        },
+    )
+    .await?;
+    Ok((release, started))
+}
+
 /// Takes a new prompt through the whole release story up to a started rollout, with the
 /// commands the CLI runs (register, publish twice, adopt, propose, two reviews by others, an
 /// eval bundle, the gate, the plan, start), writing the routing table where the CLI does.
@@ -689,87 +793,7 @@ async fn start_rollout(
     routing
         .publish(&routing_table_for(&adopted.state, adopted.last_sequence))
         .await?;
-    let proposed = exec(
-        ledger,
-        prompt,
-        "maria",
-        Command::ProposeChange {
-            candidate: candidate.clone(),
-            rationale: "bench".into(),
-            expected_changes: vec![],
-        },
-    )
-    .await?;
-    let release = proposed
-        .state
-        .releases
-        .values()
-        .last()
-        .map(|r| r.id.clone())
-        .ok_or_else(|| Failure::other("bench: the proposal recorded no release"))?;
-    for (actor, layer) in [
-        ("priya", ReviewLayer::Product),
-        ("tomas", ReviewLayer::Technical),
-    ] {
-        exec(
-            ledger,
-            prompt,
-            actor,
-            Command::SubmitReview {
-                release: release.clone(),
-                layer,
-                verdict: ReviewVerdict::Approve,
-                note: None,
-            },
-        )
-        .await?;
-    }
-    exec(
-        ledger,
-        prompt,
-        "ci",
-        Command::AttachEvalBundle {
-            release: release.clone(),
-            bundle: bundle(&candidate, &stable),
-        },
-    )
-    .await?;
-    // Where a gatekeeper runs (`pledger up`), it may have decided the gate already.
-    match exec(
-        ledger,
-        prompt,
-        "ci",
-        Command::DecideGate {
-            release: release.clone(),
-        },
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(ExecuteError::Rejected(r)) if r.rule == Rule::GateUnchangedEvidence => {}
-        Err(e) => return Err(e.into()),
-    }
-    exec(
-        ledger,
-        prompt,
-        "maria",
-        Command::PlanRollout {
-            release: release.clone(),
-            plan: plan.clone(),
-        },
-    )
-    .await?;
-    let started = exec(
-        ledger,
-        prompt,
-        "maria",
-        Command::StartRollout {
-            release: release.clone(),
-            bucketing_salt: uuid::Uuid::new_v4().simple().to_string(),
-            force_reason: None,
-        },
-    )
-    .await?;
+    let (release, started) = propose_to_start(ledger, prompt, &candidate, &stable, plan).await?;
     if started.state.active_rollout().is_none() {
         return Err(Failure::other(format!(
             "bench: the rollout of {release} did not start"
@@ -1183,19 +1207,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
             || (args.section.contains(&10) && [2, 3, 7].contains(&n))
     };
     if want(1) {
-        progress("1/12 outcome ingest into the canary monitor");
+        progress("1/13 outcome ingest into the canary monitor");
         sections.push(ingest(&env, &sizes).await?);
     }
     let mut reroute_run = None;
     if want(2) {
-        progress("2/12 breach to reroute");
+        progress("2/13 breach to reroute");
         let (section, run, floor) = reroute(&env, &sizes).await?;
         sections.push(section);
         reroute_run = Some((run, floor));
     }
     let mut fanout_run = None;
     if want(3) {
-        progress("3/12 manual rollback to many resolvers");
+        progress("3/13 manual rollback to many resolvers");
         let (section, run, floor) = fanout(&env, &sizes).await?;
         sections.push(section);
         fanout_run = Some((run, floor));
@@ -1203,7 +1227,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     // The trusted-history sections use the same server; they run while it is up.
     let mut sign = None;
     if want(7) {
-        progress("7/12 a signed command against the same command unsigned");
+        progress("7/13 a signed command against the same command unsigned");
         let (section, sign_run) = signed_command(&env, &sizes).await?;
         sections.push(section);
         // Section 10's baseline of the command's read alone (untimed here, reported there).
@@ -1211,15 +1235,15 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         sign = Some((sign_run, sign_reads));
     }
     if want(8) {
-        progress("8/12 verification throughput on read");
+        progress("8/13 verification throughput on read");
         sections.push(verify_throughput(&env, &sizes).await?);
     }
     if want(9) {
-        progress("9/12 command cost against the family's history");
+        progress("9/13 command cost against the family's history");
         sections.push(history_cost(&env, &sizes).await?);
     }
     if want(12) {
-        progress("12/12 commands read from a snapshot at any history length");
+        progress("12/13 commands read from a snapshot at any history length");
         sections.push(snapshot_cost(&env, &sizes).await?);
     }
     drop(env);
@@ -1232,7 +1256,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     ) = (want(10), reroute_run, fanout_run, sign)
     {
         // The cluster runs alone: the single server has stopped.
-        progress("10/12 the same on a three-node R3 cluster");
+        progress("10/13 the same on a three-node R3 cluster");
         let single = SingleNode {
             reroute,
             reroute_floor,
@@ -1245,11 +1269,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
     if want(11) {
         // The auditor's ledger is on a server of its own: nothing else runs meanwhile.
-        progress("11/12 the auditor: audit verify and audit replay --at");
+        progress("11/13 the auditor: audit verify and audit replay --at");
         sections.push(auditor(&sizes).await?);
     }
     if want(4) {
-        progress("4/12 Resolver::resolve cost");
+        progress("4/13 Resolver::resolve cost");
         let s = sizes.resolve_calls;
         let runs = sizes.resolve_runs;
         sections.push(
@@ -1259,7 +1283,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         );
     }
     if want(5) {
-        progress("5/12 judgement quality");
+        progress("5/13 judgement quality");
         let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
         sections.push(
             tokio::task::spawn_blocking(move || quality(canaries, detect))
@@ -1268,8 +1292,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         );
     }
     if want(6) {
-        progress("6/12 resident memory of `pledger up`");
+        progress("6/13 resident memory of `pledger up`");
         sections.push(memory(&sizes).await?);
+    }
+    if want(13) {
+        progress("13/13 resident memory of `pledger up` as releases come and go");
+        sections.push(churn(&sizes).await?);
     }
     sections.sort_by_key(|s| s.number);
     progress("done");
@@ -2584,75 +2612,145 @@ impl Drop for UpProcess {
     }
 }
 
-async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
-    let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
-    let data = dir.path().join("data");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("nats://{listen}");
-    let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
-    let log_path = dir.path().join("up.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| fail("up log")(e.to_string()))?;
-    let log_err = log.try_clone().map_err(|e| fail("up log")(e.to_string()))?;
-    let child = std::process::Command::new(&exe)
-        .arg("up")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", &listen])
-        .arg("--as")
-        .arg("bench-up")
-        .env("PLEDGER_CONFIG_DIR", dir.path().join("config"))
-        .env_remove("PLEDGER_KEY")
-        .env("PLEDGER_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .map_err(|e| fail("starting pledger up")(e.to_string()))?;
-    let mut up = UpProcess { child: Some(child) };
-    let pid = up.pid();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("ledger ready") {
-            break;
-        }
-        if let Some(c) = up.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
+/// A `pledger up` child process (this binary) with its own data directory, config directory and
+/// free port, started and ready.
+struct LaunchedUp {
+    up: UpProcess,
+    pid: u32,
+    /// The nats-server `pledger up` started.
+    nats_pid: Option<u32>,
+    url: String,
+    exe: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl LaunchedUp {
+    async fn launch() -> Result<LaunchedUp, Failure> {
+        let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
+        let data = dir.path().join("data");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let url = format!("nats://{listen}");
+        let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
+        let log_path = dir.path().join("up.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| fail("up log")(e.to_string()))?;
+        let log_err = log.try_clone().map_err(|e| fail("up log")(e.to_string()))?;
+        let child = std::process::Command::new(&exe)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &listen])
+            .arg("--as")
+            .arg("bench-up")
+            .env("PLEDGER_CONFIG_DIR", dir.path().join("config"))
+            .env_remove("PLEDGER_KEY")
+            .env("PLEDGER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| fail("starting pledger up")(e.to_string()))?;
+        let mut up = UpProcess { child: Some(child) };
+        let pid = up.pid();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("ledger ready") {
+                break;
+            }
+            if let Some(c) = up.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(Failure::other(format!(
+                        "bench: pledger up exited ({status}): {text}"
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
                 return Err(Failure::other(format!(
-                    "bench: pledger up exited ({status}): {text}"
+                    "bench: pledger up was not ready within 60 s: {text}"
                 )));
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if Instant::now() > deadline {
-            return Err(Failure::other(format!(
-                "bench: pledger up was not ready within 60 s: {text}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let nats_pid = children_named(pid, "nats-server").first().copied();
+        Ok(LaunchedUp {
+            up,
+            pid,
+            nats_pid,
+            url,
+            exe,
+            dir,
+        })
     }
-    let nats_pid = children_named(pid, "nats-server").first().copied();
+
+    /// Connects (keeping snapshots in memory, as a worker does), and has `pledger up`'s
+    /// operator (enrolled as the first admin) enrol the bench's cast with the roles the
+    /// lifecycle needs.
+    async fn enrolled_ledger(&self) -> Result<Ledger, Failure> {
+        let client = pledger_infra::connect(&self.url).await?;
+        let ledger = Ledger::new(client).with_snapshots(std::sync::Arc::new(
+            pledger_infra::snapshot::SnapshotMemory::default(),
+        ));
+        let operator =
+            crate::keys::load_private_key(&self.dir.path().join("config/keys/bench-up"))?;
+        let mut with_operator = Cast::generate(&[]);
+        with_operator.add("bench-up", &[Role::Admin], operator);
+        for name in cast().names().skip(1) {
+            let roles = match name {
+                "maria" => vec![Role::Author, Role::ReleaseManager, Role::Oncall],
+                "ci" => vec![Role::Ci],
+                "oncall-sam" => vec![Role::Oncall],
+                "canary-monitor" => vec![Role::Worker],
+                _ => vec![Role::Reviewer],
+            };
+            with_operator.add(name, &roles, (*cast().key(name)).clone());
+        }
+        with_operator.enroll(&ledger).await?;
+        Ok(ledger)
+    }
+
+    fn rss(&self) -> u64 {
+        rss_kib(self.pid).map(|(rss, _)| rss).unwrap_or(0)
+    }
+
+    fn nats_rss(&self) -> u64 {
+        self.nats_pid
+            .and_then(rss_kib)
+            .map(|(rss, _)| rss)
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, off the runtime's threads.
+    async fn stop(self) -> Result<Option<(Option<i32>, Duration)>, Failure> {
+        let mut up = self.up;
+        tokio::task::spawn_blocking(move || up.stop())
+            .await
+            .map_err(|e| fail("stopping pledger up")(e.to_string()))
+    }
+}
+
+/// How `pledger up` ended on SIGTERM ([`LaunchedUp::stop`]), for a section's notes.
+fn stop_note(stopped: Option<(Option<i32>, Duration)>) -> String {
+    match stopped {
+        Some((Some(0), d)) => format!(
+            "SIGTERM: `pledger up` stopped cleanly (exit 0) in {:.1} s.",
+            d.as_secs_f64()
+        ),
+        Some((code, d)) => format!(
+            "SIGTERM: `pledger up` ended with {code:?} after {:.1} s.",
+            d.as_secs_f64()
+        ),
+        None => "`pledger up` was not running at the end.".into(),
+    }
+}
+
+async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
+    let launched = LaunchedUp::launch().await?;
+    let (pid, nats_pid) = (launched.pid, launched.nats_pid);
     // Let the workers settle, then the baseline: the same process idle, no prompts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let idle = rss_kib(pid).map(|(rss, _)| rss).unwrap_or(0);
-    let nats_idle = nats_pid.and_then(rss_kib).map(|(rss, _)| rss).unwrap_or(0);
-
-    let client = pledger_infra::connect(&url).await?;
-    let ledger = Ledger::new(client);
-    // `pledger up` enrolled its operator as the first admin; the operator enrols the cast.
-    let operator = crate::keys::load_private_key(&dir.path().join("config/keys/bench-up"))?;
-    let mut with_operator = Cast::generate(&[]);
-    with_operator.add("bench-up", &[Role::Admin], operator);
-    for name in cast().names().skip(1) {
-        let roles = match name {
-            "maria" => vec![Role::Author, Role::ReleaseManager, Role::Oncall],
-            "ci" => vec![Role::Ci],
-            "oncall-sam" => vec![Role::Oncall],
-            "canary-monitor" => vec![Role::Worker],
-            _ => vec![Role::Reviewer],
-        };
-        with_operator.add(name, &roles, (*cast().key(name)).clone());
-    }
-    with_operator.enroll(&ledger).await?;
+    let idle = launched.rss();
+    let nats_idle = launched.nats_rss();
+    let ledger = launched.enrolled_ledger().await?;
     let routing = RoutingStore::open(ledger.jetstream()).await?;
     let healthy = plan(HEALTHY_PLAN);
     let t = Instant::now();
@@ -2764,12 +2862,8 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
     let nats_hwm = nats_pid.and_then(rss_kib).map(|(_, h)| h).unwrap_or(0);
     let message_bytes = payloads.first().map_or(0, |(_, p)| p.len());
     drop(payloads);
-    let stopped = tokio::task::spawn_blocking(move || {
-        let mut up = up;
-        up.stop()
-    })
-    .await
-    .map_err(|e| fail("stopping pledger up")(e.to_string()))?;
+    let exe = launched.exe.clone();
+    let stopped = launched.stop().await?;
 
     let outcomes = sent * 100;
     let mut s = Section::new(
@@ -2853,17 +2947,279 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
             mib(hwm)
         ));
     }
-    s.notes.push(match stopped {
-        Some((Some(0), d)) => format!(
-            "SIGTERM: `pledger up` stopped cleanly (exit 0) in {:.1} s.",
-            d.as_secs_f64()
+    s.notes.push(stop_note(stopped));
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Resident memory as releases come and go
+// ---------------------------------------------------------------------------------------------
+
+/// Waits until every durable consumer of the ledger and outcome streams has nothing pending
+/// and nothing unacknowledged: every worker of `pledger up` has handled everything recorded.
+async fn workers_caught_up(ledger: &Ledger, within: Duration) -> Result<Duration, Failure> {
+    let js = ledger.jetstream();
+    let t = Instant::now();
+    loop {
+        let mut behind = Vec::new();
+        for name in [LEDGER_STREAM, OUTCOMES_STREAM] {
+            let stream = js
+                .get_stream_no_info(name)
+                .await
+                .map_err(|e| fail("stream")(e.to_string()))?;
+            let mut consumers = stream.consumers();
+            while let Some(info) = consumers.next().await {
+                let info = info.map_err(|e| fail("consumer list")(e.to_string()))?;
+                if info.config.durable_name.is_some()
+                    && (info.num_pending > 0 || info.num_ack_pending > 0)
+                {
+                    behind.push(format!(
+                        "{} ({} pending, {} unacknowledged)",
+                        info.name, info.num_pending, info.num_ack_pending
+                    ));
+                }
+            }
+        }
+        if behind.is_empty() {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > within {
+            return Err(Failure::other(format!(
+                "bench: the workers of pledger up did not catch up within {} s: {}",
+                within.as_secs(),
+                behind.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Release number `version` of `prompt` from proposal to completion, with the commands the CLI runs (a new
+/// version published, proposed, two reviews, an eval bundle, the gate, a one-stage plan, the
+/// start, one 100-outcome message for the rollout, completion). `pledger up`'s gatekeeper may
+/// decide the gate first; its router and canary monitor see the rollout come and go.
+async fn release_cycle(ledger: &Ledger, prompt: &PromptName, version: u32) -> Result<(), Failure> {
+    // The previous cycle's candidate is stable now (the first cycle's: version 0, adopted).
+    let stable = &artifact(version - 1).version_id();
+    let published = artifact(version);
+    let candidate = published.version_id();
+    exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::PublishVersion {
+            artifact: published,
+        },
+    )
+    .await?;
+    let (release, started) =
+        propose_to_start(ledger, prompt, &candidate, stable, &plan(ALL_TRAFFIC_PLAN)).await?;
+    let rollout = Rollout {
+        prompt: prompt.clone(),
+        release: release.clone(),
+        stable: stable.clone(),
+        candidate,
+        started_at_sequence: started.last_sequence,
+    };
+    let payload = serde_json::to_vec(&healthy_batch(&rollout, 0, 100)).expect("serializes");
+    publish(ledger.jetstream(), &outcome_subject(prompt), payload).await?;
+    exec(
+        ledger,
+        prompt,
+        "maria",
+        Command::CompleteRelease {
+            release,
+            force_reason: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The median of five VmRSS samples 200 ms apart.
+async fn settled_rss(launched: &LaunchedUp) -> u64 {
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        samples.push(launched.rss());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+struct ChurnMark {
+    completed: usize,
+    rss: u64,
+    /// The process's peak resident memory so far (VmHWM): when the peak happened.
+    hwm: u64,
+    nats_rss: u64,
+    /// Time to complete the releases since the previous mark, and for the workers to catch up.
+    drive: Duration,
+    catch_up: Duration,
+}
+
+async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
+    let launched = LaunchedUp::launch().await?;
+    let ledger = launched.enrolled_ledger().await?;
+    let prompts: Vec<PromptName> = (0..sizes.churn_prompts)
+        .map(|i| PromptName::parse(&format!("bench-churn-{i:03}")))
+        .collect::<Result<_, _>>()?;
+    let stable = artifact(0);
+    let stable_id = stable.version_id();
+    for prompt in &prompts {
+        exec(
+            &ledger,
+            prompt,
+            "maria",
+            Command::RegisterPrompt {
+                owner: "bench".into(),
+            },
+        )
+        .await?;
+        exec(
+            &ledger,
+            prompt,
+            "maria",
+            Command::PublishVersion {
+                artifact: stable.clone(),
+            },
+        )
+        .await?;
+        exec(
+            &ledger,
+            prompt,
+            "maria",
+            Command::AdoptVersion {
+                version: stable_id.clone(),
+                reason: "serving production".into(),
+            },
+        )
+        .await?;
+    }
+    let mut marks: Vec<ChurnMark> = Vec::new();
+    let mut completed = 0usize;
+    let mut next_version = 1u32;
+    for &mark in &sizes.churn_marks {
+        let t = Instant::now();
+        while completed < mark {
+            // One round: a release on each prompt at once (as many as the mark still needs).
+            let round = (mark - completed).min(prompts.len());
+            let version = next_version;
+            futures::future::try_join_all(
+                prompts[..round]
+                    .iter()
+                    .map(|p| release_cycle(&ledger, p, version)),
+            )
+            .await?;
+            next_version += 1;
+            completed += round;
+        }
+        let drive = t.elapsed();
+        let catch_up = workers_caught_up(&ledger, Duration::from_secs(300)).await?;
+        marks.push(ChurnMark {
+            completed,
+            rss: settled_rss(&launched).await,
+            hwm: rss_kib(launched.pid).map_or(0, |(_, hwm)| hwm),
+            nats_rss: launched.nats_rss(),
+            drive,
+            catch_up,
+        });
+        progress(&format!(
+            "13: {completed} releases completed, pledger up at {}",
+            mib(marks.last().map_or(0, |m| m.rss))
+        ));
+    }
+    let (_, hwm) = rss_kib(launched.pid).unwrap_or((0, 0));
+    let exe = launched.exe.clone();
+    let stopped = launched.stop().await?;
+
+    let first = marks
+        .first()
+        .ok_or_else(|| Failure::other("bench: no churn marks"))?;
+    let last = marks.last().unwrap_or(first);
+    let mut s = Section::new(
+        13,
+        "Resident memory of `pledger up` as releases come and go",
+    );
+    s.baseline = format!(
+        "the same `pledger up` process after {} completed releases",
+        thousands(first.completed as u64)
+    );
+    s.method = format!(
+        "`pledger up` (this binary, `{}`) runs as a child process with its own data directory and a \
+         free port, with all its workers. {} prompts are registered with a stable version; then \
+         releases run on all of them at once, each from a new version to its completion with the \
+         commands the CLI runs (publish, propose, two reviews, an eval bundle, the gate, a \
+         one-stage plan, start, one 100-outcome message, complete), until {} releases have \
+         completed. By the first mark each prompt has ended more releases than its live state \
+         keeps in full ({}), so what grows after it grows with history, not with the number of \
+         prompts. At each mark the bench waits until every worker's durable consumer has nothing \
+         pending or unacknowledged, then takes the median of five VmRSS samples of the `pledger up` \
+         process (/proc/<pid>/status) 200 ms apart. nats-server is a separate process, reported \
+         apart.",
+        exe.display(),
+        prompts.len(),
+        sizes
+            .churn_marks
+            .iter()
+            .map(|m| thousands(*m as u64))
+            .collect::<Vec<_>>()
+            .join(", then "),
+        pledger_core::state::RECENT
+    );
+    let ratio = last.rss as f64 / first.rss.max(1) as f64;
+    s.rows.push(row(
+        format!(
+            "VmRSS after {} completed releases",
+            thousands(last.completed as u64)
         ),
-        Some((code, d)) => format!(
-            "SIGTERM: `pledger up` ended with {code:?} after {:.1} s.",
-            d.as_secs_f64()
-        ),
-        None => "`pledger up` was not running at the end.".into(),
-    });
+        format!("{} ({ratio:.2}×)", mib(last.rss)),
+        mib(first.rss),
+        "≤ 1.10×",
+        Mark::of(ratio <= 1.10),
+    ));
+    for m in &marks[1..marks.len().saturating_sub(1)] {
+        s.rows.push(row(
+            format!(
+                "VmRSS after {} completed releases",
+                thousands(m.completed as u64)
+            ),
+            format!(
+                "{} ({:.2}×)",
+                mib(m.rss),
+                m.rss as f64 / first.rss.max(1) as f64
+            ),
+            mib(first.rss),
+            "",
+            Mark::Info,
+        ));
+    }
+    s.rows.push(row(
+        "peak resident over the run (VmHWM)",
+        mib(hwm),
+        mib(first.rss),
+        "< 150 MiB",
+        Mark::of(hwm < 150 * 1024),
+    ));
+    s.rows.push(row(
+        "nats-server (separate process) VmRSS at the first / last mark",
+        format!("{} / {}", mib(first.nats_rss), mib(last.nats_rss)),
+        "",
+        "",
+        Mark::Info,
+    ));
+    for m in &marks {
+        s.notes.push(format!(
+            "{} releases completed: {:.1} s to drive them since the previous mark, then {:.1} s \
+             for the workers to catch up; VmRSS {}, VmHWM so far {}.",
+            thousands(m.completed as u64),
+            m.drive.as_secs_f64(),
+            m.catch_up.as_secs_f64(),
+            mib(m.rss),
+            mib(m.hwm)
+        ));
+    }
+    s.notes.push(stop_note(stopped));
     Ok(s)
 }
 
@@ -3705,13 +4061,13 @@ async fn snapshot_cost(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     let mut measured = Vec::new();
     for &n in &sizes.snapshot_sizes {
         progress(&format!(
-            "12/12   a family of {} events: generate, append",
+            "12/13   a family of {} events: generate, append",
             thousands(n as u64)
         ));
         let h = History::generate(PromptName::parse(&format!("bench-snapshot-{n}"))?, n, &m)?;
         h.publish(&env.ledger).await?;
         let candidate = h.candidate()?;
-        progress(&format!("12/12   {} events: timed", thousands(n as u64)));
+        progress(&format!("12/13   {} events: timed", thousands(n as u64)));
         let t = Instant::now();
         ledger.load(&h.prompt).await?;
         let first_read = t.elapsed();
@@ -4773,7 +5129,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     let families =
         tokio::task::block_in_place(|| generate_families(&names, per_prompt, &m, cores))?;
     let generating = t.elapsed();
-    progress("11/12   appending them");
+    progress("11/13   appending them");
     let t = Instant::now();
     let sequences = append_interleaved(&ledger, &families).await?;
     let appending = t.elapsed();
@@ -4823,13 +5179,13 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
         .bytes;
     let payload_bytes: usize = records.iter().map(|r| r.payload.len()).sum();
     // Before anything is timed: the whole ledger verifies, with no finding.
-    progress("11/12   checking the ledger verifies");
+    progress("11/13   checking the ledger verifies");
     let found = found_checkpoints(&ledger).await?;
     let report = tokio::task::block_in_place(|| verify_records(&facts, &records, found, cores));
     check_clean(&report, total, "the generated ledger")?;
 
     // `audit verify` against the raw read, alternating which goes first.
-    progress("11/12   audit verify against the raw read");
+    progress("11/13   audit verify against the raw read");
     let reps = sizes.audit_reps.max(1);
     let (mut raw, mut cli, mut one, mut ordered) = (vec![], vec![], vec![], vec![]);
     let (mut cli_cpu, mut cli_wall) = (0.0, 0.0);
@@ -4863,7 +5219,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     }
 
     // The verification alone, over the records already read.
-    progress("11/12   the verification alone");
+    progress("11/13   the verification alone");
     let found = found_checkpoints(&ledger).await?;
     let (mut alone, mut alone_one) = (vec![], vec![]);
     let (mut alone_cpu, mut alone_wall, mut one_cpu, mut one_wall) = (0.0, 0.0, 0.0, 0.0);
@@ -4910,7 +5266,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     drop(records);
 
     // `audit replay --at` as a child process, against `prompt show` the same way.
-    progress("11/12   audit replay --at as a child process");
+    progress("11/13   audit replay --at as a child process");
     let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).map_err(|e| fail("temp home")(e.to_string()))?;

@@ -1069,3 +1069,30 @@ fn a_snapshots_event_id_digests_hold_every_id_and_survive_json() {
         "3 bytes"
     );
 }
+
+#[test]
+fn event_ids_are_kept_exactly_whatever_their_form() {
+    let mut ids = pledger_core::verify::EventIds::default();
+    let uuid = "018f3a2b-7c4d-7e5f-8a9b-0c1d2e3f4a5b";
+    assert!(ids.insert(uuid));
+    assert!(!ids.insert(uuid), "the same id twice");
+    assert!(ids.contains(uuid));
+    // The same 128 bits in another text are another id.
+    let upper = uuid.to_ascii_uppercase();
+    assert!(!ids.contains(&upper));
+    assert!(ids.insert(&upper));
+    // Texts that are not UUIDs, including ones of the same length.
+    for other in [
+        "evt-1",
+        "018f3a2b-7c4d-7e5f-8a9b-0c1d2e3f4a5g",
+        "018f3a2b07c4d-7e5f-8a9b-0c1d2e3f4a5b",
+        "",
+    ] {
+        assert!(!ids.contains(other), "{other}");
+        assert!(ids.insert(other), "{other}");
+        assert!(ids.contains(other), "{other}");
+    }
+    // A UUID differing in its last digit is another id.
+    assert!(!ids.contains("018f3a2b-7c4d-7e5f-8a9b-0c1d2e3f4a5c"));
+    assert_eq!(ids.len(), 6);
+}

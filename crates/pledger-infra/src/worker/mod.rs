@@ -31,8 +31,22 @@ use crate::routing::RoutingStore;
 
 /// Largest batch a worker applies in one sled transaction.
 pub const MAX_BATCH: usize = 1000;
-/// Most payload bytes a worker pulls in one batch.
+/// Most payload bytes a worker pulls in one batch of outcome messages.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Most payload bytes a worker pulls in one batch of ledger events: room for the largest
+/// message the ledger stream stores (1 MiB) and a thousand ordinary events. Each consumer's
+/// pulls stay buffered in the client until handled, so a worker that is behind holds at most
+/// this much of the ledger at once, however long the backlog.
+pub const MAX_LEDGER_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// Most payload bytes a worker pulls in one batch from `stream`.
+pub fn batch_bytes(stream: &str) -> usize {
+    if stream == crate::ledger::OUTCOMES_STREAM {
+        MAX_BATCH_BYTES
+    } else {
+        MAX_LEDGER_BATCH_BYTES
+    }
+}
 
 /// Which worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,12 +372,15 @@ pub struct Batches {
 
 impl Batches {
     pub async fn new(consumer: &consumer::PullConsumer) -> Result<Batches, WorkerError> {
+        let stream = consumer.cached_info().stream_name.clone();
         let messages = consumer
             .stream()
             .max_messages_per_batch(MAX_BATCH)
             // Bounds the memory of one batch whatever the message size (measured: peak RSS of
-            // `pledger up` under load 188 MiB without it, about 108 MiB with 16 MiB).
-            .max_bytes_per_batch(MAX_BATCH_BYTES)
+            // `pledger up` under load 188 MiB without it, about 108 MiB with 16 MiB; as ledger
+            // events come and go, 224 MiB with 16 MiB per ledger consumer; see
+            // docs/PERFORMANCE.md, sections 6 and 13).
+            .max_bytes_per_batch(batch_bytes(&stream))
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await

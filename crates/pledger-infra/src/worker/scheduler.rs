@@ -139,7 +139,7 @@ pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerErr
             ctx,
             config,
             schedule,
-            verifier: LedgerVerifier::new(),
+            verifier: LedgerVerifier::live(),
             ignored: 0,
             read_through: 0,
             digest_done_for: None,
@@ -179,8 +179,8 @@ struct Scheduler {
     ctx: WorkerContext,
     config: SchedulerConfig,
     schedule: CronSchedule,
-    /// Every prompt's state, folded from the ledger (read incrementally each tick).
-    /// Every prompt's verified state (the whole ledger, folded incrementally).
+    /// Every prompt's verified live state (the whole ledger, folded incrementally): what
+    /// the checks read (open releases), at a size that follows open work, not history.
     verifier: LedgerVerifier,
     /// Ledger events ignored by verification so far (each is logged once, when read).
     ignored: u64,
