@@ -568,7 +568,8 @@ pub struct FleetCursor {
     pub last: Option<Envelope>,
 }
 
-/// The event ids a verifier has accepted, exactly, at 16 bytes per id: an id in the form
+/// The event ids a verifier has accepted, exactly, at 16 bytes per id (and the hash set's
+/// slack): an id in the form
 /// every writer of this ledger gives (a UUID as 36 lower-case characters with hyphens) is kept
 /// as its 128 bits; any other id, as its text. Two ids are the same entry only when their
 /// texts are equal.

@@ -377,9 +377,7 @@ impl Batches {
             .stream()
             .max_messages_per_batch(MAX_BATCH)
             // Bounds the memory of one batch whatever the message size (measured: peak RSS of
-            // `pledger up` under load 188 MiB without it, about 108 MiB with 16 MiB; as ledger
-            // events come and go, 224 MiB with 16 MiB per ledger consumer; see
-            // docs/PERFORMANCE.md, sections 6 and 13).
+            // `pledger up` under outcome load 188 MiB without it, about 108 MiB with 16 MiB).
             .max_bytes_per_batch(batch_bytes(&stream))
             .heartbeat(Duration::from_secs(5))
             .messages()
