@@ -537,3 +537,79 @@ fn a_freeze_without_automatic_rollback_waits_and_a_resume_counts_afresh() {
     );
     assert_eq!(w.count("triage", "release.rollout_frozen"), 1);
 }
+
+/// Messages a durable consumer still has to deliver or acknowledge (`None` before it exists).
+async fn left_on(js: &async_nats::jetstream::Context, stream: &str, durable: &str) -> Option<u64> {
+    let stream = js.get_stream(stream).await.ok()?;
+    let mut c = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(durable)
+        .await
+        .ok()?;
+    let info = c.info().await.ok()?;
+    Some(info.num_pending + info.num_ack_pending as u64)
+}
+
+#[test]
+fn a_busy_ledger_does_not_hold_back_the_outcomes() {
+    use pledger_core::names::{durable_name, LEDGER_STREAM, OUTCOMES_STREAM};
+    let w = World::new();
+    let p = rolling_with(&w, HOLDING_PLAN);
+    // Before the monitor starts: outcomes of the rollout, then a backlog on the ledger of large
+    // messages that are not events (each is reported and ignored). Each ledger batch holds
+    // at most 2 MiB, so the backlog takes the monitor about fifteen batches, each reading the
+    // whole backlog again.
+    let published = sim(&w, &["--requests", "200", "--seed", "5"]);
+    assert!(
+        published["published"].as_u64().unwrap_or(0) > 0,
+        "{published}"
+    );
+    let noise =
+        pledger_core::names::prompt_subject(&pledger_core::PromptName::parse("noise").unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut acks = Vec::new();
+        for i in 0..300u32 {
+            let mut payload = format!("not an event {i} ").into_bytes();
+            payload.resize(100_000, b'.');
+            acks.push(js.publish(noise.clone(), payload.into()).await.unwrap());
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+        js
+    });
+    let _monitor = w.worker("canary", "a");
+    // The moment every outcome is counted and acknowledged, the monitor has ledger messages
+    // left: it took the outcomes in turn with the ledger, not after it.
+    let outcomes = durable_name("canary", "a", OUTCOMES_STREAM);
+    let ledger = durable_name("canary", "a", LEDGER_STREAM);
+    let ledger_left = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the monitor to count the outcomes"
+            );
+            if left_on(&js, OUTCOMES_STREAM, &outcomes).await == Some(0) {
+                break left_on(&js, LEDGER_STREAM, &ledger).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(
+        ledger_left.unwrap_or(0) > 0,
+        "the outcomes were counted only after the ledger backlog ({ledger_left:?} left)"
+    );
+    let in_rollout =
+        published["candidate"].as_u64().unwrap() + published["baseline"].as_u64().unwrap();
+    w.wait_for(
+        "every outcome in the status",
+        Duration::from_secs(60),
+        || (status_samples(&w, &p.release) == in_rollout).then_some(()),
+    );
+}

@@ -2960,6 +2960,7 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
 async fn workers_caught_up(ledger: &Ledger, within: Duration) -> Result<Duration, Failure> {
     let js = ledger.jetstream();
     let t = Instant::now();
+    let mut said = false;
     loop {
         let mut behind = Vec::new();
         for name in [LEDGER_STREAM, OUTCOMES_STREAM] {
@@ -2982,6 +2983,13 @@ async fn workers_caught_up(ledger: &Ledger, within: Duration) -> Result<Duration
         }
         if behind.is_empty() {
             return Ok(t.elapsed());
+        }
+        if !said && t.elapsed() > Duration::from_secs(5) {
+            said = true;
+            progress(&format!(
+                "the workers are still behind after 5 s: {}",
+                behind.join(", ")
+            ));
         }
         if t.elapsed() > within {
             return Err(Failure::other(format!(

@@ -66,6 +66,14 @@ const COUNTERS_KEY: &str = "counters";
 /// How often active rollouts are judged without new outcomes (bake times move on).
 const TICK: Duration = Duration::from_secs(1);
 
+/// What the monitor's loop takes next.
+enum Next {
+    Stop,
+    Tick,
+    Ledger(Vec<async_nats::jetstream::Message>),
+    Outcomes(Vec<async_nats::jetstream::Message>),
+}
+
 struct Driver {
     ctx: WorkerContext,
     monitor: Monitor,
@@ -98,29 +106,52 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
         driver.bootstrap().await?;
         let mut tick = tokio::time::interval(TICK);
         info!("canary monitor running");
+        // Whichever of the two streams was not served last goes first when both have
+        // messages ready. (Biased towards the ledger, the monitor judged nothing while releases
+        // kept the ledger busy: outcome messages waited unacknowledged until the server
+        // delivered them again after `ack_wait`, and the guardrails saw them only once the
+        // ledger went quiet.) The tick is ready at most once a second, so it goes first.
+        let mut ledger_first = true;
         while !stopping(&shutdown) {
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => break,
-                b = ledger_batches.next(Duration::from_millis(250)) => {
-                    let batch = b?;
+            let wait = Duration::from_millis(250);
+            let next = if ledger_first {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => Next::Stop,
+                    _ = tick.tick() => Next::Tick,
+                    b = ledger_batches.next(wait) => Next::Ledger(b?),
+                    b = outcome_batches.next(wait) => Next::Outcomes(b?),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => Next::Stop,
+                    _ = tick.tick() => Next::Tick,
+                    b = outcome_batches.next(wait) => Next::Outcomes(b?),
+                    b = ledger_batches.next(wait) => Next::Ledger(b?),
+                }
+            };
+            match next {
+                Next::Stop => break,
+                Next::Tick => {
+                    let tracked = driver.monitor.tracked();
+                    driver.judge_each(tracked).await?;
+                }
+                Next::Ledger(batch) => {
+                    ledger_first = false;
                     if !batch.is_empty() {
                         let judge = driver.apply_ledger(&batch).await?;
                         driver.ctx.ack(&batch).await?;
                         driver.judge_each(judge).await?;
                     }
                 }
-                b = outcome_batches.next(Duration::from_millis(250)) => {
-                    let batch = b?;
+                Next::Outcomes(batch) => {
+                    ledger_first = true;
                     if !batch.is_empty() {
                         let touched = driver.apply_outcomes(&batch).await?;
                         driver.ctx.ack(&batch).await?;
                         driver.judge_each(touched).await?;
                     }
-                }
-                _ = tick.tick() => {
-                    let tracked = driver.monitor.tracked();
-                    driver.judge_each(tracked).await?;
                 }
             }
         }
