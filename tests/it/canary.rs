@@ -549,6 +549,8 @@ async fn left_on(js: &async_nats::jetstream::Context, stream: &str, durable: &st
     Some(info.num_pending + info.num_ack_pending as u64)
 }
 
+/// The monitor takes outcome batches in turn with ledger batches: with a backlog on both, the
+/// outcomes are counted while ledger messages are still waiting, not once the ledger is quiet.
 #[test]
 fn a_busy_ledger_does_not_hold_back_the_outcomes() {
     use pledger_core::names::{durable_name, LEDGER_STREAM, OUTCOMES_STREAM};

@@ -137,6 +137,42 @@ pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTa
     }
 }
 
+/// How a routing table found in the bucket compares with the one derived from the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableCheck {
+    /// The same routing, whatever sequence each names.
+    Agrees,
+    /// Different routing, but the ledger has events for this prompt that the router has not
+    /// applied yet: the bucket is behind, and the derived table brings it up to date.
+    Behind,
+    /// Different routing that lag does not explain: the stored table claims a later sequence
+    /// than the ledger has, routes differently at the ledger's own sequence, or differs from
+    /// what the router has already projected.
+    Disagrees,
+}
+
+/// Compares a `stored` table with the one `derived` from the prompt's family, for a router
+/// that has applied the ledger up to stream sequence `applied`. Every outcome but
+/// [`TableCheck::Agrees`] is rewritten from the ledger (the ledger wins); only
+/// [`TableCheck::Disagrees`] means something other than this router wrote the bucket.
+pub fn check_table(stored: &RoutingTable, derived: &RoutingTable, applied: u64) -> TableCheck {
+    if stored.ledger_sequence > derived.ledger_sequence {
+        return TableCheck::Disagrees;
+    }
+    let same_routing = RoutingTable {
+        ledger_sequence: derived.ledger_sequence,
+        ..stored.clone()
+    } == *derived;
+    if same_routing {
+        TableCheck::Agrees
+    } else if stored.ledger_sequence < derived.ledger_sequence && derived.ledger_sequence > applied
+    {
+        TableCheck::Behind
+    } else {
+        TableCheck::Disagrees
+    }
+}
+
 /// The sticky bucket of a unit key under a salt: SHA-256 of `salt:unit`, first 8 bytes
 /// big-endian, modulo [`BUCKETS`]. Any client can recompute it.
 pub fn bucket(salt: &str, unit: &str) -> u32 {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use pledger_core::plan::MatchValue;
 use pledger_core::routing::{
-    bucket, resolve, routing_table_for, stage_matches, Arm, Resolution, RoutedRollout, RoutedStage,
-    RoutingTable, BUCKETS,
+    bucket, check_table, resolve, routing_table_for, stage_matches, Arm, Resolution, RoutedRollout,
+    RoutedStage, RoutingTable, TableCheck, BUCKETS,
 };
 
 use crate::support::*;
@@ -327,4 +327,32 @@ fn a_frozen_rollout_routes_everything_to_stable_end_to_end() {
         );
     }
     assert_eq!(resolve(&t, None, &attrs(&[])), stable());
+}
+
+#[test]
+fn a_stored_table_is_behind_only_while_the_router_has_events_to_apply() {
+    let stages = || vec![routed("internal", 100.0, &[])];
+    let derived = table("rolling_out", stages());
+    // The same routing at an older sequence: nothing to rewrite.
+    let mut older_same = derived.clone();
+    older_same.ledger_sequence = 30;
+    assert_eq!(check_table(&older_same, &derived, 30), TableCheck::Agrees);
+    // Different routing from before the family's last event (sequence 42).
+    let mut older = table("frozen", stages());
+    older.ledger_sequence = 30;
+    // The router has not applied sequence 42 yet: it is behind.
+    assert_eq!(check_table(&older, &derived, 41), TableCheck::Behind);
+    // The router has applied it: something else wrote the bucket.
+    assert_eq!(check_table(&older, &derived, 42), TableCheck::Disagrees);
+    // Different routing at the same sequence, however far the router is.
+    let mut same_sequence = table("frozen", stages());
+    same_sequence.ledger_sequence = 42;
+    assert_eq!(
+        check_table(&same_sequence, &derived, 10),
+        TableCheck::Disagrees
+    );
+    // A table that claims a later sequence than the ledger has, even with the same routing.
+    let mut later = derived.clone();
+    later.ledger_sequence = 43;
+    assert_eq!(check_table(&later, &derived, 10), TableCheck::Disagrees);
 }

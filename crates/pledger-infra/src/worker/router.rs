@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use pledger_core::routing::routing_table_for;
+use pledger_core::routing::{check_table, routing_table_for, TableCheck};
 use pledger_core::PromptName;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{stopping, touched_prompts, Batches, Shutdown, WorkerContext, WorkerError};
 use crate::ledger::{LEDGER_STREAM, LEDGER_SUBJECTS};
@@ -63,6 +63,7 @@ pub async fn project(ctx: &WorkerContext, prompt: &PromptName) -> Result<(), Wor
 /// Makes every prompt's table agree with the ledger, even over a table that claims a later
 /// sequence than the ledger has (the ledger wins).
 pub async fn reconcile_all(ctx: &WorkerContext) -> Result<(), WorkerError> {
+    let applied = ctx.store.applied_sequence(SOURCE)?;
     for prompt in ctx.ledger.prompts().await? {
         let stored = ctx.routing.get(&prompt).await?;
         let family = ctx.load(&prompt).await?;
@@ -71,18 +72,18 @@ pub async fn reconcile_all(ctx: &WorkerContext) -> Result<(), WorkerError> {
         }
         let derived = routing_table_for(&family.state, family.last_sequence);
         match stored {
-            Some((table, revision))
-                if table.ledger_sequence > derived.ledger_sequence
-                    || pledger_core::routing::RoutingTable {
-                        ledger_sequence: derived.ledger_sequence,
-                        ..table.clone()
-                    } != derived =>
-            {
-                warn!(prompt = %prompt, stored_sequence = table.ledger_sequence, ledger_sequence = derived.ledger_sequence, "routing table disagrees with the ledger; rewriting it");
-                // A writer that got in between wins this round; the next reconcile looks again.
-                ctx.routing.replace(&derived, revision).await?;
-            }
-            Some(_) => {}
+            Some((table, revision)) => match check_table(&table, &derived, applied) {
+                TableCheck::Agrees => {}
+                TableCheck::Behind => {
+                    debug!(prompt = %prompt, stored_sequence = table.ledger_sequence, ledger_sequence = derived.ledger_sequence, applied, "routing table behind the ledger; bringing it up to date");
+                    ctx.routing.replace(&derived, revision).await?;
+                }
+                TableCheck::Disagrees => {
+                    warn!(prompt = %prompt, stored_sequence = table.ledger_sequence, ledger_sequence = derived.ledger_sequence, applied, "routing table disagrees with the ledger; rewriting it");
+                    // A writer that got in between wins this round; the next reconcile looks again.
+                    ctx.routing.replace(&derived, revision).await?;
+                }
+            },
             None => {
                 ctx.routing.publish(&derived).await?;
             }
