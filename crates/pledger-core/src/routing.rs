@@ -154,7 +154,8 @@ pub enum TableCheck {
 /// Compares a `stored` table with the one `derived` from the prompt's family, for a router
 /// that has applied the ledger up to stream sequence `applied`. Every outcome but
 /// [`TableCheck::Agrees`] is rewritten from the ledger (the ledger wins); only
-/// [`TableCheck::Disagrees`] means something other than this router wrote the bucket.
+/// [`TableCheck::Disagrees`] is a table that the ledger, however far the router has read it,
+/// does not explain.
 pub fn check_table(stored: &RoutingTable, derived: &RoutingTable, applied: u64) -> TableCheck {
     if stored.ledger_sequence > derived.ledger_sequence {
         return TableCheck::Disagrees;
