@@ -38,6 +38,8 @@ pub(crate) struct Served {
     artifact: Option<Arc<Artifact>>,
     release: Option<ReleaseId>,
     arm: Option<Arm>,
+    /// The rollout's stage visit, copied onto outcomes.
+    stage_visit: Option<String>,
     ledger_sequence: u64,
 }
 
@@ -95,17 +97,25 @@ impl CompiledTable {
         let served = |version: Option<VersionId>,
                       artifact: Option<Arc<Artifact>>,
                       release: Option<ReleaseId>,
-                      arm: Option<Arm>| {
+                      arm: Option<Arm>,
+                      stage_visit: Option<String>| {
             Arc::new(Served {
                 prompt: table.prompt.clone(),
                 version,
                 artifact,
                 release,
                 arm,
+                stage_visit,
                 ledger_sequence: table.ledger_sequence,
             })
         };
-        let plain = served(table.stable.clone(), stable_artifact.clone(), None, None);
+        let plain = served(
+            table.stable.clone(),
+            stable_artifact.clone(),
+            None,
+            None,
+            None,
+        );
         let rollout = table.rollout.as_ref().map(|r| {
             let candidate = Some(r.candidate.clone());
             let mut stages: Vec<CompiledStage> = r
@@ -141,12 +151,14 @@ impl CompiledTable {
                     stable_artifact.clone(),
                     Some(r.release.clone()),
                     Some(Arm::Baseline),
+                    r.stage_visit.clone(),
                 ),
                 candidate: served(
                     candidate.clone(),
                     artifact(&candidate),
                     Some(r.release.clone()),
                     Some(Arm::Candidate),
+                    r.stage_visit.clone(),
                 ),
             }
         });
@@ -230,6 +242,12 @@ impl Resolution {
         self.served.as_ref()?.arm
     }
 
+    /// The rollout's stage visit the request was resolved under (`None` outside a rollout, or
+    /// from a table written by an older `pledger`). [`Resolution::outcome`] copies it.
+    pub fn stage_visit(&self) -> Option<&str> {
+        self.served.as_ref()?.stage_visit.as_deref()
+    }
+
     /// The prompt, when the resolver knows it (`None` for an unknown prompt).
     pub fn prompt(&self) -> Option<&PromptName> {
         self.served.as_ref().map(|s| &s.prompt)
@@ -251,11 +269,12 @@ impl Resolution {
             version: self.version().cloned(),
             release: self.release().cloned(),
             arm: self.arm(),
+            stage_visit: self.stage_visit().map(str::to_string),
         }
     }
 
-    /// An outcome for a request served with this resolution: prompt, version, release and arm
-    /// filled in, every measurement zero/false. Set the measurements (and `unit`, `attrs`,
+    /// An outcome for a request served with this resolution: prompt, version, release, arm and
+    /// stage visit filled in, every measurement zero/false. Set the measurements (and `unit`, `attrs`,
     /// `feedback`) before reporting it. `None` when there was nothing to serve.
     pub fn outcome(&self, request_id: impl Into<String>) -> Option<Outcome> {
         let served = self.served.as_ref()?;
@@ -264,6 +283,7 @@ impl Resolution {
             version: served.version.clone()?,
             release: served.release.clone(),
             arm: served.arm,
+            stage_visit: served.stage_visit.clone(),
             unit: None,
             attrs: Default::default(),
             request_id: request_id.into(),

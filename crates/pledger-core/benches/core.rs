@@ -42,6 +42,7 @@ fn main() {
             candidate: artifact(1).version_id(),
             state: "rolling_out".into(),
             current_stage: "everyone".into(),
+            stage_visit: Some("bench-r1/1/1790000000000".into()),
             bucketing_salt: "5f0c0a7e".into(),
             stages: vec![
                 RoutedStage {
@@ -248,6 +249,7 @@ fn main() {
             } else {
                 pledger_core::routing::Arm::Baseline
             }),
+            stage_visit: Some("bench-r1/0/1790000000000".into()),
             unit: Some(format!("user-{}", i % 10_000)),
             attrs: [
                 ("geo".to_string(), "eu".to_string()),

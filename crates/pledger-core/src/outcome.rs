@@ -29,6 +29,13 @@ pub struct Outcome {
     /// routing table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<Arm>,
+    /// The stage visit the request was resolved under: the routing table's
+    /// `rollout.stage_visit`, copied by the SDK from the resolution. The canary monitor counts
+    /// the outcome in that visit of the stage even when it processes the outcome after the
+    /// rollout moved on; without it, the outcome counts in the stage current when it is
+    /// processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_visit: Option<String>,
     /// The sticky unit key the request was bucketed by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -96,6 +103,13 @@ impl Outcome {
         if let Some(c) = self.cost_usd {
             if !(c.is_finite() && c >= 0.0) {
                 return Err(format!("cost_usd {c} must be a finite number >= 0"));
+            }
+        }
+        if let Some(v) = &self.stage_visit {
+            if crate::routing::StageVisit::parse(v).is_none() {
+                return Err(format!(
+                    "stage_visit `{v}` is not <release>/<stage index>/<entered at, unix ms>"
+                ));
             }
         }
         if self.attrs.len() > MAX_ATTRS {

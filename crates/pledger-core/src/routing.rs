@@ -41,6 +41,10 @@ pub struct RoutedRollout {
     /// `rolling_out`, `paused` or `frozen`. A frozen rollout routes everything to stable.
     pub state: String,
     pub current_stage: String,
+    /// The current stage visit ([`StageVisit`]): which stage, entered when. Services put it on
+    /// their outcomes so that an outcome counts in the stage it was served in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_visit: Option<String>,
     pub bucketing_salt: String,
     /// Stages up to and including the current one: the candidate's cumulative share.
     pub stages: Vec<RoutedStage>,
@@ -68,6 +72,51 @@ pub struct Resolution {
     pub version: Option<VersionId>,
     pub release: Option<ReleaseId>,
     pub arm: Option<Arm>,
+    /// The rollout's stage visit the request was resolved under (only during a rollout, from
+    /// a table that carries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_visit: Option<String>,
+}
+
+/// One visit of a rollout to one of its stages: the release, the stage's index in the plan
+/// and when the stage was entered. A stage resumed after a freeze, or entered again, is a new
+/// visit. Its text form, `<release>/<stage index>/<entered at, unix ms>`, is what routing
+/// tables and outcomes carry (`stage_visit`) and what the canary monitor keys its counts by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StageVisit {
+    pub release: ReleaseId,
+    pub stage: usize,
+    pub entered_at_ms: i64,
+}
+
+impl StageVisit {
+    pub fn new(release: &ReleaseId, stage: usize, entered_at: crate::ids::Timestamp) -> StageVisit {
+        StageVisit {
+            release: release.clone(),
+            stage,
+            entered_at_ms: entered_at.unix_millis(),
+        }
+    }
+
+    /// The text form back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<StageVisit> {
+        let mut parts = text.rsplitn(3, '/');
+        let entered_at_ms = parts.next()?.parse().ok()?;
+        let stage = parts.next()?.parse().ok()?;
+        let release = ReleaseId::parse(parts.next()?).ok()?;
+        let visit = StageVisit {
+            release,
+            stage,
+            entered_at_ms,
+        };
+        (visit.to_string() == text).then_some(visit)
+    }
+}
+
+impl std::fmt::Display for StageVisit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.release, self.stage, self.entered_at_ms)
+    }
 }
 
 impl RoutingTable {
@@ -99,6 +148,10 @@ pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTa
     let rollout = state.active_rollout().and_then(|r| {
         let plan = r.plan.as_ref()?;
         let stage = r.status.stage()?;
+        let stage_visit = r
+            .status
+            .stage_entered_at()
+            .map(|at| StageVisit::new(&r.id, stage, at).to_string());
         let salt = r.bucketing_salt.clone()?;
         let served = plan.stages.get(..=stage)?;
         Some(RoutedRollout {
@@ -106,6 +159,7 @@ pub fn routing_table_for(state: &PromptState, ledger_sequence: u64) -> RoutingTa
             candidate: r.candidate.clone(),
             state: r.status.name().to_string(),
             current_stage: served.last()?.name.clone(),
+            stage_visit,
             bucketing_salt: salt,
             stages: served
                 .iter()
@@ -206,12 +260,14 @@ pub fn resolve(
             version: table.stable.clone(),
             release: None,
             arm: None,
+            stage_visit: None,
         };
     };
     let stable = Resolution {
         version: table.stable.clone(),
         release: Some(rollout.release.clone()),
         arm: Some(Arm::Baseline),
+        stage_visit: rollout.stage_visit.clone(),
     };
     if rollout.state == "frozen" {
         return stable;
@@ -233,6 +289,7 @@ pub fn resolve(
             version: Some(rollout.candidate.clone()),
             release: Some(rollout.release.clone()),
             arm: Some(Arm::Candidate),
+            stage_visit: rollout.stage_visit.clone(),
         }
     } else {
         stable
@@ -263,6 +320,7 @@ pub fn benchmark_table() -> RoutingTable {
             candidate: candidate.version_id(),
             state: "rolling_out".into(),
             current_stage: "eu-quarter".into(),
+            stage_visit: Some("support-triage-r1/2/1790000000000".into()),
             bucketing_salt: "5f0c0a7e9d3b4c21".into(),
             stages: vec![
                 RoutedStage {

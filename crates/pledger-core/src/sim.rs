@@ -475,6 +475,7 @@ impl SimRequest {
             version,
             release,
             arm,
+            stage_visit: None,
             unit: Some(self.unit.clone()),
             attrs: self.attrs.clone(),
             request_id: format!("req-{}", self.index),

@@ -620,6 +620,18 @@ impl ReleaseStatus {
             _ => None,
         }
     }
+    /// When the current stage was entered (rolling out or frozen).
+    pub fn stage_entered_at(&self) -> Option<Timestamp> {
+        match self {
+            ReleaseStatus::RollingOut {
+                stage_entered_at, ..
+            }
+            | ReleaseStatus::Frozen {
+                stage_entered_at, ..
+            } => Some(*stage_entered_at),
+            _ => None,
+        }
+    }
 }
 
 impl ReleaseState {

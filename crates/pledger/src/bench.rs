@@ -625,6 +625,8 @@ struct Rollout {
     candidate: VersionId,
     /// Stream sequence of the `rollout_started` event.
     started_at_sequence: u64,
+    /// The first stage's visit, as a service's SDK puts it on outcomes.
+    stage_visit: Option<String>,
 }
 
 /// The bench's people and its canary monitor, with keys held in memory (one set per run,
@@ -799,15 +801,15 @@ async fn start_rollout(
             "bench: the rollout of {release} did not start"
         )));
     }
-    routing
-        .publish(&routing_table_for(&started.state, started.last_sequence))
-        .await?;
+    let table = routing_table_for(&started.state, started.last_sequence);
+    routing.publish(&table).await?;
     Ok(Rollout {
         prompt: prompt.clone(),
         release,
         stable,
         candidate,
         started_at_sequence: started.last_sequence,
+        stage_visit: table.rollout.and_then(|r| r.stage_visit),
     })
 }
 
@@ -821,6 +823,7 @@ fn outcome(r: &Rollout, arm: Arm, i: u64, escalated: bool) -> Outcome {
         },
         release: Some(r.release.clone()),
         arm: Some(arm),
+        stage_visit: r.stage_visit.clone(),
         unit: Some(format!("user-{}", i % 10_000)),
         attrs: [
             ("geo".to_string(), "eu".to_string()),
@@ -3028,6 +3031,9 @@ async fn release_cycle(ledger: &Ledger, prompt: &PromptName, version: u32) -> Re
         stable: stable.clone(),
         candidate,
         started_at_sequence: started.last_sequence,
+        stage_visit: routing_table_for(&started.state, started.last_sequence)
+            .rollout
+            .and_then(|r| r.stage_visit),
     };
     let payload = serde_json::to_vec(&healthy_batch(&rollout, 0, 100)).expect("serializes");
     publish(ledger.jetstream(), &outcome_subject(prompt), payload).await?;

@@ -112,13 +112,15 @@ pub async fn run(url: &str, args: &SimArgs) -> Result<Report, Failure> {
                 Some(Arm::Baseline) => baseline += 1,
                 None => stable += 1,
             }
-            batch.push(request.outcome(
+            let mut outcome = request.outcome(
                 &observation,
                 prompt.clone(),
                 version,
                 resolution.release.clone(),
                 resolution.arm,
-            ));
+            );
+            outcome.stage_visit = resolution.stage_visit.clone();
+            batch.push(outcome);
         }
         let payload = serde_json::to_vec(&batch).expect("outcomes serialize");
         let ack = js

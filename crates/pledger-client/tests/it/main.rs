@@ -6,3 +6,4 @@ mod reporter;
 mod resolver;
 mod snapshot;
 mod support;
+mod vectors;

@@ -21,6 +21,7 @@ fn outcome(prompt_name: &str, i: usize) -> Outcome {
         } else {
             Arm::Candidate
         }),
+        stage_visit: None,
         unit: Some(format!("user-{i}")),
         attrs: [("geo".to_string(), "eu".to_string())].into(),
         request_id: format!("req-{i}"),

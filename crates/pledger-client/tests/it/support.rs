@@ -117,6 +117,7 @@ pub fn rollout_table(
             candidate: candidate.version_id(),
             state: "rolling_out".into(),
             current_stage: stages.last().map(|s| s.name.clone()).unwrap_or_default(),
+            stage_visit: Some(format!("{name}-r1/0/1790000000000")),
             bucketing_salt: "a1b2c3d4e5f60718".into(),
             stages,
         }),

@@ -13,7 +13,7 @@ use crate::canary::{bake_progress, judge, stage_ready, ArmStats, JudgeConfig, Ju
 use crate::decide::{Rejection, Rule, StageReadiness};
 use crate::outcome::{Feedback, Outcome, OutcomeError};
 use crate::plan::RolloutPlan;
-use crate::routing::{stage_matches, Arm};
+use crate::routing::{stage_matches, Arm, StageVisit};
 use crate::state::{PromptState, ReleaseStatus};
 use crate::{Command, PromptName, ReleaseId, Timestamp, VersionId};
 
@@ -239,12 +239,7 @@ pub fn place(view: &RolloutView, outcome: &Outcome) -> Placement {
 /// afresh, so a person who resumes a frozen rollout is not frozen again by the counts that
 /// froze it. This names a visit.
 pub fn stage_visit(r: &RolloutView) -> String {
-    format!(
-        "{}/{}/{}",
-        r.release,
-        r.stage,
-        r.stage_entered_at.unix_millis()
-    )
+    StageVisit::new(&r.release, r.stage, r.stage_entered_at).to_string()
 }
 
 /// The stage visits (named by [`stage_visit`]) whose counts a worker drops: those of releases

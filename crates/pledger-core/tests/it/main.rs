@@ -25,5 +25,6 @@ mod schemas;
 mod sim;
 mod tidy;
 mod trust;
+mod vectors;
 mod window;
 mod workers;

@@ -34,6 +34,9 @@ fn routed(name: &str, percent: f64, matches: &[(&str, &[&str])]) -> RoutedStage 
     }
 }
 
+/// The stage visit the test tables carry.
+const VISIT: &str = "support-triage-r1/0/1790000000000";
+
 fn table(state: &str, stages: Vec<RoutedStage>) -> RoutingTable {
     RoutingTable {
         prompt: prompt(),
@@ -43,6 +46,7 @@ fn table(state: &str, stages: Vec<RoutedStage>) -> RoutingTable {
             candidate: vid(2),
             state: state.into(),
             current_stage: stages.last().map(|s| s.name.clone()).unwrap_or_default(),
+            stage_visit: Some(VISIT.into()),
             bucketing_salt: SALT.into(),
             stages,
         }),
@@ -56,6 +60,7 @@ fn stable() -> Resolution {
         version: Some(vid(1)),
         release: Some(rid(1)),
         arm: Some(Arm::Baseline),
+        stage_visit: Some(VISIT.into()),
     }
 }
 
@@ -64,6 +69,7 @@ fn candidate() -> Resolution {
         version: Some(vid(2)),
         release: Some(rid(1)),
         arm: Some(Arm::Candidate),
+        stage_visit: Some(VISIT.into()),
     }
 }
 
@@ -245,7 +251,8 @@ fn without_a_rollout_everything_is_stable() {
         Resolution {
             version: Some(vid(1)),
             release: None,
-            arm: None
+            arm: None,
+            stage_visit: None,
         }
     );
     t.stable = None;
@@ -254,7 +261,8 @@ fn without_a_rollout_everything_is_stable() {
         Resolution {
             version: None,
             release: None,
-            arm: None
+            arm: None,
+            stage_visit: None,
         }
     );
 }
