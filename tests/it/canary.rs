@@ -615,3 +615,128 @@ fn a_busy_ledger_does_not_hold_back_the_outcomes() {
         || (status_samples(&w, &p.release) == in_rollout).then_some(()),
     );
 }
+
+const MANUAL_PLAN: &str = r#"
+[[stages]]
+name = "internal"
+match = { user_kind = "internal" }
+percent = 100
+min_samples = 1000000
+
+[[stages]]
+name = "half"
+percent = 50
+min_samples = 1000000
+
+[[stages]]
+name = "everyone"
+percent = 100
+
+[guardrails]
+escalation_rate = { max_rate = 0.99 }
+
+[rollback]
+criteria = "never in this test"
+"#;
+
+/// Issue 12: an outcome counts in the stage its request was served in, however late the
+/// monitor processes it. Requests resolved in `internal` report after the rollout advanced to
+/// `half`; outcomes without a stage visit (an older client) still count where the rollout is.
+#[test]
+fn an_outcome_served_in_a_stage_counts_there_when_processed_after_the_advance() {
+    let w = World::new();
+    let _monitor = w.worker("canary", "a");
+    let p = rolling_with(&w, MANUAL_PLAN);
+    let stage_of = |w: &World| show(w, &p.release)["canary"]["stage"].clone();
+    w.wait_for(
+        "the monitor's judgement of `internal`",
+        Duration::from_secs(30),
+        || (stage_of(&w) == "internal").then_some(()),
+    );
+    // A service resolves 30 internal requests in `internal` and holds their outcomes.
+    let (rt, resolver) = service_resolver(&w);
+    let served_in_internal: Vec<pledger_core::outcome::Outcome> = rt.block_on(async {
+        resolver
+            .wait_for("triage", |t| t.is_some_and(|t| t.rollout.is_some()))
+            .await;
+        (0..30)
+            .map(|i| {
+                let unit = format!("user-{i}");
+                let attrs = [("user_kind", "internal")];
+                let ctx = pledger_client::RequestContext::new()
+                    .unit(&unit)
+                    .attrs(&attrs);
+                let mut o = resolver
+                    .resolve("triage", &ctx)
+                    .outcome(format!("req-{i}"))
+                    .expect("the prompt is served");
+                o.attrs = [("user_kind".to_string(), "internal".to_string())].into();
+                o
+            })
+            .collect()
+    });
+    let visit = served_in_internal[0].stage_visit.clone();
+    assert!(
+        visit
+            .as_deref()
+            .is_some_and(|v| v.starts_with(&format!("{}/0/", p.release))),
+        "the resolution names the stage visit it was made under: {visit:?}"
+    );
+    assert!(served_in_internal
+        .iter()
+        .all(|o| o.arm == Some(pledger_core::routing::Arm::Candidate)));
+
+    // A person advances to `half`; the monitor sees it.
+    w.run(
+        "oncall",
+        &[
+            "rollout", "advance", &p.release, "--force", "--reason", "test",
+        ],
+    )
+    .ok();
+    w.wait_for(
+        "the monitor's judgement of `half`",
+        Duration::from_secs(30),
+        || (stage_of(&w) == "half").then_some(()),
+    );
+
+    // Only now do the outcomes arrive, with 7 from a client that sends no stage visit.
+    let mut unattributed: Vec<pledger_core::outcome::Outcome> = served_in_internal[..7].to_vec();
+    for (i, o) in unattributed.iter_mut().enumerate() {
+        o.stage_visit = None;
+        o.request_id = format!("late-{i}");
+    }
+    rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        for batch in [&served_in_internal, &unattributed] {
+            js.publish(
+                outcomes_of("triage"),
+                serde_json::to_vec(batch).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    });
+    let status = w.wait_for("the late outcomes counted", Duration::from_secs(30), || {
+        let s = show(&w, &p.release)["canary"].clone();
+        (s["earlier_stages"][0]["candidate_samples"] == 30
+            && s["judgement"]["candidate"]["samples"] == 7)
+            .then_some(s)
+    });
+    assert_eq!(status["stage"], "half");
+    assert_eq!(status["earlier_stages"].as_array().unwrap().len(), 1);
+    assert_eq!(status["earlier_stages"][0]["stage"], "internal");
+    assert_eq!(status["earlier_stages"][0]["stage_index"], 0);
+    // The text form says it too.
+    let text = w
+        .run("auditor", &["release", "show", &p.release])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("earlier: stage `internal`") && text.contains("candidate 30 samples"),
+        "{text}"
+    );
+}

@@ -350,6 +350,15 @@ pub fn canary_status(s: &pledger_infra::worker::canary::CanaryStatus) -> String 
     if let Some(w) = &s.advance_refused {
         out.push_str(&format!("             automatic advance refused: {w}\n"));
     }
+    for e in &s.earlier_stages {
+        out.push_str(&format!(
+            "             earlier: stage `{}` entered {}: candidate {} samples, control {} samples\n",
+            e.stage,
+            e.stage_entered_at,
+            e.candidate_samples,
+            e.control_samples
+        ));
+    }
     for g in &j.guardrails {
         out.push_str(&format!(
             "             {:<7} {:<24} {:<12} candidate {:.4} vs control {:.4}, limit {:.4}; statistic {:.2} of {:.2}\n",

@@ -126,6 +126,10 @@ pub struct Counters {
     pub dead_lettered: u64,
     pub outside_rollout: u64,
     pub other_version: u64,
+    /// Outcomes naming a stage visit of the active rollout that the monitor never saw (not
+    /// the current one, nor one it counted or recorded before): not placed anywhere.
+    #[serde(default)]
+    pub unknown_stage_visit: u64,
 }
 
 impl Counters {
@@ -134,6 +138,7 @@ impl Counters {
         self.dead_lettered += other.dead_lettered;
         self.outside_rollout += other.outside_rollout;
         self.other_version += other.other_version;
+        self.unknown_stage_visit += other.unknown_stage_visit;
     }
 }
 
@@ -188,6 +193,44 @@ pub struct CanaryStatus {
     pub advance_refused: Option<String>,
     pub updated_at: Timestamp,
     pub monitor_replica: String,
+    /// The counts of this rollout's earlier stage visits, oldest first: an outcome served in a
+    /// stage and processed after the rollout moved on still counts there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_stages: Vec<EarlierStage>,
+}
+
+/// The counts of one earlier visit of a rollout to a stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlierStage {
+    pub stage: String,
+    pub stage_index: usize,
+    pub stage_entered_at: Timestamp,
+    pub candidate_samples: u64,
+    /// The control the stage was judged against ([`StageStats::control`]).
+    pub control_samples: u64,
+}
+
+/// The earlier visits of rollout `r` among `visits` (stage visit, counts), oldest first; the
+/// current visit and other releases' visits are left out.
+pub fn earlier_stages(r: &RolloutView, visits: &[(String, StageStats)]) -> Vec<EarlierStage> {
+    let current = stage_visit(r);
+    let mut out: Vec<EarlierStage> = visits
+        .iter()
+        .filter(|(v, _)| *v != current)
+        .filter_map(|(v, stats)| {
+            let visit = StageVisit::parse(v).filter(|x| x.release == r.release)?;
+            let stage = r.plan.stages.get(visit.stage)?;
+            Some(EarlierStage {
+                stage: stage.name.clone(),
+                stage_index: visit.stage,
+                stage_entered_at: Timestamp::from_unix_millis(visit.entered_at_ms),
+                candidate_samples: stats.candidate.samples,
+                control_samples: stats.control(&r.plan, visit.stage).0.samples,
+            })
+        })
+        .collect();
+    out.sort_by_key(|e| (e.stage_entered_at, e.stage_index));
+    out
 }
 
 impl CanaryStatus {
@@ -212,8 +255,8 @@ pub enum Placement {
     OtherVersion,
 }
 
-/// Places an outcome in the current stage of a rollout.
-pub fn place(view: &RolloutView, outcome: &Outcome) -> Placement {
+/// Places an outcome in stage `stage` of a rollout (the stage of the visit it counts in).
+pub fn place(view: &RolloutView, stage: usize, outcome: &Outcome) -> Placement {
     let arm = outcome.arm.or(if outcome.version == view.candidate {
         Some(Arm::Candidate)
     } else if outcome.version == view.baseline {
@@ -224,7 +267,7 @@ pub fn place(view: &RolloutView, outcome: &Outcome) -> Placement {
     let in_segment = || {
         view.plan
             .stages
-            .get(view.stage)
+            .get(stage)
             .is_some_and(|s| stage_matches(&s.matches, &outcome.attrs))
     };
     match arm {
@@ -274,13 +317,39 @@ pub struct OutcomeMessage {
 }
 
 /// Whether the view of an outcome's prompt may be behind the ledger: it names a version the
-/// view has not seen, or a release other than the view's rollout. The driver then reads the
-/// prompt from the ledger (at most once per batch) before [`tally`].
-pub fn view_may_be_stale(view: &PromptView, outcome: &Outcome) -> bool {
+/// view has not seen, a release other than the view's rollout, or a stage visit that is
+/// neither the view's current one nor one in `known` (the visits the monitor has seen). The
+/// driver then reads the prompt from the ledger (at most once per batch) before [`tally`].
+pub fn view_may_be_stale(view: &PromptView, outcome: &Outcome, known: &BTreeSet<String>) -> bool {
     let unknown = !view.versions.contains(&outcome.version);
     let other_release = outcome.release.is_some()
         && view.rollout.as_ref().map(|r| &r.release) != outcome.release.as_ref();
-    unknown || other_release
+    let unseen_visit = outcome.stage_visit.as_ref().is_some_and(|v| {
+        !known.contains(v) && view.rollout.as_ref().is_none_or(|r| stage_visit(r) != *v)
+    });
+    unknown || other_release || unseen_visit
+}
+
+/// Where an outcome of the active rollout `r` counts: the stage visit it names when that is
+/// the current one or one in `known` (a visit the monitor has seen, so the count goes to the
+/// stage the request was served in, however late the outcome is processed); the current visit
+/// when it names none (a client that does not send it). `None` for a visit of another release
+/// or one the monitor never saw: such an outcome is not placed.
+pub fn visit_of<'a>(
+    r: &RolloutView,
+    current: &'a str,
+    outcome: &'a Outcome,
+    known: &BTreeSet<String>,
+) -> Option<(&'a str, usize)> {
+    let Some(named) = outcome.stage_visit.as_deref() else {
+        return Some((current, r.stage));
+    };
+    if named == current {
+        return Some((current, r.stage));
+    }
+    let visit = StageVisit::parse(named)?;
+    (visit.release == r.release && visit.stage < r.plan.stages.len() && known.contains(named))
+        .then_some((named, visit.stage))
 }
 
 /// An outcome that cannot count, with the reason.
@@ -309,8 +378,13 @@ impl Tally {
 }
 
 /// Sorts a batch's outcomes into stage counts, feedback and dead letters. `views` holds the
-/// view of every prompt the outcomes name (a prompt missing from it is unknown).
-pub fn tally(messages: &[OutcomeMessage], views: &BTreeMap<PromptName, PromptView>) -> Tally {
+/// view of every prompt the outcomes name (a prompt missing from it is unknown); `known`, the
+/// stage visits of their rollouts the monitor has seen ([`visit_of`]).
+pub fn tally(
+    messages: &[OutcomeMessage],
+    views: &BTreeMap<PromptName, PromptView>,
+    known: &BTreeSet<String>,
+) -> Tally {
     let mut t = Tally::default();
     let unknown = PromptView::default();
     // Each prompt's current stage visit, named once per call rather than once per outcome.
@@ -369,13 +443,19 @@ pub fn tally(messages: &[OutcomeMessage], views: &BTreeMap<PromptName, PromptVie
                 t.counters.outside_rollout += 1;
                 continue;
             }
-            let visit = visits.entry(&o.prompt).or_insert_with(|| stage_visit(r));
-            if !t.stats.contains_key(visit.as_str()) {
-                t.stats
-                    .insert(visit.clone(), (r.release.clone(), StageStats::default()));
+            let current = visits.entry(&o.prompt).or_insert_with(|| stage_visit(r));
+            let Some((visit, stage)) = visit_of(r, current, o, known) else {
+                t.counters.unknown_stage_visit += 1;
+                continue;
+            };
+            if !t.stats.contains_key(visit) {
+                t.stats.insert(
+                    visit.to_string(),
+                    (r.release.clone(), StageStats::default()),
+                );
             }
-            let entry = &mut t.stats.get_mut(visit.as_str()).expect("inserted above").1;
-            match place(r, o) {
+            let entry = &mut t.stats.get_mut(visit).expect("inserted above").1;
+            match place(r, stage, o) {
                 Placement::Candidate => entry.candidate.record(o),
                 Placement::ControlInSegment => entry.control_in_segment.record(o),
                 Placement::BaselineOutsideSegment => entry.baseline_outside_segment.record(o),
@@ -515,6 +595,7 @@ impl Monitor {
             advance_refused,
             updated_at: now,
             monitor_replica: self.replica.clone(),
+            earlier_stages: Vec::new(),
         };
         let verdict = judgement.verdict;
         let publish = memory.written.is_none_or(|(when, v)| {

@@ -318,11 +318,29 @@ fn routing_table_follows_the_ledger() {
 fn a_frozen_rollout_routes_everything_to_stable_end_to_end() {
     let w = at_last_stage();
     let t = routing_table_for(&w.state, 1);
+    // The table names the visit of the last stage (index 3); resolutions carry it.
+    let visit = t.rollout.as_ref().and_then(|r| r.stage_visit.clone());
+    assert!(
+        visit
+            .as_deref()
+            .is_some_and(|v| v.starts_with(&format!("{}/3/", rid(1)))),
+        "{visit:?}"
+    );
+    let (candidate, stable) = (
+        Resolution {
+            stage_visit: visit.clone(),
+            ..candidate()
+        },
+        Resolution {
+            stage_visit: visit,
+            ..stable()
+        },
+    );
     let units: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     assert!(
         units
             .iter()
-            .all(|u| resolve(&t, Some(u), &attrs(&[])) == candidate()),
+            .all(|u| resolve(&t, Some(u), &attrs(&[])) == candidate),
         "100% before freezing"
     );
     let w = w.with(OPS, freeze(1));
@@ -330,11 +348,11 @@ fn a_frozen_rollout_routes_everything_to_stable_end_to_end() {
     for u in &units {
         assert_eq!(
             resolve(&t, Some(u), &attrs(&[("tier", "internal")])),
-            stable(),
+            stable,
             "{u}"
         );
     }
-    assert_eq!(resolve(&t, None, &attrs(&[])), stable());
+    assert_eq!(resolve(&t, None, &attrs(&[])), stable);
 }
 
 #[test]

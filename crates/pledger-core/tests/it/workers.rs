@@ -2,7 +2,7 @@
 //! scheduler's checks and the feedback collector's pacing. Decisions they return are executed
 //! through the decider on a [`World`], as their drivers do through the ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use pledger_core::canary::{ArmStats, Verdict};
@@ -12,8 +12,8 @@ use pledger_core::redact::{RedactionPolicy, Redactor};
 use pledger_core::sim::{ArmProfile, SimRng};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::workers::canary::{
-    ended_visits, prompt_view, stage_visit, tally, view_may_be_stale, ControlKind, Executed,
-    Monitor, OutcomeMessage, PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
+    earlier_stages, ended_visits, prompt_view, stage_visit, tally, view_may_be_stale, ControlKind,
+    Executed, Monitor, OutcomeMessage, PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
 };
 use pledger_core::workers::feedback::{
     collect, recurrence_slot, Collector, Known, Submission, NEW_CASES_PER_MINUTE,
@@ -474,7 +474,7 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
             outcomes: parse_outcome_message(b"not json"),
         },
     ];
-    let t = tally(&messages, &views);
+    let t = tally(&messages, &views, &BTreeSet::new());
     let (release, s) = t.stats.values().next().unwrap();
     assert_eq!(release, &rid(1));
     assert_eq!(s.candidate.samples, 1);
@@ -507,8 +507,110 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
     let o = parse_outcome_message(outcome(&cand, "").as_bytes())
         .remove(0)
         .unwrap();
-    assert!(!view_may_be_stale(&view, &o));
-    assert!(view_may_be_stale(&PromptView::default(), &o));
+    assert!(!view_may_be_stale(&view, &o, &BTreeSet::new()));
+    assert!(view_may_be_stale(
+        &PromptView::default(),
+        &o,
+        &BTreeSet::new()
+    ));
+}
+
+/// The outcome of one candidate request on `stage_visit` (none: an older client).
+fn candidate_outcome(visit: Option<&str>, tier: &str) -> pledger_core::outcome::Outcome {
+    let visit = visit
+        .map(|v| format!(r#","stage_visit":"{v}""#))
+        .unwrap_or_default();
+    let text = format!(
+        r#"{{"prompt":"{PROMPT}","version":"{}","arm":"candidate","attrs":{{"tier":"{tier}"}},"request_id":"q","fallback":false,"escalated":false,"manually_corrected":false,"refusal":false,"latency_ms":100,"tokens_in":1,"tokens_out":1{visit}}}"#,
+        vid(2)
+    );
+    parse_outcome_message(text.as_bytes()).remove(0).unwrap()
+}
+
+#[test]
+fn an_outcome_counts_in_the_stage_visit_it_was_served_in() {
+    let mut w = rolling();
+    let internal = stage_visit(prompt_view(&w.state).rollout.as_ref().unwrap());
+    w.run(OPS, advance(1, "internal"));
+    let view = prompt_view(&w.state);
+    let canary = stage_visit(view.rollout.as_ref().unwrap());
+    assert_ne!(internal, canary, "a new stage is a new visit");
+    let baseline_internal = {
+        let mut o = candidate_outcome(Some(&internal), "internal");
+        o.version = vid(1);
+        o.arm = Some(pledger_core::routing::Arm::Baseline);
+        o
+    };
+    let never_seen = format!("{}/0/{}", rid(1), T0_MILLIS + 1);
+    let other_release = format!("{}/0/{}", rid(2), T0_MILLIS);
+    let outcomes = vec![
+        Ok(candidate_outcome(Some(&internal), "internal")),
+        Ok(baseline_internal),
+        Ok(candidate_outcome(Some(&canary), "external")),
+        Ok(candidate_outcome(None, "external")),
+        Ok(candidate_outcome(Some(&never_seen), "internal")),
+        Ok(candidate_outcome(Some(&other_release), "internal")),
+    ];
+    let messages = vec![OutcomeMessage {
+        sequence: 1,
+        subject: pledger_core::names::outcome_subject(&prompt()),
+        outcomes,
+    }];
+    let views = BTreeMap::from([(prompt(), view.clone())]);
+    let known: BTreeSet<String> = [internal.clone(), canary.clone()].into();
+    let t = tally(&messages, &views, &known);
+    let counts = |visit: &str| {
+        t.stats
+            .get(visit)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    };
+    // Served in `internal`, processed after the advance: counted in `internal`, and placed
+    // by that stage's segment (tier=internal is in it).
+    assert_eq!(counts(&internal).candidate.samples, 1);
+    assert_eq!(counts(&internal).control_in_segment.samples, 1);
+    // Naming the current visit, or none (processing time): the current stage.
+    assert_eq!(counts(&canary).candidate.samples, 2);
+    // A visit the monitor never saw, or another release's: not placed anywhere.
+    assert_eq!(t.counters.unknown_stage_visit, 2);
+    assert_eq!(t.counters.outcomes_applied, 4);
+    assert_eq!(t.stats.len(), 2, "{:?}", t.stats.keys());
+
+    // A visit not seen yet may be one the view is behind on: the driver reads the ledger.
+    let o = candidate_outcome(Some(&never_seen), "internal");
+    assert!(view_may_be_stale(&view, &o, &known));
+    assert!(!view_may_be_stale(
+        &view,
+        &candidate_outcome(Some(&internal), "x"),
+        &known
+    ));
+    assert!(!view_may_be_stale(
+        &view,
+        &candidate_outcome(Some(&canary), "x"),
+        &BTreeSet::new()
+    ));
+
+    // The status shows the earlier visit's counts.
+    let r = view.rollout.as_ref().unwrap();
+    let earlier = earlier_stages(
+        r,
+        &[
+            (internal.clone(), counts(&internal)),
+            (canary.clone(), counts(&canary)),
+        ],
+    );
+    assert_eq!(earlier.len(), 1, "{earlier:?}");
+    assert_eq!(
+        (
+            earlier[0].stage.as_str(),
+            earlier[0].stage_index,
+            earlier[0].candidate_samples,
+            earlier[0].control_samples
+        ),
+        ("internal", 0, 1, 0),
+        "`internal` sends its whole segment to the candidate: its control is the baseline \
+         outside the segment, which had no requests"
+    );
 }
 
 #[test]

@@ -10,8 +10,8 @@ use pledger_core::canary::JudgeConfig;
 use pledger_core::outcome::parse_outcome_message;
 use pledger_core::routing::routing_table_for;
 use pledger_core::workers::canary::{
-    ended_visits, stage_visit, tally, view_may_be_stale, Executed, Monitor, OutcomeMessage, Report,
-    Tally,
+    earlier_stages, ended_visits, stage_visit, tally, view_may_be_stale, Executed, Monitor,
+    OutcomeMessage, Report, Tally,
 };
 use pledger_core::{Command, PromptName, ReleaseId};
 use tracing::{info, info_span, warn, Instrument};
@@ -57,6 +57,10 @@ fn stats_key(r: &RolloutView) -> String {
 }
 fn visit_key(visit: &str) -> String {
     format!("{STATS_KEYS}{visit}")
+}
+/// The prefix of every stage visit's counts of a release.
+fn release_visits_prefix(release: &ReleaseId) -> String {
+    format!("{STATS_KEYS}{release}/")
 }
 fn feedback_key(p: &PromptName) -> String {
     format!("feedback/{p}")
@@ -264,6 +268,14 @@ impl Driver {
         self.ctx.store.apply(LEDGER_STREAM, last, |tx| {
             for (p, view) in &views {
                 tx.put(&prompt_key(p), view)?;
+                // Each visit the monitor sees is recorded (with no counts yet), so outcomes
+                // served in it still count there when they arrive after the rollout moved on.
+                if let Some(r) = &view.rollout {
+                    let key = stats_key(r);
+                    if tx.get::<StageStats>(&key)?.is_none() {
+                        tx.put(&key, &StageStats::default())?;
+                    }
+                }
             }
             for key in &dropped {
                 tx.remove(key)?;
@@ -301,23 +313,32 @@ impl Driver {
         // The view of every prompt named; a prompt whose view may be behind the ledger (its
         // events may still be on their way to this consumer) is read from the ledger, at most
         // once a batch: after that read outcomes naming a release that ended stay unplaced.
+        // The stage visits seen of each rollout named (see `apply_ledger`).
         let mut views: BTreeMap<PromptName, PromptView> = BTreeMap::new();
+        let mut known: BTreeSet<String> = BTreeSet::new();
         let mut refreshed: BTreeSet<PromptName> = BTreeSet::new();
         for o in messages.iter().flat_map(|m| m.outcomes.iter().flatten()) {
             if !views.contains_key(&o.prompt) {
-                let view = self
+                let view: PromptView = self
                     .ctx
                     .store
                     .get(&prompt_key(&o.prompt))?
                     .unwrap_or_default();
+                if let Some(r) = &view.rollout {
+                    known.extend(self.known_visits(&r.release)?);
+                }
                 views.insert(o.prompt.clone(), view);
             }
             let stale = views
                 .get(&o.prompt)
-                .is_some_and(|v| view_may_be_stale(v, o));
+                .is_some_and(|v| view_may_be_stale(v, o, &known));
             if stale && refreshed.insert(o.prompt.clone()) {
                 let family = self.ctx.load(&o.prompt).await?;
-                views.insert(o.prompt.clone(), prompt_view(&family.state));
+                let view = prompt_view(&family.state);
+                if let Some(r) = &view.rollout {
+                    known.extend(self.known_visits(&r.release)?);
+                }
+                views.insert(o.prompt.clone(), view);
             }
         }
         let Tally {
@@ -325,7 +346,7 @@ impl Driver {
             feedback,
             counters: delta,
             dead,
-        } = tally(&messages, &views);
+        } = tally(&messages, &views, &known);
         for d in &dead {
             let payload = payloads.get(&d.sequence).cloned().unwrap_or_default();
             self.ctx
@@ -353,6 +374,17 @@ impl Driver {
         Ok(touched)
     }
 
+    /// The stage visits of `release` the monitor has seen (it holds counts for).
+    fn known_visits(&self, release: &ReleaseId) -> Result<Vec<String>, WorkerError> {
+        Ok(self
+            .ctx
+            .store
+            .keys_with_prefix(&release_visits_prefix(release))?
+            .into_iter()
+            .map(|k| k[STATS_KEYS.len()..].to_string())
+            .collect())
+    }
+
     async fn judge_each(
         &mut self,
         releases: impl IntoIterator<Item = ReleaseId>,
@@ -376,12 +408,22 @@ impl Driver {
             Some(r) => self.ctx.store.get(&stats_key(r))?.unwrap_or_default(),
             None => StageStats::default(),
         };
-        let Some(judged) = self
+        let Some(mut judged) = self
             .monitor
             .judge(release, &view, &stats, now(), Instant::now())
         else {
             return Ok(());
         };
+        if let Some(r) = &view.rollout {
+            let visits: Vec<(String, StageStats)> = self
+                .ctx
+                .store
+                .entries_with_prefix(&release_visits_prefix(release))?
+                .into_iter()
+                .map(|(k, v)| (k[STATS_KEYS.len()..].to_string(), v))
+                .collect();
+            judged.status.earlier_stages = earlier_stages(r, &visits);
+        }
         if judged.publish {
             self.publish_status(&judged.status).await?;
         }
