@@ -22,44 +22,7 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // `pledger init` succeeds once the server accepts connections; poll for that event.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let init = std::process::Command::new(pledger_bin())
-            .args(["--nats", &url, "init"])
-            .env("PLEDGER_CONFIG_DIR", &config)
-            .env("HOME", data.path())
-            .output()
-            .unwrap();
-        if init.status.success() {
-            break;
-        }
-        assert_eq!(
-            init.status.code(),
-            Some(5),
-            "only 'cannot reach' is expected while starting"
-        );
-        assert!(Instant::now() < deadline, "pledger up did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Once the roster lists the workers, up has finished its set-up.
-    let roster = loop {
-        let list = std::process::Command::new(pledger_bin())
-            .args(["--nats", &url, "--json", "identity", "list"])
-            .env("PLEDGER_CONFIG_DIR", &config)
-            .env("HOME", data.path())
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
-        if v["identities"].as_array().is_some_and(|a| a.len() == 7) {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pledger up did not enrol its identities"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let roster = wait_for_setup(&url, &config, data.path());
     assert_eq!(roster["genesis"]["admin"], "maria");
     assert!(config.join("keys/maria").is_file());
     assert!(data.path().join("workers/keys/canary-monitor").is_file());
@@ -118,4 +81,88 @@ fn the_demo_runs_to_completion() {
     ] {
         assert!(stdout.contains(step), "the demo output lacks `{step}`");
     }
+}
+
+/// Waits until a `pledger up` at `url` has finished its set-up (the roster lists the person
+/// and the six workers) and returns the roster. `pledger init` succeeds once the server
+/// accepts connections; until then the only failure expected is "cannot reach" (exit 5).
+fn wait_for_setup(
+    url: &str,
+    config: &std::path::Path,
+    home: &std::path::Path,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pledger = |args: &[&str]| {
+        std::process::Command::new(pledger_bin())
+            .args(["--nats", url])
+            .args(args)
+            .env("PLEDGER_CONFIG_DIR", config)
+            .env("HOME", home)
+            .output()
+            .unwrap()
+    };
+    loop {
+        let init = pledger(&["init"]);
+        if init.status.success() {
+            break;
+        }
+        assert_eq!(
+            init.status.code(),
+            Some(5),
+            "only 'cannot reach' is expected while starting"
+        );
+        assert!(Instant::now() < deadline, "pledger up did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        let list = pledger(&["--json", "identity", "list"]);
+        let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        if v["identities"].as_array().is_some_and(|a| a.len() == 7) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pledger up did not enrol its identities"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 12: in a container without `$USER` (and no `--as`), `pledger up` names its first
+/// admin after the operating system's account rather than giving up or inventing a name.
+#[test]
+fn up_without_user_names_the_admin_after_the_os_account() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("config");
+    let listen = format!("127.0.0.1:{}", pledger_infra::server::free_port());
+    let url = format!("nats://{listen}");
+    let mut up = std::process::Command::new(pledger_bin())
+        .args(["up", "--listen", &listen, "--data-dir"])
+        .arg(data.path())
+        .env("PLEDGER_CONFIG_DIR", &config)
+        .env("HOME", data.path())
+        .env_remove("USER")
+        .env_remove("PLEDGER_ACTOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let roster = wait_for_setup(&url, &config, data.path());
+    let account = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let account = String::from_utf8(account.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!account.is_empty());
+    assert_eq!(roster["genesis"]["admin"], account.as_str());
+    assert!(config.join("keys").join(&account).is_file());
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(up.wait().unwrap().success());
 }

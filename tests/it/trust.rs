@@ -509,3 +509,59 @@ fn a_key_held_by_ssh_agent_signs_through_the_agent() {
     let last = log["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["event"]["actor"], "omar");
 }
+
+/// Issue 12: commands that only read never ask who is acting. No `--as`, no `$USER`, an empty
+/// keyring and no `~/.ssh` key: every read succeeds; a write is refused with the usage code,
+/// saying how to name a signer, and records nothing.
+#[test]
+fn commands_that_only_read_need_no_identity() {
+    let w = World::new();
+    let p = gated(&w, "triage");
+    let nobody = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = w.bare_command(args);
+        c.env("PLEDGER_CONFIG_DIR", nobody.path().join("config"))
+            .env("HOME", nobody.path())
+            .env_remove("USER")
+            .env_remove("LOGNAME");
+        Run::from_output(c.output().expect("pledger runs"))
+    };
+    let reads: [&[&str]; 15] = [
+        &["prompt", "list"],
+        &["prompt", "show", "triage"],
+        &["prompt", "history", "triage"],
+        &["prompt", "diff", "triage", &p.v1, &p.v2],
+        &["release", "show", &p.release],
+        &["release", "list"],
+        &["resolve", "triage", "--unit", "user-1"],
+        &["audit", "log", "triage"],
+        &["audit", "verify"],
+        &["audit", "report", &p.release],
+        &["regressions", "list", "triage"],
+        &["windows", "show"],
+        &["identity", "list"],
+        &["digest"],
+        &["digest", "--json"],
+    ];
+    for args in reads {
+        let r = run(args);
+        assert_eq!(
+            r.code,
+            0,
+            "`pledger {}` needs no identity: {r:?}",
+            args.join(" ")
+        );
+    }
+    let events = w.count("triage", "release.review_submitted");
+    let write = run(&[
+        "release",
+        "review",
+        &p.release,
+        "--layer",
+        "product",
+        "--approve",
+    ]);
+    assert_eq!(write.code, 2, "{write:?}");
+    assert!(write.stderr.contains("who is signing?"), "{}", write.stderr);
+    assert_eq!(w.count("triage", "release.review_submitted"), events);
+}

@@ -117,6 +117,38 @@ const LOCAL_ROLES: [Role; 6] = [
     Role::Oncall,
 ];
 
+/// The name of the operating system account running this process (`getpwuid_r`), for a
+/// container or service where `$USER` is not set.
+fn os_account_name() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: `passwd` is plain data, zeroed is a valid value; getpwuid_r writes only into
+        // `pwd`, `buf` (whose length it is given) and `result`, and `pw_name` points into `buf`
+        // when it succeeds, which outlives its use below.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(
+                libc::getuid(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(pwd.pw_name).to_str().ok()?;
+            (!name.is_empty()).then(|| name.to_string())
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Makes sure the local ledger has an identity for the person running it (a key in their
 /// keyring, enrolled as the first admin) and one for each worker (keys under the workers'
 /// data dir, enrolled with the `worker` role). Says what it created.
@@ -131,7 +163,8 @@ async fn ensure_identities(
         .actor
         .clone()
         .or_else(|| keyring.default_name())
-        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(os_account_name)
         .unwrap_or_else(|| "local-admin".to_string());
     let identity = Actor::parse(&name)?;
     if verifier.roster.is_empty() {
