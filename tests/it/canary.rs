@@ -740,3 +740,198 @@ fn an_outcome_served_in_a_stage_counts_there_when_processed_after_the_advance() 
         "{text}"
     );
 }
+
+/// `GET /metrics` on a local address, the body as lines.
+fn scrape(addr: &str) -> Option<Vec<String>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    Some(body.lines().map(str::to_string).collect())
+}
+
+/// The samples of a scrape, parsed by a real exposition-format parser.
+fn parse(lines: Vec<String>) -> Vec<prometheus_parse::Sample> {
+    prometheus_parse::Scrape::parse(lines.into_iter().map(Ok))
+        .expect("the exposition parses")
+        .samples
+}
+
+fn value_of(
+    samples: &[prometheus_parse::Sample],
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// Issue 12: `pledger worker canary --metrics ADDR` serves the rollout, its guardrails, the
+/// decisions and the worker's dead letters and lag; a freeze shows within one scrape interval.
+#[test]
+fn the_metrics_endpoint_shows_a_freeze() {
+    let w = World::new();
+    let addr = format!("127.0.0.1:{}", pledger_infra::server::free_port());
+    let _monitor = w.worker_with_args("canary", "a", &["--metrics", &addr]);
+    let plan = AUTO_PLAN.replace(
+        "automatic = true\n\n[advance]",
+        "automatic = false\n\n[advance]",
+    );
+    let p = rolling_with(&w, &plan);
+    let triage = [("prompt", "triage"), ("release", p.release.as_str())];
+    let samples = w.wait_for(
+        "the rollout in the metrics",
+        Duration::from_secs(30),
+        || {
+            let s = parse(scrape(&addr)?);
+            (value_of(&s, "pledger_release_info", &[("phase", "rolling_out")]) == Some(1.0))
+                .then_some(s)
+        },
+    );
+    assert_eq!(
+        value_of(&samples, "pledger_release_status", &triage),
+        Some(0.0)
+    );
+    assert_eq!(
+        value_of(&samples, "pledger_rollout_weight", &triage),
+        Some(100.0)
+    );
+    assert_eq!(
+        value_of(&samples, "pledger_rollout_stage", &triage),
+        Some(0.0)
+    );
+    // A garbage outcome: dead-lettered, and counted for the worker.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(w.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.publish(outcomes_of("triage"), "not json".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    sim(
+        &w,
+        &[
+            "--requests",
+            "3000",
+            "--seed",
+            "5",
+            "--regression-after",
+            "0",
+            "--regression-rate",
+            "0.3",
+            "--segment",
+            "user_kind=internal:1",
+            "--segment",
+            "user_kind=customer:1",
+        ],
+    );
+    w.wait_for("the automatic freeze", Duration::from_secs(30), || {
+        (show(&w, &p.release)["state"] == "frozen").then_some(())
+    });
+    // Within one scrape interval (Prometheus' default is 15 s; this allows 10).
+    let frozen_at = std::time::Instant::now();
+    let samples = w.wait_for("the freeze in the metrics", Duration::from_secs(10), || {
+        let s = parse(scrape(&addr)?);
+        (value_of(&s, "pledger_release_status", &triage) == Some(2.0)).then_some(s)
+    });
+    eprintln!(
+        "the freeze showed {:?} after the ledger had it",
+        frozen_at.elapsed()
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "pledger_release_info",
+            &[("release", p.release.as_str()), ("phase", "frozen")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "pledger_release_info",
+            &[("phase", "rolling_out")]
+        ),
+        None,
+        "the phase series moved on"
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "pledger_decisions_total",
+            &[("prompt", "triage"), ("decision", "freeze")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "pledger_canary_guardrail_breached",
+            &[("guardrail", "escalation_rate"), ("bound", "max_increase")]
+        ),
+        Some(1.0)
+    );
+    let candidate = value_of(
+        &samples,
+        "pledger_canary_guardrail_value",
+        &[("guardrail", "escalation_rate"), ("arm", "candidate")],
+    )
+    .unwrap();
+    let control = value_of(
+        &samples,
+        "pledger_canary_guardrail_value",
+        &[("guardrail", "escalation_rate"), ("arm", "control")],
+    )
+    .unwrap();
+    let limit = value_of(
+        &samples,
+        "pledger_canary_guardrail_limit",
+        &[("guardrail", "escalation_rate")],
+    )
+    .unwrap();
+    assert!(
+        candidate - control > limit,
+        "max_increase: candidate {candidate} is more than {limit} above control {control}"
+    );
+    assert!(
+        value_of(&samples, "pledger_canary_samples", &[("arm", "candidate")]).unwrap() >= 100.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "pledger_worker_dead_letters_total",
+            &[("worker", "canary"), ("replica", "a")]
+        ),
+        Some(1.0)
+    );
+    assert!(value_of(
+        &samples,
+        "pledger_worker_consumer_pending",
+        &[
+            ("worker", "canary"),
+            ("stream", pledger_core::names::OUTCOMES_STREAM)
+        ]
+    )
+    .is_some());
+}

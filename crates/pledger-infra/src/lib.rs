@@ -7,6 +7,7 @@ pub mod cast;
 pub mod codec;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod nats_url;
 pub mod projection;
 pub mod routing;

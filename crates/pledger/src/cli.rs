@@ -226,6 +226,10 @@ pub struct WorkerArgs {
     /// The notary: sign a checkpoint after at most this many new ledger messages.
     #[arg(long, default_value_t = 1000, value_name = "MESSAGES")]
     pub checkpoint_events: u64,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464): releases,
+    /// rollouts, guardrails, decisions, consumer lag and dead letters.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +244,9 @@ pub struct UpArgs {
     /// collector, scheduler).
     #[arg(long)]
     pub no_workers: bool,
+    /// Serve Prometheus metrics of the workers on http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

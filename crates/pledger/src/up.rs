@@ -73,6 +73,20 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
             );
         }
     }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let kinds: &[WorkerKind] = if args.no_workers {
+                &[]
+            } else {
+                &WorkerKind::ALL
+            };
+            let served =
+                crate::workers::serve_metrics(addr, &url, kinds, "0", workers_rx.clone()).await?;
+            eprintln!("pledger up: metrics at http://{addr}/metrics");
+            Some(served)
+        }
+        None => None,
+    };
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
         data_dir.display(),
@@ -97,6 +111,9 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
     };
     let _ = stop_workers.send(true);
     while workers.join_next().await.is_some() {}
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let reason = outcome?;
     eprintln!("pledger up: {reason}: stopping nats-server");
     tokio::task::spawn_blocking(move || server.stop())

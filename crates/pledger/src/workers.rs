@@ -129,6 +129,40 @@ pub fn spawn_supervised(
     });
 }
 
+/// Serves the process's metrics on `addr` (`--metrics`) until `shutdown`, with the consumer
+/// lag of `kinds` (replica `replica`).
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    url: &str,
+    kinds: &[WorkerKind],
+    replica: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    use pledger_core::names::{durable_name, LEDGER_STREAM, OUTCOMES_STREAM};
+    let client = pledger_infra::connect(url).await?;
+    let consumers = kinds
+        .iter()
+        .flat_map(|k| {
+            [LEDGER_STREAM, OUTCOMES_STREAM].map(|stream| {
+                (
+                    k.name().to_string(),
+                    replica.to_string(),
+                    stream.to_string(),
+                    durable_name(k.name(), replica, stream),
+                )
+            })
+        })
+        .collect();
+    pledger_infra::metrics::serve(
+        addr,
+        async_nats::jetstream::new(client),
+        consumers,
+        shutdown,
+    )
+    .await
+    .map_err(|e| Failure::usage(format!("--metrics {addr}: {e}")))
+}
+
 async fn open(
     kind: WorkerKind,
     url: &str,
@@ -213,7 +247,14 @@ pub async fn run(url: &str, key: Option<&Path>, args: &WorkerArgs) -> Result<(),
         .unwrap_or_else(|| crate::up::default_data_dir().join("workers"));
     let (tx, rx) = watch::channel(false);
     let kinds = kinds(args.worker);
-    let mut set = spawn(&kinds, url, &data_dir, key, &args.replica, rx).await?;
+    let mut set = spawn(&kinds, url, &data_dir, key, &args.replica, rx.clone()).await?;
+    let metrics = match args.metrics {
+        Some(addr) => Some(serve_metrics(addr, url, &kinds, &args.replica, rx).await?),
+        None => None,
+    };
+    if let Some(addr) = args.metrics {
+        eprintln!("pledger worker: metrics at http://{addr}/metrics");
+    }
     eprintln!(
         "pledger worker: running {} (replica {}, stores in {}); Ctrl-C or SIGTERM stops",
         kinds
@@ -237,6 +278,9 @@ pub async fn run(url: &str, key: Option<&Path>, args: &WorkerArgs) -> Result<(),
         if let Ok((_, Err(e))) = done {
             eprintln!("pledger worker: {e}");
         }
+    }
+    if let Some(m) = metrics {
+        let _ = m.await;
     }
     match failure {
         None => {

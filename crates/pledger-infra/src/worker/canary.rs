@@ -218,6 +218,9 @@ impl Driver {
         let mut views = Vec::new();
         for prompt in self.ctx.ledger.prompts().await? {
             let family = self.ctx.load(&prompt).await?;
+            let metrics = crate::metrics::global();
+            metrics.counted_up_to(&prompt, family.last_sequence);
+            metrics.observe_prompt(&family.state);
             let view = prompt_view(&family.state);
             self.ctx.store.put(&prompt_key(&prompt), &view)?;
             active.extend(view.rollout.as_ref().map(|r| r.release.clone()));
@@ -259,8 +262,11 @@ impl Driver {
         let applied = self.ctx.store.applied_sequence(LEDGER_STREAM)?;
         let (prompts, last) = touched_prompts(batch, applied, |_| true)?;
         let mut views = Vec::new();
+        let metrics = crate::metrics::global();
         for p in &prompts {
             let family = self.ctx.load(p).await?;
+            metrics.count_events(p, &family.events);
+            metrics.observe_prompt(&family.state);
             views.push((p.clone(), prompt_view(&family.state)));
         }
         // The stage counts of rollouts that ended go with the views that end them.
@@ -334,6 +340,7 @@ impl Driver {
                 .is_some_and(|v| view_may_be_stale(v, o, &known));
             if stale && refreshed.insert(o.prompt.clone()) {
                 let family = self.ctx.load(&o.prompt).await?;
+                crate::metrics::global().count_events(&o.prompt, &family.events);
                 let view = prompt_view(&family.state);
                 if let Some(r) = &view.rollout {
                     known.extend(self.known_visits(&r.release)?);
@@ -423,6 +430,7 @@ impl Driver {
                 .map(|(k, v)| (k[STATS_KEYS.len()..].to_string(), v))
                 .collect();
             judged.status.earlier_stages = earlier_stages(r, &visits);
+            crate::metrics::global().observe_canary(r, &judged.status);
         }
         if judged.publish {
             self.publish_status(&judged.status).await?;

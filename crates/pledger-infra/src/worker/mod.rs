@@ -306,6 +306,7 @@ impl WorkerContext {
             .map_err(|e| WorkerError::Nats(format!("publishing a dead letter: {e}")))?
             .await
             .map_err(|e| WorkerError::Nats(format!("publishing a dead letter: {e}")))?;
+        crate::metrics::global().dead_lettered(self.kind.name(), &self.replica);
         Ok(())
     }
 }
