@@ -268,3 +268,101 @@ fn the_same_artifact_in_toml_and_json_is_one_version_and_diff_shows_changes() {
         .collect();
     assert_eq!(lines, [" Be brief.", "-Be kind.", "+Be very kind."]);
 }
+
+fn promptfoo_fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/promptfoo")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Issue 12: a real promptfoo run of the baseline's and the candidate's prompt becomes the
+/// release's eval bundle, with the release's versions; `eval from-promptfoo --release` builds
+/// the same bundle offline-first; a file that cannot compare is refused and nothing recorded.
+#[test]
+fn a_promptfoo_run_becomes_the_releases_eval_bundle() {
+    let w = World::new();
+    let p = reviewed(&w, "triage");
+    let results = promptfoo_fixture("results-v3.json");
+    let mapping = ["--baseline", "baseline", "--candidate", "candidate"];
+
+    // A one-prompt run: refused with the usage code, naming what is missing.
+    let mut one = vec!["release", "attach-eval", &p.release, "--promptfoo"];
+    let one_prompt = promptfoo_fixture("one-prompt.json");
+    one.push(&one_prompt);
+    one.extend(mapping);
+    let r = w.run("ci", &one);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("one-prompt.json: results.prompts: the run has one prompt"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.count("triage", "release.eval_bundle_attached"), 0);
+
+    // The same run, offline: a bundle file for the release's versions.
+    let out = w.file("bundle.json", "");
+    let mut args = vec![
+        "eval",
+        "from-promptfoo",
+        &results,
+        "--release",
+        &p.release,
+        "--out",
+        &out,
+    ];
+    args.extend(mapping);
+    w.run("ci", &args).ok();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written["candidate"], p.v2.as_str());
+    assert_eq!(written["baseline"], p.v1.as_str());
+
+    // Attached straight from the results file.
+    let mut attach = vec![
+        "release",
+        "attach-eval",
+        &p.release,
+        "--promptfoo",
+        &results,
+    ];
+    attach.extend(mapping);
+    let r = w.run("ci", &attach).ok();
+    assert!(
+        r.stdout.contains(
+            "17 tests from a format 3 results file; 1 cached and 1 errored rows left out"
+        ),
+        "{}",
+        r.stdout
+    );
+    let shown = w.json("auditor", &["release", "show", &p.release]);
+    let bundle = &shown["release"]["bundle"]["bundle"];
+    assert_eq!(
+        bundle, &written,
+        "attach-eval --promptfoo and eval from-promptfoo agree"
+    );
+    let segments: Vec<(String, u64)> = bundle["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["cases"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        segments,
+        [
+            ("consumer".to_string(), 6),
+            ("enterprise".to_string(), 6),
+            ("internal".to_string(), 5)
+        ]
+    );
+    assert_eq!(bundle["regressions"].as_array().unwrap().len(), 4);
+    assert_eq!(bundle["latency_ms"]["candidate_p95"], 198.0);
+    assert_eq!(w.count("triage", "release.eval_bundle_attached"), 1);
+}

@@ -22,6 +22,7 @@ pub mod nats_url;
 pub mod note;
 pub mod outcome;
 pub mod plan;
+pub mod promptfoo;
 pub mod redact;
 pub mod routing;
 pub mod schema;

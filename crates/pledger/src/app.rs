@@ -123,6 +123,7 @@ impl App {
                 attrs,
             } => self.resolve(&prompt, unit.as_deref(), &attrs).await,
             TopCommand::Audit(c) => self.audit(c).await,
+            TopCommand::Eval(c) => self.eval(c).await,
         }
     }
 

@@ -80,6 +80,9 @@ pub enum TopCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Eval bundles from other tools' results.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Which version a request gets, from the runtime config layer.
     Resolve {
         prompt: String,
@@ -327,10 +330,20 @@ pub enum ReleaseCommand {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Attach an eval bundle (JSON) to a release.
+    /// Attach an eval bundle (JSON) to a release, or build it from a promptfoo results file
+    /// (`--promptfoo results.json --baseline LABEL --candidate LABEL`).
     AttachEval {
         release: String,
-        bundle_file: PathBuf,
+        /// The bundle file (JSON or TOML); not with --promptfoo.
+        #[arg(required_unless_present = "promptfoo", conflicts_with = "promptfoo")]
+        bundle_file: Option<PathBuf>,
+        /// A promptfoo results file (`promptfoo eval -o results.json`, format 2 or 3) of a run
+        /// with the baseline's and the candidate's prompt: the bundle is built from it with the
+        /// release's versions (see `pledger eval from-promptfoo`).
+        #[arg(long, value_name = "RESULTS", requires_all = ["baseline", "candidate"])]
+        promptfoo: Option<PathBuf>,
+        #[command(flatten)]
+        mapping: PromptfooMapping,
     },
     /// Accept the latency or cost trade-off of the current bundle.
     AcceptTradeoff {
@@ -555,4 +568,50 @@ pub enum AuditCommand {
     /// reviews, gate evidence and decision, rollout steps, freezes and rollbacks, with each
     /// event's signature status.
     Report { release: String },
+}
+
+/// How a promptfoo run maps onto a bundle (docs/USER-GUIDE.md, "promptfoo").
+#[derive(Debug, Args)]
+pub struct PromptfooMapping {
+    /// The label of the baseline's prompt in the run (`prompts[].label`).
+    #[arg(long, value_name = "PROMPT_LABEL")]
+    pub baseline: Option<String>,
+    /// The label of the candidate's prompt in the run.
+    #[arg(long, value_name = "PROMPT_LABEL")]
+    pub candidate: Option<String>,
+    /// Where a test's segment is: metadata.<key> or vars.<key>.
+    #[arg(long, value_name = "PATH", default_value = "metadata.segment")]
+    pub segment_by: String,
+    /// Where a test's hard-negative category is: metadata.<key> or vars.<key>.
+    #[arg(long, value_name = "PATH", default_value = "metadata.hard_negative")]
+    pub hard_negative_by: String,
+    /// The suite's name (default: the run's description, else `promptfoo`).
+    #[arg(long, value_name = "NAME")]
+    pub suite: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Build an eval bundle from a promptfoo results file of a run with two prompts: pass
+    /// rates per segment and hard-negative category, regressions (baseline passed, candidate
+    /// failed), latency p50/p95, tokens and cost per request. The versions come from
+    /// --release (read from the ledger) or --candidate-version and --baseline-version.
+    FromPromptfoo {
+        /// `promptfoo eval -o results.json` output (format version 2 or 3).
+        results: PathBuf,
+        #[command(flatten)]
+        mapping: PromptfooMapping,
+        /// The release the bundle is for: its candidate and baseline versions.
+        #[arg(long, conflicts_with_all = ["candidate_version", "baseline_version"])]
+        release: Option<String>,
+        /// The candidate's version id (sha256:...), without --release.
+        #[arg(long, requires = "baseline_version")]
+        candidate_version: Option<String>,
+        /// The baseline's version id, without --release.
+        #[arg(long, requires = "candidate_version")]
+        baseline_version: Option<String>,
+        /// Write the bundle here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }

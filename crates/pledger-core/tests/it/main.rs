@@ -18,6 +18,7 @@ mod nats_url;
 mod note;
 mod outcome;
 mod plan;
+mod promptfoo;
 mod redact;
 mod routing;
 mod schedule;

@@ -7,6 +7,7 @@
 //! in `schedule.rs`, `sim` in `sim.rs`.
 
 mod audit;
+mod eval;
 mod prompt;
 mod regressions;
 mod release;

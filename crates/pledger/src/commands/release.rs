@@ -91,12 +91,41 @@ impl App {
             ReleaseCommand::AttachEval {
                 release,
                 bundle_file,
+                promptfoo,
+                mapping,
             } => {
                 let release = ReleaseId::parse(&release)?;
-                let text = read_input(&bundle_file)?;
-                let bundle = EvalBundle::from_text(&text, format_of(&bundle_file))
-                    .map_err(|e| file_failure(&bundle_file, e))?;
                 let conn = self.connect().await?;
+                let (bundle, note) = match (bundle_file, promptfoo) {
+                    (_, Some(results)) => {
+                        let family = registered(conn.ledger.load(release.prompt()).await?)?;
+                        let r = known_release(&family.state, &release)?;
+                        let baseline = r.baseline.clone().ok_or_else(|| {
+                            Failure::usage(format!("{release} has no baseline version"))
+                        })?;
+                        let (bundle, converted) = super::eval::promptfoo_bundle(
+                            &results,
+                            &mapping,
+                            r.candidate.clone(),
+                            baseline,
+                        )?;
+                        (
+                            bundle,
+                            format!("; {}", super::eval::conversion_note(&converted)),
+                        )
+                    }
+                    (Some(bundle_file), None) => {
+                        let text = read_input(&bundle_file)?;
+                        let bundle = EvalBundle::from_text(&text, format_of(&bundle_file))
+                            .map_err(|e| file_failure(&bundle_file, e))?;
+                        (bundle, String::new())
+                    }
+                    (None, None) => {
+                        return Err(Failure::usage(
+                            "attach-eval needs a bundle file or --promptfoo <RESULTS>",
+                        ))
+                    }
+                };
                 let done = self
                     .exec(&conn, release.prompt(), |_| {
                         Ok(Command::AttachEvalBundle {
@@ -108,7 +137,7 @@ impl App {
                 let digest = pledger_core::artifact::json_digest(&bundle);
                 Ok(Report::ok(
                     format!(
-                        "eval bundle `{}` attached to {release} ({} segments, {} regressions){}",
+                        "eval bundle `{}` attached to {release} ({} segments, {} regressions{note}){}",
                         bundle.suite,
                         bundle.segments.len(),
                         bundle.regressions.len(),
