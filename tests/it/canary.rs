@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use pledger_core::names;
 use pledger_e2e::*;
 use serde_json::Value;
 
@@ -799,20 +800,20 @@ fn the_metrics_endpoint_shows_a_freeze() {
         Duration::from_secs(30),
         || {
             let s = parse(scrape(&addr)?);
-            (value_of(&s, "pledger_release_info", &[("phase", "rolling_out")]) == Some(1.0))
+            (value_of(&s, names::METRIC_RELEASE_INFO, &[("phase", "rolling_out")]) == Some(1.0))
                 .then_some(s)
         },
     );
     assert_eq!(
-        value_of(&samples, "pledger_release_status", &triage),
+        value_of(&samples, names::METRIC_RELEASE_STATUS, &triage),
         Some(0.0)
     );
     assert_eq!(
-        value_of(&samples, "pledger_rollout_weight", &triage),
+        value_of(&samples, names::METRIC_ROLLOUT_WEIGHT, &triage),
         Some(100.0)
     );
     assert_eq!(
-        value_of(&samples, "pledger_rollout_stage", &triage),
+        value_of(&samples, names::METRIC_ROLLOUT_STAGE, &triage),
         Some(0.0)
     );
     // A garbage outcome: dead-lettered, and counted for the worker.
@@ -853,7 +854,7 @@ fn the_metrics_endpoint_shows_a_freeze() {
     let frozen_at = std::time::Instant::now();
     let samples = w.wait_for("the freeze in the metrics", Duration::from_secs(10), || {
         let s = parse(scrape(&addr)?);
-        (value_of(&s, "pledger_release_status", &triage) == Some(2.0)).then_some(s)
+        (value_of(&s, names::METRIC_RELEASE_STATUS, &triage) == Some(2.0)).then_some(s)
     });
     eprintln!(
         "the freeze showed {:?} after the ledger had it",
@@ -862,7 +863,7 @@ fn the_metrics_endpoint_shows_a_freeze() {
     assert_eq!(
         value_of(
             &samples,
-            "pledger_release_info",
+            names::METRIC_RELEASE_INFO,
             &[("release", p.release.as_str()), ("phase", "frozen")]
         ),
         Some(1.0)
@@ -870,16 +871,21 @@ fn the_metrics_endpoint_shows_a_freeze() {
     assert_eq!(
         value_of(
             &samples,
-            "pledger_release_info",
+            names::METRIC_RELEASE_INFO,
             &[("phase", "rolling_out")]
         ),
         None,
         "the phase series moved on"
     );
     assert_eq!(
+        value_of(&samples, names::METRIC_ROLLOUT_WEIGHT, &triage),
+        Some(0.0),
+        "a frozen rollout serves the candidate to nobody"
+    );
+    assert_eq!(
         value_of(
             &samples,
-            "pledger_decisions_total",
+            &format!("{}_total", names::METRIC_DECISIONS),
             &[("prompt", "triage"), ("decision", "freeze")]
         ),
         Some(1.0)
@@ -887,26 +893,26 @@ fn the_metrics_endpoint_shows_a_freeze() {
     assert_eq!(
         value_of(
             &samples,
-            "pledger_canary_guardrail_breached",
+            names::METRIC_GUARDRAIL_BREACHED,
             &[("guardrail", "escalation_rate"), ("bound", "max_increase")]
         ),
         Some(1.0)
     );
     let candidate = value_of(
         &samples,
-        "pledger_canary_guardrail_value",
+        names::METRIC_GUARDRAIL_VALUE,
         &[("guardrail", "escalation_rate"), ("arm", "candidate")],
     )
     .unwrap();
     let control = value_of(
         &samples,
-        "pledger_canary_guardrail_value",
+        names::METRIC_GUARDRAIL_VALUE,
         &[("guardrail", "escalation_rate"), ("arm", "control")],
     )
     .unwrap();
     let limit = value_of(
         &samples,
-        "pledger_canary_guardrail_limit",
+        names::METRIC_GUARDRAIL_LIMIT,
         &[("guardrail", "escalation_rate")],
     )
     .unwrap();
@@ -915,19 +921,25 @@ fn the_metrics_endpoint_shows_a_freeze() {
         "max_increase: candidate {candidate} is more than {limit} above control {control}"
     );
     assert!(
-        value_of(&samples, "pledger_canary_samples", &[("arm", "candidate")]).unwrap() >= 100.0
+        value_of(
+            &samples,
+            names::METRIC_CANARY_SAMPLES,
+            &[("arm", "candidate")]
+        )
+        .unwrap()
+            >= 100.0
     );
     assert_eq!(
         value_of(
             &samples,
-            "pledger_worker_dead_letters_total",
+            &format!("{}_total", names::METRIC_DEAD_LETTERS),
             &[("worker", "canary"), ("replica", "a")]
         ),
         Some(1.0)
     );
     assert!(value_of(
         &samples,
-        "pledger_worker_consumer_pending",
+        names::METRIC_CONSUMER_PENDING,
         &[
             ("worker", "canary"),
             ("stream", pledger_core::names::OUTCOMES_STREAM)

@@ -174,6 +174,17 @@ impl ReleaseId {
         let prompt = PromptName::parse(prompt).map_err(|_| bad())?;
         Ok(ReleaseId { prompt, number })
     }
+    /// Whether `raw` is a release id ([`ReleaseId::parse`] would accept it), allocating
+    /// nothing: the check outcomes' stage visits take on the ingest path.
+    pub fn is_valid(raw: &str) -> bool {
+        let Some(at) = raw.as_bytes().windows(2).rposition(|w| w == b"-r") else {
+            return false;
+        };
+        let (prompt, number) = (&raw[..at], &raw[at + 2..]);
+        canonical_number(number)
+            && number.parse::<u32>().is_ok()
+            && PromptName::check(prompt).is_ok()
+    }
     pub fn prompt(&self) -> &PromptName {
         &self.prompt
     }
@@ -184,6 +195,13 @@ impl ReleaseId {
     pub fn token(&self) -> String {
         format!("r{}", self.number)
     }
+}
+
+/// Decimal digits without a leading zero (or `0` itself): the one text of a number.
+pub(crate) fn canonical_number(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|c| c.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'))
 }
 
 impl TryFrom<String> for ReleaseId {

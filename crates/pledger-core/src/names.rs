@@ -137,6 +137,42 @@ pub fn durable_name(worker: &str, replica: &str, stream: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Prometheus metrics (`--metrics ADDR`; docs/RUNBOOK.md, "Metrics")
+// ---------------------------------------------------------------------------------------------
+
+/// The latest release of each prompt: 0 in progress, 1 completed, 2 frozen or rolled back, 3
+/// withdrawn.
+pub const METRIC_RELEASE_STATUS: &str = "pledger_release_status";
+/// The latest release of each prompt with its phase; always 1.
+pub const METRIC_RELEASE_INFO: &str = "pledger_release_info";
+/// Percent of the current stage's segment the candidate serves.
+pub const METRIC_ROLLOUT_WEIGHT: &str = "pledger_rollout_weight";
+/// Index of the rollout's current stage.
+pub const METRIC_ROLLOUT_STAGE: &str = "pledger_rollout_stage";
+/// Outcomes counted in the current stage visit, per arm.
+pub const METRIC_CANARY_SAMPLES: &str = "pledger_canary_samples";
+/// A guardrail bound's measured value per arm.
+pub const METRIC_GUARDRAIL_VALUE: &str = "pledger_canary_guardrail_value";
+/// A guardrail bound's limit.
+pub const METRIC_GUARDRAIL_LIMIT: &str = "pledger_canary_guardrail_limit";
+/// A guardrail bound's sequential test statistic.
+pub const METRIC_GUARDRAIL_STATISTIC: &str = "pledger_canary_guardrail_statistic";
+/// The statistic at which a guardrail bound breaches.
+pub const METRIC_GUARDRAIL_THRESHOLD: &str = "pledger_canary_guardrail_threshold";
+/// 1 when a guardrail bound is breached.
+pub const METRIC_GUARDRAIL_BREACHED: &str = "pledger_canary_guardrail_breached";
+/// A counter (exposed with `_total`): decisions recorded on the ledger.
+pub const METRIC_DECISIONS: &str = "pledger_decisions";
+/// A counter (exposed with `_total`): regression cases recorded.
+pub const METRIC_REGRESSION_CASES: &str = "pledger_regression_cases_collected";
+/// A counter (exposed with `_total`): messages a worker dead-lettered.
+pub const METRIC_DEAD_LETTERS: &str = "pledger_worker_dead_letters";
+/// A worker's durable consumer's messages not delivered yet.
+pub const METRIC_CONSUMER_PENDING: &str = "pledger_worker_consumer_pending";
+/// A worker's durable consumer's messages delivered and not acknowledged.
+pub const METRIC_CONSUMER_ACK_PENDING: &str = "pledger_worker_consumer_ack_pending";
+
+// ---------------------------------------------------------------------------------------------
 // Local files
 // ---------------------------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ impl Outcome {
             }
         }
         if let Some(v) = &self.stage_visit {
-            if crate::routing::StageVisit::parse(v).is_none() {
+            if !crate::routing::StageVisit::is_valid(v) {
                 return Err(format!(
                     "stage_visit `{v}` is not <release>/<stage index>/<entered at, unix ms>"
                 ));

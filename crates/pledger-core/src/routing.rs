@@ -98,6 +98,25 @@ impl StageVisit {
         }
     }
 
+    /// Whether `text` is a stage visit's text form, allocating nothing (checked for every
+    /// outcome that carries one).
+    pub fn is_valid(text: &str) -> bool {
+        let mut parts = text.rsplitn(3, '/');
+        let (Some(entered), Some(stage), Some(release)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let entered_ok = match entered.strip_prefix('-') {
+            Some(magnitude) => magnitude != "0" && crate::ids::canonical_number(magnitude),
+            None => crate::ids::canonical_number(entered),
+        } && entered.parse::<i64>().is_ok();
+        entered_ok
+            && crate::ids::canonical_number(stage)
+            && stage.parse::<usize>().is_ok()
+            && ReleaseId::is_valid(release)
+    }
+
     /// The text form back; `None` for anything else.
     pub fn parse(text: &str) -> Option<StageVisit> {
         let mut parts = text.rsplitn(3, '/');

@@ -5,7 +5,8 @@
 //!
 //! Names follow the habits of Flagger (`flagger_canary_status`, `flagger_canary_weight`,
 //! `flagger_canary_metric_analysis`) and Argo Rollouts (`rollout_info{phase}`,
-//! `rollout_events_total`), with the prefix `pledger_`; docs/RUNBOOK.md lists them.
+//! `rollout_events_total`), with the prefix `pledger_`; they are spelled in
+//! `pledger_core::names` (`METRIC_*`) and listed in docs/RUNBOOK.md.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use pledger_core::event::Event;
+use pledger_core::names;
 use pledger_core::state::{PromptState, ReleaseStatus};
 use pledger_core::workers::canary::{CanaryStatus, RolloutView};
 use pledger_core::PromptName;
@@ -157,7 +159,7 @@ pub fn decision_of(event: &Event) -> Option<&'static str> {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("pledger");
+        let mut registry = Registry::default();
         let m = Metrics {
             registry: Registry::default(),
             release_status: Family::default(),
@@ -180,77 +182,77 @@ impl Metrics {
             counted: Mutex::new(BTreeMap::new()),
         };
         registry.register(
-            "release_status",
+            names::METRIC_RELEASE_STATUS,
             "Latest release of each prompt: 0 in progress, 1 completed, 2 frozen or rolled back, 3 withdrawn",
             m.release_status.clone(),
         );
         registry.register(
-            "release_info",
+            names::METRIC_RELEASE_INFO,
             "Latest release of each prompt, with its phase (proposed, rolling_out, paused, frozen, completed, rolled_back, withdrawn); always 1",
             m.release_info.clone(),
         );
         registry.register(
-            "rollout_weight",
-            "Percent of the current stage's segment the candidate serves",
+            names::METRIC_ROLLOUT_WEIGHT,
+            "Percent of the current stage's segment the candidate serves (0 while frozen)",
             m.rollout_weight.clone(),
         );
         registry.register(
-            "rollout_stage",
+            names::METRIC_ROLLOUT_STAGE,
             "Index of the rollout's current stage in its plan (0 is the first)",
             m.rollout_stage.clone(),
         );
         registry.register(
-            "canary_samples",
+            names::METRIC_CANARY_SAMPLES,
             "Outcomes counted in the current stage, per arm (candidate, control)",
             m.samples.clone(),
         );
         registry.register(
-            "canary_guardrail_value",
+            names::METRIC_GUARDRAIL_VALUE,
             "Each guardrail bound's measured value per arm in the current stage",
             m.guardrail_value.clone(),
         );
         registry.register(
-            "canary_guardrail_limit",
+            names::METRIC_GUARDRAIL_LIMIT,
             "Each guardrail bound's limit for the candidate (in the guardrail's unit)",
             m.guardrail_limit.clone(),
         );
         registry.register(
-            "canary_guardrail_statistic",
+            names::METRIC_GUARDRAIL_STATISTIC,
             "Each guardrail bound's sequential test statistic (log likelihood ratio)",
             m.guardrail_statistic.clone(),
         );
         registry.register(
-            "canary_guardrail_threshold",
+            names::METRIC_GUARDRAIL_THRESHOLD,
             "The statistic at which the bound is breached",
             m.guardrail_threshold.clone(),
         );
         registry.register(
-            "canary_guardrail_breached",
+            names::METRIC_GUARDRAIL_BREACHED,
             "1 when the bound is breached, else 0",
             m.guardrail_breached.clone(),
         );
         registry.register(
-            "decisions",
+            names::METRIC_DECISIONS,
             "Decisions recorded on the ledger since this process started (gate_passed, gate_failed, advance, freeze, rollback, completion)",
             m.decisions.clone(),
         );
         registry.register(
-            "regression_cases_collected",
+            names::METRIC_REGRESSION_CASES,
             "Regression cases recorded on the ledger since this process started",
             m.regression_cases.clone(),
         );
         registry.register(
-            "worker_dead_letters",
+            names::METRIC_DEAD_LETTERS,
             "Messages a worker could not use, copied to the dead-letter stream with the reason",
             m.dead_letters.clone(),
         );
         registry.register(
-            "worker_consumer_pending",
+            names::METRIC_CONSUMER_PENDING,
             "Messages a worker's durable consumer has not been delivered yet (its lag)",
             m.consumer_pending.clone(),
         );
         registry.register(
-            "worker_consumer_ack_pending",
+            names::METRIC_CONSUMER_ACK_PENDING,
             "Messages delivered to a worker's durable consumer and not acknowledged yet",
             m.consumer_ack_pending.clone(),
         );
@@ -300,7 +302,11 @@ impl Metrics {
         let prompt = view.release.prompt().to_string();
         let release = view.release.to_string();
         let labels = release_labels(&prompt, &release);
-        let weight = view.plan.stages.get(view.stage).map_or(0.0, |s| s.percent);
+        // A frozen rollout routes everything back to the baseline: the candidate serves none.
+        let weight = match view.plan.stages.get(view.stage) {
+            Some(s) if view.state != "frozen" => s.percent,
+            _ => 0.0,
+        };
         self.rollout_weight.get_or_create(&labels).set(weight);
         self.rollout_stage
             .get_or_create(&labels)

@@ -318,15 +318,17 @@ pub struct OutcomeMessage {
 
 /// Whether the view of an outcome's prompt may be behind the ledger: it names a version the
 /// view has not seen, a release other than the view's rollout, or a stage visit that is
-/// neither the view's current one nor one in `known` (the visits the monitor has seen). The
-/// driver then reads the prompt from the ledger (at most once per batch) before [`tally`].
+/// neither the view's current one nor one in `known` (the visits the monitor has seen, the
+/// current one included). The driver then reads the prompt from the ledger (at most once per
+/// batch) before [`tally`].
 pub fn view_may_be_stale(view: &PromptView, outcome: &Outcome, known: &BTreeSet<String>) -> bool {
     let unknown = !view.versions.contains(&outcome.version);
     let other_release = outcome.release.is_some()
         && view.rollout.as_ref().map(|r| &r.release) != outcome.release.as_ref();
-    let unseen_visit = outcome.stage_visit.as_ref().is_some_and(|v| {
-        !known.contains(v) && view.rollout.as_ref().is_none_or(|r| stage_visit(r) != *v)
-    });
+    let unseen_visit = outcome
+        .stage_visit
+        .as_ref()
+        .is_some_and(|v| !known.contains(v));
     unknown || other_release || unseen_visit
 }
 

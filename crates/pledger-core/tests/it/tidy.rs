@@ -10,7 +10,12 @@
 use std::path::{Path, PathBuf};
 
 /// The starts of string literals that spell a shared name.
-const SPELLINGS: [&str; 9] = [
+const SPELLINGS: [&str; 14] = [
+    "\"pledger_release_",
+    "\"pledger_rollout_",
+    "\"pledger_decisions",
+    "\"pledger_regression_cases",
+    "\"pledger_worker_",
     "\"PLEDGER_LEDGER",
     "\"PLEDGER_OUTCOMES",
     "\"PLEDGER_DEADLETTER",

@@ -9,6 +9,7 @@ use pledger_core::canary::{ArmStats, Verdict};
 use pledger_core::event::{Notice, ReviewLayer};
 use pledger_core::outcome::parse_outcome_message;
 use pledger_core::redact::{RedactionPolicy, Redactor};
+use pledger_core::routing::StageVisit;
 use pledger_core::sim::{ArmProfile, SimRng};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::workers::canary::{
@@ -587,8 +588,32 @@ fn an_outcome_counts_in_the_stage_visit_it_was_served_in() {
     assert!(!view_may_be_stale(
         &view,
         &candidate_outcome(Some(&canary), "x"),
-        &BTreeSet::new()
+        &known
     ));
+    // Stage visits are checked allocation-free on the ingest path: the same rule as parse.
+    for text in [
+        internal.as_str(),
+        canary.as_str(),
+        never_seen.as_str(),
+        "triage-r1/0/-5",
+    ] {
+        assert!(StageVisit::is_valid(text), "{text}");
+        assert!(StageVisit::parse(text).is_some(), "{text}");
+    }
+    for text in [
+        "",
+        "triage-r1/0",
+        "triage-r1/00/5",
+        "triage-r1/0/05",
+        "triage-r1/0/-0",
+        "triage/0/5",
+        "Triage-r1/0/5",
+        "triage-r1/x/5",
+        "triage-r1/0/99999999999999999999",
+    ] {
+        assert!(!StageVisit::is_valid(text), "{text}");
+        assert!(StageVisit::parse(text).is_none(), "{text}");
+    }
 
     // The status shows the earlier visit's counts.
     let r = view.rollout.as_ref().unwrap();
