@@ -235,22 +235,6 @@ impl ProjectionStore {
         Ok(out)
     }
 
-    /// Every key that starts with `prefix`, with its value.
-    pub fn entries_with_prefix<T: DeserializeOwned>(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, T)>, ProjectionError> {
-        let mut out = Vec::new();
-        for item in self.state.scan_prefix(prefix.as_bytes()) {
-            let (key, bytes) = item?;
-            out.push((
-                String::from_utf8_lossy(&key).into_owned(),
-                codec::decode(&bytes)?,
-            ));
-        }
-        Ok(out)
-    }
-
     /// Every key that starts with `prefix`.
     pub fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ProjectionError> {
         let mut out = Vec::new();

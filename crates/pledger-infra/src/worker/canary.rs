@@ -421,18 +421,27 @@ impl Driver {
         else {
             return Ok(());
         };
-        if let Some(r) = &view.rollout {
-            let visits: Vec<(String, StageStats)> = self
-                .ctx
-                .store
-                .entries_with_prefix(&release_visits_prefix(release))?
-                .into_iter()
-                .map(|(k, v)| (k[STATS_KEYS.len()..].to_string(), v))
-                .collect();
-            judged.status.earlier_stages = earlier_stages(r, &visits);
-            crate::metrics::global().observe_canary(r, &judged.status);
-        }
         if judged.publish {
+            // What only the published status shows, built only when it is published (at most
+            // every `STATUS_EVERY`, at once on a new verdict): the earlier visits' counts (the
+            // current visit's are `stats`), and the metrics.
+            if let Some(r) = &view.rollout {
+                let current = stats_key(r);
+                let mut earlier = Vec::new();
+                for key in self
+                    .ctx
+                    .store
+                    .keys_with_prefix(&release_visits_prefix(release))?
+                {
+                    if key != current {
+                        if let Some(s) = self.ctx.store.get::<StageStats>(&key)? {
+                            earlier.push((key[STATS_KEYS.len()..].to_string(), s));
+                        }
+                    }
+                }
+                judged.status.earlier_stages = earlier_stages(r, &earlier);
+                crate::metrics::global().observe_canary(r, &judged.status);
+            }
             self.publish_status(&judged.status).await?;
         }
         for command in judged.commands {
