@@ -114,6 +114,7 @@ fn bad_input_files_are_refused_before_the_ledger_is_contacted() {
     let plan = w.file("p.toml", "[[stages]]\nname = \"a\"\npercent = \"all\"\n");
     let bundle = w.file("b.json", "{\"candidate\": 1}");
     let artifact = w.file("a.toml", "instructions = 3\n");
+    let results = w.file("results.json", "{\"results\": {\"version\": 3}}");
     // With the server down, a bad file is still exit 2 naming the file, not exit 5.
     w.server.stop();
     for (actor, args) in [
@@ -125,6 +126,34 @@ fn bad_input_files_are_refused_before_the_ledger_is_contacted() {
         (
             "maria",
             vec!["prompt", "publish", "triage", artifact.as_str()],
+        ),
+        (
+            "ci",
+            vec![
+                "release",
+                "attach-eval",
+                "triage-r1",
+                "--baseline",
+                "a",
+                "--candidate",
+                "b",
+                "--promptfoo",
+                results.as_str(),
+            ],
+        ),
+        (
+            "ci",
+            vec![
+                "eval",
+                "from-promptfoo",
+                "--release",
+                "triage-r1",
+                "--baseline",
+                "a",
+                "--candidate",
+                "b",
+                results.as_str(),
+            ],
         ),
     ] {
         let run = w.run(actor, &args);

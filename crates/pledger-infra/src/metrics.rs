@@ -289,9 +289,22 @@ impl Metrics {
             }
         }
         self.release_info.get_or_create(&labels).set(1);
+        let release = release_labels(&labels.prompt, &labels.release);
         self.release_status
-            .get_or_create(&release_labels(&labels.prompt, &labels.release))
+            .get_or_create(&release)
             .set(release_status_value(&latest.status));
+        if let (Some(stage), Some(plan)) = (latest.status.stage(), &latest.plan) {
+            // A frozen rollout routes everything back to the baseline: the candidate serves
+            // none (Flagger's weight after a failure is 0 too).
+            let weight = match (&latest.status, plan.stages.get(stage)) {
+                (ReleaseStatus::RollingOut { .. }, Some(s)) => s.percent,
+                _ => 0.0,
+            };
+            self.rollout_weight.get_or_create(&release).set(weight);
+            self.rollout_stage
+                .get_or_create(&release)
+                .set(i64::try_from(stage).unwrap_or(i64::MAX));
+        }
         if latest.status.ended().is_some() || latest.status.stage().is_none() {
             self.forget_release(&labels.prompt, &labels.release);
         }
@@ -301,16 +314,6 @@ impl Metrics {
     pub fn observe_canary(&self, view: &RolloutView, status: &CanaryStatus) {
         let prompt = view.release.prompt().to_string();
         let release = view.release.to_string();
-        let labels = release_labels(&prompt, &release);
-        // A frozen rollout routes everything back to the baseline: the candidate serves none.
-        let weight = match view.plan.stages.get(view.stage) {
-            Some(s) if view.state != "frozen" => s.percent,
-            _ => 0.0,
-        };
-        self.rollout_weight.get_or_create(&labels).set(weight);
-        self.rollout_stage
-            .get_or_create(&labels)
-            .set(view.stage as i64);
         let j = &status.judgement;
         let mut now = ReleaseSeries::default();
         for (arm, samples) in [

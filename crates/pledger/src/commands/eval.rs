@@ -12,13 +12,12 @@ use crate::app::{known_release, read_input, registered, App, Report};
 use crate::cli::{EvalCommand, PromptfooMapping};
 use crate::failure::Failure;
 
-/// Builds the bundle for `candidate` against `baseline` from the results file at `path`.
-pub(crate) fn promptfoo_bundle(
+/// Reads and converts the results file at `path` (before anything connects: a bad file is
+/// refused without contacting the ledger).
+pub(crate) fn read_promptfoo(
     path: &Path,
     mapping: &PromptfooMapping,
-    candidate: VersionId,
-    baseline: VersionId,
-) -> Result<(EvalBundle, Converted), Failure> {
+) -> Result<Converted, Failure> {
     let (Some(baseline_label), Some(candidate_label)) = (&mapping.baseline, &mapping.candidate)
     else {
         return Err(Failure::usage(
@@ -31,8 +30,18 @@ pub(crate) fn promptfoo_bundle(
         hard_negative_by: mapping.hard_negative_by.clone(),
         ..PromptfooOptions::new(baseline_label, candidate_label)
     };
-    let converted = convert(&text, &options)
-        .map_err(|e| Failure::usage(format!("{}: {}: {}", path.display(), e.field, e.message)))?;
+    convert(&text, &options)
+        .map_err(|e| Failure::usage(format!("{}: {}: {}", path.display(), e.field, e.message)))
+}
+
+/// The bundle for `candidate` against `baseline` from a converted run (read from `path`).
+pub(crate) fn promptfoo_bundle(
+    path: &Path,
+    mapping: &PromptfooMapping,
+    converted: &Converted,
+    candidate: VersionId,
+    baseline: VersionId,
+) -> Result<EvalBundle, Failure> {
     let bundle = EvalBundle {
         candidate,
         baseline,
@@ -58,7 +67,7 @@ pub(crate) fn promptfoo_bundle(
             e.message
         ))
     })?;
-    Ok((bundle, converted))
+    Ok(bundle)
 }
 
 /// What a conversion left out or cut, in words.
@@ -94,6 +103,7 @@ impl App {
                 baseline_version,
                 out,
             } => {
+                let converted = read_promptfoo(&results, &mapping)?;
                 let (candidate, baseline) = match (release, candidate_version, baseline_version) {
                     (Some(release), _, _) => {
                         let release = ReleaseId::parse(&release)?;
@@ -114,8 +124,7 @@ impl App {
                         ))
                     }
                 };
-                let (bundle, converted) =
-                    promptfoo_bundle(&results, &mapping, candidate, baseline)?;
+                let bundle = promptfoo_bundle(&results, &mapping, &converted, candidate, baseline)?;
                 let text = serde_json::to_string_pretty(&bundle).expect("a bundle serializes");
                 let note = conversion_note(&converted);
                 match out {

@@ -95,17 +95,36 @@ impl App {
                 mapping,
             } => {
                 let release = ReleaseId::parse(&release)?;
-                let conn = self.connect().await?;
-                let (bundle, note) = match (bundle_file, promptfoo) {
+                // Input files are read and checked before anything connects.
+                let (bundle, converted) = match (&bundle_file, &promptfoo) {
                     (_, Some(results)) => {
+                        (None, Some(super::eval::read_promptfoo(results, &mapping)?))
+                    }
+                    (Some(bundle_file), None) => {
+                        let text = read_input(bundle_file)?;
+                        let bundle = EvalBundle::from_text(&text, format_of(bundle_file))
+                            .map_err(|e| file_failure(bundle_file, e))?;
+                        (Some(bundle), None)
+                    }
+                    (None, None) => {
+                        return Err(Failure::usage(
+                            "attach-eval needs a bundle file or --promptfoo <RESULTS>",
+                        ))
+                    }
+                };
+                let conn = self.connect().await?;
+                let (bundle, note) = match (bundle, converted, &promptfoo) {
+                    (Some(bundle), _, _) => (bundle, String::new()),
+                    (None, Some(converted), Some(results)) => {
                         let family = registered(conn.ledger.load(release.prompt()).await?)?;
                         let r = known_release(&family.state, &release)?;
                         let baseline = r.baseline.clone().ok_or_else(|| {
                             Failure::usage(format!("{release} has no baseline version"))
                         })?;
-                        let (bundle, converted) = super::eval::promptfoo_bundle(
-                            &results,
+                        let bundle = super::eval::promptfoo_bundle(
+                            results,
                             &mapping,
+                            &converted,
                             r.candidate.clone(),
                             baseline,
                         )?;
@@ -114,17 +133,7 @@ impl App {
                             format!("; {}", super::eval::conversion_note(&converted)),
                         )
                     }
-                    (Some(bundle_file), None) => {
-                        let text = read_input(&bundle_file)?;
-                        let bundle = EvalBundle::from_text(&text, format_of(&bundle_file))
-                            .map_err(|e| file_failure(&bundle_file, e))?;
-                        (bundle, String::new())
-                    }
-                    (None, None) => {
-                        return Err(Failure::usage(
-                            "attach-eval needs a bundle file or --promptfoo <RESULTS>",
-                        ))
-                    }
+                    _ => unreachable!("a bundle file or a converted promptfoo run"),
                 };
                 let done = self
                     .exec(&conn, release.prompt(), |_| {
