@@ -317,10 +317,9 @@ pub struct OutcomeMessage {
 }
 
 /// Whether the view of an outcome's prompt may be behind the ledger: it names a version the
-/// view has not seen, a release other than the view's rollout, or a stage visit that is
-/// neither the view's current one nor one in `known` (the visits the monitor has seen, the
-/// current one included). The driver then reads the prompt from the ledger (at most once per
-/// batch) before [`tally`].
+/// view has not seen, a release other than the view's rollout, or a stage visit not in `known`
+/// (the visits the monitor has seen, its current one included). The driver then reads the
+/// prompt from the ledger (at most once per batch) before [`tally`].
 pub fn view_may_be_stale(view: &PromptView, outcome: &Outcome, known: &BTreeSet<String>) -> bool {
     let unknown = !view.versions.contains(&outcome.version);
     let other_release = outcome.release.is_some()

@@ -49,3 +49,30 @@ fn outcome_messages_one_or_many_with_errors_per_element() {
     check(b"42", &[Err("a number")]);
     check(b"[]", &[]);
 }
+
+/// A stage visit an outcome carries is checked like every other field: a hostile or broken
+/// one costs its element, not the message.
+#[test]
+fn an_outcome_with_a_malformed_stage_visit_is_refused_alone() {
+    let with_visit = |n: u32, visit: &str| {
+        let mut o = good(n);
+        o["stage_visit"] = serde_json::json!(visit);
+        o
+    };
+    let bytes = serde_json::to_vec(&serde_json::json!([
+        with_visit(1, "triage-r1/0/1795510800000"),
+        with_visit(2, "triage-r1/0/not-a-time"),
+        with_visit(3, "../../etc/passwd"),
+        good(4),
+    ]))
+    .unwrap();
+    check(
+        &bytes,
+        &[
+            Ok(()),
+            Err("stage_visit `triage-r1/0/not-a-time` is not"),
+            Err("stage_visit"),
+            Ok(()),
+        ],
+    );
+}

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use pledger_core::plan::MatchValue;
 use pledger_core::routing::{
     bucket, check_table, resolve, routing_table_for, stage_matches, Arm, Resolution, RoutedRollout,
     RoutedStage, RoutingTable, TableCheck, BUCKETS,
@@ -15,23 +14,6 @@ fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-fn routed(name: &str, percent: f64, matches: &[(&str, &[&str])]) -> RoutedStage {
-    RoutedStage {
-        name: name.into(),
-        matches: matches
-            .iter()
-            .map(|(k, vs)| {
-                let v = match vs {
-                    [one] => MatchValue::One(one.to_string()),
-                    many => MatchValue::Any(many.iter().map(|s| s.to_string()).collect()),
-                };
-                (k.to_string(), v)
-            })
-            .collect(),
-        percent,
-    }
 }
 
 /// The stage visit the test tables carry.

@@ -917,3 +917,27 @@ impl World {
         )
     }
 }
+
+/// A routed stage: `name`, `percent`, and `match` keys each with one value or a list.
+pub fn routed(
+    name: &str,
+    percent: f64,
+    matches: &[(&str, &[&str])],
+) -> pledger_core::routing::RoutedStage {
+    pledger_core::routing::RoutedStage {
+        name: name.into(),
+        matches: matches
+            .iter()
+            .map(|(k, vs)| {
+                let v = match vs {
+                    [one] => pledger_core::plan::MatchValue::One(one.to_string()),
+                    many => pledger_core::plan::MatchValue::Any(
+                        many.iter().map(|s| s.to_string()).collect(),
+                    ),
+                };
+                (k.to_string(), v)
+            })
+            .collect(),
+        percent,
+    }
+}

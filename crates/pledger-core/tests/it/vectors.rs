@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pledger_core::plan::MatchValue;
 use pledger_core::routing::{bucket, resolve, RoutedRollout, RoutedStage, RoutingTable};
 use pledger_core::{Artifact, PromptName, ReleaseId};
 use serde_json::{json, Value};
+
+use crate::support::routed;
 
 fn vectors_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clients/vectors/resolve.json")
@@ -23,23 +24,6 @@ fn version(n: u32) -> pledger_core::VersionId {
     )
     .expect("a valid artifact")
     .version_id()
-}
-
-fn stage(name: &str, percent: f64, matches: &[(&str, &[&str])]) -> RoutedStage {
-    RoutedStage {
-        name: name.into(),
-        matches: matches
-            .iter()
-            .map(|(k, vs)| {
-                let v = match vs {
-                    [one] => MatchValue::One(one.to_string()),
-                    many => MatchValue::Any(many.iter().map(|s| s.to_string()).collect()),
-                };
-                (k.to_string(), v)
-            })
-            .collect(),
-        percent,
-    }
 }
 
 fn tables() -> Vec<(&'static str, RoutingTable)> {
@@ -62,9 +46,9 @@ fn tables() -> Vec<(&'static str, RoutingTable)> {
         artifacts: BTreeMap::new(),
     };
     let segmented = vec![
-        stage("internal", 100.0, &[("user_kind", &["internal"])]),
-        stage("eu-and-uk", 5.0, &[("geo", &["eu", "uk"])]),
-        stage("everyone", 25.5, &[]),
+        routed("internal", 100.0, &[("user_kind", &["internal"])]),
+        routed("eu-and-uk", 5.0, &[("geo", &["eu", "uk"])]),
+        routed("everyone", 25.5, &[]),
     ];
     let mut no_stable = table(None);
     no_stable.stable = None;
@@ -96,7 +80,7 @@ fn tables() -> Vec<(&'static str, RoutingTable)> {
             table(Some(rollout(
                 "rolling_out",
                 "a1b2c3d4e5f60718",
-                vec![stage("tiny", 0.01, &[])],
+                vec![routed("tiny", 0.01, &[])],
             ))),
         ),
         (
@@ -104,7 +88,7 @@ fn tables() -> Vec<(&'static str, RoutingTable)> {
             table(Some(rollout(
                 "rolling_out",
                 "s",
-                vec![stage("tenant", 99.99, &[("tenant", &["acme"])])],
+                vec![routed("tenant", 99.99, &[("tenant", &["acme"])])],
             ))),
         ),
         (
@@ -112,7 +96,7 @@ fn tables() -> Vec<(&'static str, RoutingTable)> {
             table(Some(rollout(
                 "rolling_out",
                 "ünïcode-salt",
-                vec![stage(
+                vec![routed(
                     "eu-externals",
                     50.0,
                     &[("geo", &["eu"]), ("user_kind", &["external", "trial"])],
@@ -125,8 +109,8 @@ fn tables() -> Vec<(&'static str, RoutingTable)> {
                 "rolling_out",
                 "0000",
                 vec![
-                    stage("us", 100.0, &[("geo", &["us"])]),
-                    stage("rest", 0.0, &[]),
+                    routed("us", 100.0, &[("geo", &["us"])]),
+                    routed("rest", 0.0, &[]),
                 ],
             ))),
         ),
