@@ -292,6 +292,24 @@ impl World {
         self.run(actor, &all).ok().json()
     }
 
+    /// Publishes `payload` on `subject` as any NATS client may (no checks, no signature), and
+    /// waits until the stream has stored it.
+    pub fn publish_raw(&self, subject: &str, payload: Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = async_nats::connect(self.server.url()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            js.publish(subject.to_string(), payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+    }
+
     pub fn file(&self, name: &str, text: &str) -> String {
         let path = self.files.path().join(name);
         std::fs::write(&path, text).unwrap();

@@ -817,19 +817,7 @@ fn the_metrics_endpoint_shows_a_freeze() {
         Some(0.0)
     );
     // A garbage outcome: dead-lettered, and counted for the worker.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(w.server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.publish(outcomes_of("triage"), "not json".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    });
+    w.publish_raw(&outcomes_of("triage"), b"not json".to_vec());
     sim(
         &w,
         &[

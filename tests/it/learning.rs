@@ -9,22 +9,7 @@ use serde_json::Value;
 use crate::fixture::*;
 
 fn publish(w: &World, subject: &str, payload: Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(w.server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.publish(
-            subject.to_string(),
-            serde_json::to_vec(&payload).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    });
+    w.publish_raw(subject, serde_json::to_vec(&payload).unwrap());
 }
 
 fn report(p: &Prepared, n: u32, tag: &str, example: &str) -> Value {
