@@ -12,6 +12,8 @@ use crate::gate::{GateCheck, GatePolicy};
 use crate::ids::{Actor, PromptName, ReleaseId, Timestamp, VersionId};
 use crate::plan::RolloutPlan;
 
+pub use crate::notify::NotificationsSet;
+
 /// The aggregate an event belongs to. The prompt is the consistency boundary: every event of
 /// a prompt and its releases is appended against the last sequence of the prompt's family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +34,8 @@ pub enum FleetTopic {
     Digest(String),
     /// The roster of identities, their keys and roles (`pledger.ledger._fleet.roster`).
     Roster,
+    /// The webhooks notified of releases (`pledger.ledger._fleet.notifications`).
+    Notifications,
 }
 
 impl Aggregate {
@@ -43,7 +47,8 @@ impl Aggregate {
             Aggregate::Fleet(_) => None,
         }
     }
-    /// `prompt:<name>`, `release:<id>`, `fleet:windows`, `fleet:roster` or `fleet:digest-<week>`.
+    /// `prompt:<name>`, `release:<id>`, `fleet:windows`, `fleet:roster`, `fleet:notifications`
+    /// or `fleet:digest-<week>`.
     pub fn id(&self) -> String {
         match self {
             Aggregate::Prompt(p) => format!("prompt:{p}"),
@@ -51,6 +56,7 @@ impl Aggregate {
             Aggregate::Fleet(FleetTopic::Windows) => "fleet:windows".to_string(),
             Aggregate::Fleet(FleetTopic::Digest(week)) => format!("fleet:digest-{week}"),
             Aggregate::Fleet(FleetTopic::Roster) => "fleet:roster".to_string(),
+            Aggregate::Fleet(FleetTopic::Notifications) => "fleet:notifications".to_string(),
         }
     }
 }
@@ -471,6 +477,7 @@ events! {
     IdentityKeyRotated = "fleet.identity_key_rotated",
     IdentityRolesSet = "fleet.identity_roles_set",
     IdentityRevoked = "fleet.identity_revoked",
+    NotificationsSet = "fleet.notifications_set",
 }
 
 impl Event {
@@ -512,6 +519,7 @@ impl Event {
             | Event::IdentityKeyRotated(_)
             | Event::IdentityRolesSet(_)
             | Event::IdentityRevoked(_) => Aggregate::Fleet(FleetTopic::Roster),
+            Event::NotificationsSet(_) => Aggregate::Fleet(FleetTopic::Notifications),
         }
     }
 }
@@ -604,8 +612,8 @@ pub struct WireEnvelope<P = serde_json::Value> {
     pub event_id: String,
     pub kind: String,
     pub schema_version: u32,
-    /// `prompt:<name>`, `release:<prompt>-r<n>`, `fleet:windows`, `fleet:roster` or
-    /// `fleet:digest-<week>`.
+    /// `prompt:<name>`, `release:<prompt>-r<n>`, `fleet:windows`, `fleet:roster`,
+    /// `fleet:notifications` or `fleet:digest-<week>`.
     pub aggregate_id: String,
     pub occurred_at: Timestamp,
     pub actor: Actor,

@@ -127,6 +127,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("collect-regression-case", &[Worker, Reviewer, Oncall]),
     ("close-regression-case", &[Reviewer, ReleaseManager]),
     ("set-global-release-windows", &[Admin]),
+    ("set-notifications", &[Admin]),
     ("record-digest", &[Worker, Admin, ReleaseManager]),
     ("enroll", &[Admin]),
     ("rotate-key", &[Admin]),

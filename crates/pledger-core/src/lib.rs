@@ -20,6 +20,7 @@ pub mod merkle;
 pub mod names;
 pub mod nats_url;
 pub mod note;
+pub mod notify;
 pub mod outcome;
 pub mod plan;
 pub mod promptfoo;

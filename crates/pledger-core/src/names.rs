@@ -32,6 +32,8 @@ const LEDGER_PREFIX: &str = "pledger.ledger.";
 pub const FLEET_WINDOWS_SUBJECT: &str = "pledger.ledger._fleet.windows";
 /// The roster of identities, keys and roles.
 pub const ROSTER_SUBJECT: &str = "pledger.ledger._fleet.roster";
+/// The webhooks notified of releases: one subject, its last accepted event is in force.
+pub const NOTIFICATIONS_SUBJECT: &str = "pledger.ledger._fleet.notifications";
 /// Every digest subject.
 pub const DIGEST_FILTER: &str = "pledger.ledger._fleet.digest.*";
 
@@ -63,6 +65,7 @@ pub fn subject_for(aggregate: &Aggregate) -> String {
         Aggregate::Release(r) => format!("{LEDGER_PREFIX}{}.release.{}", r.prompt(), r.token()),
         Aggregate::Fleet(FleetTopic::Windows) => FLEET_WINDOWS_SUBJECT.to_string(),
         Aggregate::Fleet(FleetTopic::Roster) => ROSTER_SUBJECT.to_string(),
+        Aggregate::Fleet(FleetTopic::Notifications) => NOTIFICATIONS_SUBJECT.to_string(),
         Aggregate::Fleet(FleetTopic::Digest(week)) => digest_subject(week),
     }
 }
@@ -117,6 +120,28 @@ pub fn routing_key(prompt: &PromptName) -> String {
     prompt.to_string()
 }
 
+/// The notifier's claims: one key per (webhook, event) delivery ([`notification_claim_key`]),
+/// so that one replica sends it.
+pub const NOTIFY_CLAIMS_BUCKET: &str = "pledger_notify";
+
+/// A delivery's key in [`NOTIFY_CLAIMS_BUCKET`]: `<webhook>.<event id>`, the event id kept
+/// when it is made of key characters (a UUID is) and otherwise replaced by its SHA-256.
+pub fn notification_claim_key(webhook: &str, event_id: &str) -> String {
+    let plain = !event_id.is_empty()
+        && event_id.len() <= 64
+        && event_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if plain {
+        format!("{webhook}.{event_id}")
+    } else {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(event_id.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{webhook}.sha256-{hex}")
+    }
+}
+
 /// A release's key in [`CANARY_STATUS_BUCKET`].
 pub fn canary_status_key(release: &crate::ReleaseId) -> String {
     release.to_string()
@@ -169,6 +194,9 @@ pub const METRIC_REGRESSION_CASES: &str = "pledger_regression_cases_collected";
 pub const METRIC_DEAD_LETTERS: &str = "pledger_worker_dead_letters";
 /// A worker's durable consumer's messages not delivered yet.
 pub const METRIC_CONSUMER_PENDING: &str = "pledger_worker_consumer_pending";
+/// A counter (exposed with `_total`): webhook deliveries by result (`delivered`, `retried`,
+/// `gave_up`, `dropped`).
+pub const METRIC_NOTIFICATIONS: &str = "pledger_notifications";
 /// A worker's durable consumer's messages delivered and not acknowledged.
 pub const METRIC_CONSUMER_ACK_PENDING: &str = "pledger_worker_consumer_ack_pending";
 

@@ -1075,6 +1075,7 @@ pub fn evolve(state: &mut PromptState, envelope: &Envelope) {
         // Fleet-wide: not part of any prompt's family.
         Event::DigestRecorded(_)
         | Event::FleetWindowsSet(_)
+        | Event::NotificationsSet(_)
         | Event::IdentityEnrolled(_)
         | Event::IdentityKeyRotated(_)
         | Event::IdentityRolesSet(_)

@@ -506,6 +506,7 @@ fn command_of(state: &PromptState, event: &Event) -> Result<Command, Rejection> 
             notice: e.notice.clone(),
         },
         Event::FleetWindowsSet(_)
+        | Event::NotificationsSet(_)
         | Event::DigestRecorded(_)
         | Event::IdentityEnrolled(_)
         | Event::IdentityKeyRotated(_)
@@ -1122,7 +1123,8 @@ impl LedgerVerifier {
 
 /// The rules of the fleet subjects, for a new event after `last` (the subject's last accepted
 /// event) and for a recorded one alike: global windows by an admin, that compile and change
-/// something; one digest per week, by a worker, admin or release manager.
+/// something; webhooks by an admin, valid and changing something; one digest per week, by a
+/// worker, admin or release manager.
 pub fn admit_fleet(
     last: Option<&Event>,
     event: &Event,
@@ -1146,6 +1148,24 @@ pub fn admit_fleet(
                 return Err(Rejection {
                     rule: Rule::Inadmissible,
                     message: "repeats the global windows already in force".into(),
+                });
+            }
+            Ok(())
+        }
+        Event::NotificationsSet(e) => {
+            check_permitted(actor, roles, "set-notifications")?;
+            e.validate().map_err(|err| Rejection {
+                rule: Rule::InvalidInput,
+                message: format!("notifications: {}: {}", err.field, err.message),
+            })?;
+            let current = match last {
+                Some(Event::NotificationsSet(last)) => last.webhooks.as_slice(),
+                _ => &[],
+            };
+            if current == e.webhooks.as_slice() {
+                return Err(Rejection {
+                    rule: Rule::Inadmissible,
+                    message: "repeats the webhooks already in force".into(),
                 });
             }
             Ok(())

@@ -16,6 +16,7 @@ mod live;
 mod merkle;
 mod nats_url;
 mod note;
+mod notify;
 mod outcome;
 mod plan;
 mod promptfoo;

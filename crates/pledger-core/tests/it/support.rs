@@ -849,6 +849,18 @@ pub fn every_kind() -> World {
                 reason: "left the team".into(),
             }),
         )
+        .with_fleet_event(
+            "erin",
+            pledger_core::Event::NotificationsSet(pledger_core::notify::NotificationsSet {
+                webhooks: vec![pledger_core::notify::Webhook {
+                    id: "oncall".into(),
+                    url: "env:ONCALL_SLACK_URL".into(),
+                    events: pledger_core::notify::NotifyOn::ALL.into_iter().collect(),
+                    format: pledger_core::notify::WebhookFormat::Slack,
+                    secret_env: None,
+                }],
+            }),
+        )
         .with_digest()
 }
 
