@@ -356,6 +356,23 @@ impl World {
         p
     }
 
+    /// [`World::worker`] with these environment variables set for the worker's process.
+    pub fn worker_with_env(
+        &self,
+        kind: &str,
+        replica: &str,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
+        self.enroll_workers();
+        let mut p = self.worker_process(kind, replica, &self.files.path().join("workers"));
+        p.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        p.start();
+        p
+    }
+
     /// Starts `pledger worker <kind>` with its stores (and keys) under `data_dir`, which may
     /// have served another world's ledger before. The keys there must be enrolled here
     /// ([`World::enroll_workers_in`]).
@@ -373,6 +390,7 @@ impl World {
             data_dir: data_dir.to_path_buf(),
             clock: self.clock.clone(),
             extra: Vec::new(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -437,6 +455,8 @@ pub struct WorkerProcess {
     clock: Option<PathBuf>,
     /// More arguments for `pledger worker`.
     extra: Vec<String>,
+    /// More environment variables for its process.
+    env: Vec<(String, String)>,
     child: Option<std::process::Child>,
 }
 
@@ -452,6 +472,7 @@ impl WorkerProcess {
             data_dir: data_dir.to_path_buf(),
             clock: None,
             extra: Vec::new(),
+            env: Vec::new(),
             child: None,
         };
         p.start();
@@ -492,6 +513,7 @@ impl WorkerProcess {
             ])
             .arg(&self.data_dir)
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("PLEDGER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,6 +9,7 @@ mod fixture;
 mod input;
 mod learning;
 mod lifecycle;
+mod notify;
 mod permissions;
 mod races;
 mod rules;

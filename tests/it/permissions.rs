@@ -430,7 +430,28 @@ async fn people_and_workers_append_to_the_ledger_and_write_routing() {
             assert_eq!(role.append(&dead, b"{}").await.stream, "PLEDGER_DEADLETTER");
             let note = role.append("pledger.checkpoints", b"a note").await;
             assert_eq!(note.stream, "PLEDGER_CHECKPOINTS");
+            // The notifier's claims: create, read, compare-and-set.
+            let claims = role
+                .js
+                .get_key_value(pledger_core::names::NOTIFY_CLAIMS_BUCKET)
+                .await
+                .unwrap();
+            let revision = claims.create("ops.e1", "claim".into()).await.unwrap();
+            let entry = claims.entry("ops.e1").await.unwrap().unwrap();
+            assert_eq!(
+                (entry.revision, &entry.value[..]),
+                (revision, &b"claim"[..])
+            );
+            claims
+                .update("ops.e1", "delivered".into(), revision)
+                .await
+                .unwrap();
         } else {
+            role.refused(
+                "$KV.pledger_notify.ops.e1",
+                role.try_append("$KV.pledger_notify.ops.e1"),
+            )
+            .await;
             role.refused(&dead, role.try_append(&dead)).await;
             role.refused(
                 "pledger.checkpoints",

@@ -84,7 +84,7 @@ fn the_demo_runs_to_completion() {
 }
 
 /// Waits until a `pledger up` at `url` has finished its set-up (the roster lists the person
-/// and the six workers) and returns the roster. `pledger init` succeeds once the server
+/// and the seven workers) and returns the roster. `pledger init` succeeds once the server
 /// accepts connections; until then the only failure expected is "cannot reach" (exit 5).
 fn wait_for_setup(
     url: &str,
@@ -117,7 +117,7 @@ fn wait_for_setup(
     loop {
         let list = pledger(&["--json", "identity", "list"]);
         let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
-        if v["identities"].as_array().is_some_and(|a| a.len() == 7) {
+        if v["identities"].as_array().is_some_and(|a| a.len() == 8) {
             return v;
         }
         assert!(

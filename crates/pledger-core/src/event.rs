@@ -360,6 +360,33 @@ pub enum Notice {
 }
 
 impl Notice {
+    /// What the notice asks of people, in one line.
+    pub fn describe(&self) -> String {
+        match self {
+            Notice::BakeReached { stage } => {
+                format!("stage `{stage}` baked and is healthy; its plan advances by hand")
+            }
+            Notice::StuckOnData {
+                stage,
+                samples,
+                min_samples,
+                overdue,
+            } => format!(
+                "stage `{stage}` is {overdue} past its bake time with {samples} of {min_samples} samples per arm (not passed; send traffic or change the plan)"
+            ),
+            Notice::StaleReview {
+                missing, waiting, ..
+            } => format!(
+                "waiting {waiting} for the {} review",
+                missing
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        }
+    }
+
     /// What a notice is about, for de-duplication: one notice per stage visit, per candidate.
     pub fn key(&self, stage_entered_at: Option<Timestamp>) -> String {
         let visit = stage_entered_at

@@ -123,6 +123,8 @@ pub fn routing_key(prompt: &PromptName) -> String {
 /// The notifier's claims: one key per (webhook, event) delivery ([`notification_claim_key`]),
 /// so that one replica sends it.
 pub const NOTIFY_CLAIMS_BUCKET: &str = "pledger_notify";
+/// The stream behind [`NOTIFY_CLAIMS_BUCKET`].
+pub const NOTIFY_CLAIMS_STREAM: &str = "KV_pledger_notify";
 
 /// A delivery's key in [`NOTIFY_CLAIMS_BUCKET`]: `<webhook>.<event id>`, the event id kept
 /// when it is made of key characters (a UUID is) and otherwise replaced by its SHA-256.

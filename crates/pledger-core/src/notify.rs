@@ -14,7 +14,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Envelope, Event, Notice};
+use crate::event::{Envelope, Event};
 use crate::FieldError;
 
 /// What a webhook can be notified of.
@@ -394,7 +394,7 @@ pub fn notification_of(envelope: &Envelope, sequence: u64) -> Option<Notificatio
         Event::NoticeRaised(e) => (
             NotifyOn::Notice,
             &e.release,
-            format!("{}: {}", e.release, notice_text(&e.notice)),
+            format!("{}: {}", e.release, e.notice.describe()),
         ),
         _ => return None,
     };
@@ -409,34 +409,6 @@ pub fn notification_of(envelope: &Envelope, sequence: u64) -> Option<Notificatio
         release: release.clone(),
         summary,
     })
-}
-
-fn notice_text(notice: &Notice) -> String {
-    match notice {
-        Notice::BakeReached { stage } => {
-            format!("stage `{stage}` baked and is healthy; it advances by hand")
-        }
-        Notice::StuckOnData {
-            stage,
-            samples,
-            min_samples,
-            overdue,
-        } => format!(
-            "stage `{stage}` is {overdue} past its bake time with {samples} of {min_samples} samples"
-        ),
-        Notice::StaleReview {
-            candidate,
-            missing,
-            waiting,
-        } => format!(
-            "{candidate} has waited {waiting} for its {} review",
-            missing
-                .iter()
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ),
-    }
 }
 
 /// The body of a notification for `format`. The JSON body carries the ledger event as

@@ -17,6 +17,7 @@ use pledger_core::event::{
     Aggregate, DigestRecorded, Envelope, Event, EventMeta, FleetTopic, FleetWindowsSet,
 };
 use pledger_core::identity::{check_permitted, Role, Roster, RosterCommand};
+use pledger_core::notify::{NotificationsSet, Subscriptions};
 use pledger_core::state::Detail;
 pub use pledger_core::verify::Check;
 use pledger_core::verify::EventIdDigests;
@@ -34,13 +35,14 @@ pub use pledger_core::names::{
     OUTCOMES_SUBJECTS, ROUTING_BUCKET,
 };
 /// The streams (and buckets' streams) `init --replicas` replicates.
-pub const REPLICATED_STREAMS: [&str; 6] = [
+pub const REPLICATED_STREAMS: [&str; 7] = [
     LEDGER_STREAM,
     pledger_core::names::CHECKPOINT_STREAM,
     OUTCOMES_STREAM,
     DEADLETTER_STREAM,
     pledger_core::names::ROUTING_STREAM,
     pledger_core::names::CANARY_STATUS_STREAM,
+    pledger_core::names::NOTIFY_CLAIMS_STREAM,
 ];
 /// How often an append that finds no stream leader (an election after a node was lost) is
 /// sent, [`ELECTION_PAUSE`] apart: about 8 s in all, within the 10 s a cluster takes to elect.
@@ -77,7 +79,7 @@ pub const MAX_ATTEMPTS: usize = 10;
 
 pub use pledger_core::names::{
     digest_subject, family_filter, prompt_subject, subject_for, DIGEST_FILTER,
-    FLEET_WINDOWS_SUBJECT, LEDGER_SUBJECTS, ROSTER_SUBJECT,
+    FLEET_WINDOWS_SUBJECT, LEDGER_SUBJECTS, NOTIFICATIONS_SUBJECT, ROSTER_SUBJECT,
 };
 
 /// An event as read back from the stream, verified and accepted.
@@ -442,6 +444,7 @@ impl Ledger {
         }
         crate::routing::ensure_bucket(&self.js, num_replicas).await?;
         crate::routing::ensure_status_bucket(&self.js, num_replicas).await?;
+        crate::worker::notifier::ensure_claims_bucket(&self.js, num_replicas).await?;
         if let Some(n) = replicas {
             for name in REPLICATED_STREAMS {
                 let mut s = self
@@ -1216,6 +1219,71 @@ impl Ledger {
         }
         Err(ExecuteError::Conflict {
             prompt: PromptName::parse("fleet").expect("valid"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// The webhooks in force, each with the ledger sequence it is notified from (folded from
+    /// the accepted events of `pledger.ledger._fleet.notifications`), the ignored messages on
+    /// that subject, and its last raw sequence.
+    pub async fn notifications(&self) -> Result<(Subscriptions, Vec<Ignored>, u64), InfraError> {
+        let (_, subscriptions, ignored, last) = self.load_notifications().await?;
+        Ok((subscriptions, ignored, last))
+    }
+
+    async fn load_notifications(
+        &self,
+    ) -> Result<(LedgerVerifier, Subscriptions, Vec<Ignored>, u64), InfraError> {
+        let raws = self
+            .read_raw(&[ROSTER_SUBJECT, NOTIFICATIONS_SUBJECT], 0)
+            .await?;
+        let mut verifier = LedgerVerifier::new();
+        let verified = Verified::of(&mut verifier, &raws);
+        let mut subscriptions = Subscriptions::default();
+        for r in &verified.accepted {
+            if let Event::NotificationsSet(set) = &r.envelope.event {
+                subscriptions.apply(r.sequence, set);
+            }
+        }
+        let last = raws
+            .iter()
+            .filter(|r| r.subject == NOTIFICATIONS_SUBJECT)
+            .map(|r| r.sequence)
+            .max()
+            .unwrap_or(0);
+        let ignored = verified
+            .ignored
+            .into_iter()
+            .filter(|i| i.finding.subject == NOTIFICATIONS_SUBJECT)
+            .collect();
+        Ok((verifier, subscriptions, ignored, last))
+    }
+
+    /// Changes the webhooks, signed by an admin: `change` gets the set in force and returns
+    /// the new one (or refuses). Conditional on the subject's last sequence, so two admins
+    /// editing at once do not overwrite each other.
+    pub async fn set_notifications(
+        &self,
+        change: impl Fn(&NotificationsSet) -> Result<NotificationsSet, Rejection>,
+        signer: &(dyn EventSigner + Sync),
+    ) -> Result<Recorded, ExecuteError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (verifier, subscriptions, _, last) = self.load_notifications().await?;
+            let who = identify(&verifier.roster, signer)?;
+            check_permitted(&who.actor, &who.roles, "set-notifications")?;
+            let event = Event::NotificationsSet(change(&subscriptions.set())?);
+            let aggregate = event.aggregate();
+            let current = verifier.fleet_last(&aggregate).map(|e| &e.event);
+            admit_fleet(current, &event, &who.actor, &who.roles)?;
+            if let Some(r) = self
+                .append_fleet(&verifier, last, event, &who.actor, signer)
+                .await?
+            {
+                return Ok(r);
+            }
+        }
+        Err(ExecuteError::Conflict {
+            prompt: PromptName::parse("notifications").expect("valid"),
             attempts: MAX_ATTEMPTS,
         })
     }

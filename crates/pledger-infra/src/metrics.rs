@@ -84,6 +84,12 @@ pub struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub webhook: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabels {
     pub worker: String,
     pub replica: String,
@@ -116,6 +122,7 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     regression_cases: Family<PromptLabels, Counter>,
     dead_letters: Family<WorkerLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     consumer_pending: Family<ConsumerLabels, Gauge>,
     consumer_ack_pending: Family<ConsumerLabels, Gauge>,
     /// Per prompt: the release its status and phase series name.
@@ -175,6 +182,7 @@ impl Metrics {
             decisions: Family::default(),
             regression_cases: Family::default(),
             dead_letters: Family::default(),
+            notifications: Family::default(),
             consumer_pending: Family::default(),
             consumer_ack_pending: Family::default(),
             shown: Mutex::new(BTreeMap::new()),
@@ -245,6 +253,11 @@ impl Metrics {
             names::METRIC_DEAD_LETTERS,
             "Messages a worker could not use, copied to the dead-letter stream with the reason",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            names::METRIC_NOTIFICATIONS,
+            "Webhook deliveries by result: delivered, retried (an attempt failed and is tried again), gave_up (dead-lettered), dropped (delivered by another replica, or the webhook was removed)",
+            m.notifications.clone(),
         );
         registry.register(
             names::METRIC_CONSUMER_PENDING,
@@ -430,6 +443,16 @@ impl Metrics {
             .get_or_create(&WorkerLabels {
                 worker: worker.to_string(),
                 replica: replica.to_string(),
+            })
+            .inc();
+    }
+
+    /// A webhook delivery attempt's result (`delivered`, `retried`, `gave_up`, `dropped`).
+    pub fn notification(&self, webhook: &str, result: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                webhook: webhook.to_string(),
+                result: result.to_string(),
             })
             .inc();
     }

@@ -104,6 +104,7 @@ impl App {
             TopCommand::Sim(args) => crate::sim::run(&self.url, &args).await,
             TopCommand::Regressions(c) => self.regressions(c).await,
             TopCommand::Windows(c) => self.windows(c).await,
+            TopCommand::Notify(c) => self.notify(c).await,
             TopCommand::Digest { week, list: false } => self.digest(week).await,
             TopCommand::Digest { list: true, .. } => self.digest_list().await,
             TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Bench(_) => {

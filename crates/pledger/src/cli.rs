@@ -99,6 +99,10 @@ pub enum TopCommand {
     /// Release windows: when rollouts may start, advance and complete.
     #[command(subcommand)]
     Windows(WindowsCommand),
+    /// Webhooks notified of failed gates, freezes, rollbacks, completions and the scheduler's
+    /// notices (delivered by the notifier worker).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// The weekly digest: shipped, frozen, rolled back, failed gates, trade-offs, open cases,
     /// stale reviews. A finished week's digest is recorded on the ledger once.
     Digest {
@@ -121,6 +125,39 @@ pub enum TopCommand {
     /// bundle must cover.
     #[command(subcommand)]
     Regressions(RegressionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Add a webhook (admin only). It hears of events recorded from now on.
+    Add {
+        /// Its name: lower-case letters, digits and `-` (e.g. `oncall-slack`).
+        id: String,
+        /// `https://…`, or `env:NAME` to read the URL from the notifier's environment variable
+        /// NAME (keeps a secret URL, such as a Slack webhook's, off the ledger).
+        #[arg(long)]
+        url: String,
+        /// Comma-separated: gate_failed, frozen, rolled_back, completed, notice, or all.
+        #[arg(long, default_value = "all")]
+        events: String,
+        /// The body: json (the notification with its ledger event) or slack (a Slack message).
+        #[arg(long, value_enum, default_value = "json")]
+        format: NotifyFormat,
+        /// The notifier's environment variable holding a shared secret: requests then carry
+        /// `X-Pledger-Signature: sha256=<HMAC-SHA256 of the body>`.
+        #[arg(long, value_name = "NAME")]
+        secret_env: Option<String>,
+    },
+    /// The webhooks in force.
+    List,
+    /// Remove a webhook (admin only); what is queued for it is dropped.
+    Remove { id: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NotifyFormat {
+    Json,
+    Slack,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +247,8 @@ pub enum WorkerChoice {
     Feedback,
     Scheduler,
     Notary,
+    /// Delivers notifications to the webhooks `pledger notify` configures.
+    Notifier,
     All,
 }
 

@@ -158,11 +158,18 @@ pub fn summarize(event: &Event) -> String {
             ),
             None => "global release windows cleared".to_string(),
         },
-        Event::NoticeRaised(e) => format!(
-            "{} needs a person: {}",
-            e.release,
-            pledger_infra::worker::scheduler::describe(&e.notice)
-        ),
+        Event::NotificationsSet(e) => match e.webhooks.as_slice() {
+            [] => "webhooks cleared: nobody is notified".to_string(),
+            hooks => format!(
+                "webhooks set: {}",
+                hooks
+                    .iter()
+                    .map(|w| w.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        Event::NoticeRaised(e) => format!("{} needs a person: {}", e.release, e.notice.describe()),
         Event::DigestRecorded(e) => format!(
             "digest of {} recorded: {} shipped, {} frozen, {} rolled back",
             e.week,

@@ -18,6 +18,7 @@ pub fn kinds(choice: WorkerChoice) -> Vec<WorkerKind> {
         WorkerChoice::Feedback => vec![WorkerKind::Feedback],
         WorkerChoice::Scheduler => vec![WorkerKind::Scheduler],
         WorkerChoice::Notary => vec![WorkerKind::Notary],
+        WorkerChoice::Notifier => vec![WorkerKind::Notifier],
         WorkerChoice::All => WorkerKind::ALL.to_vec(),
     }
 }
@@ -192,6 +193,7 @@ async fn run_worker(
             let config = NOTARY.get().cloned().unwrap_or_default();
             pledger_infra::worker::notary::run_with(ctx, rx, config).await
         }
+        WorkerKind::Notifier => pledger_infra::worker::notifier::run(ctx, rx).await,
     };
     result.map_err(|e| format!("{}: {e}", kind.name()))
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 /// The starts of string literals that spell a shared name.
-const SPELLINGS: [&str; 14] = [
+const SPELLINGS: [&str; 16] = [
     "\"pledger_release_",
     "\"pledger_rollout_",
     "\"pledger_decisions",
@@ -24,6 +24,8 @@ const SPELLINGS: [&str; 14] = [
     "\"pledger.deadletter.",
     "\"pledger_routing",
     "\"pledger_canary",
+    "\"pledger_notify",
+    "\"pledger_notifications",
     "\"KV_pledger_",
 ];
 

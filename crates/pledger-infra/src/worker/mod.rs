@@ -9,6 +9,7 @@ pub mod canary;
 pub mod feedback;
 pub mod gatekeeper;
 pub mod notary;
+pub mod notifier;
 pub mod router;
 pub mod scheduler;
 pub mod supervise;
@@ -57,16 +58,18 @@ pub enum WorkerKind {
     Feedback,
     Scheduler,
     Notary,
+    Notifier,
 }
 
 impl WorkerKind {
-    pub const ALL: [WorkerKind; 6] = [
+    pub const ALL: [WorkerKind; 7] = [
         WorkerKind::Gatekeeper,
         WorkerKind::Router,
         WorkerKind::Canary,
         WorkerKind::Feedback,
         WorkerKind::Scheduler,
         WorkerKind::Notary,
+        WorkerKind::Notifier,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,14 +80,17 @@ impl WorkerKind {
             WorkerKind::Feedback => "feedback",
             WorkerKind::Scheduler => "scheduler",
             WorkerKind::Notary => "notary",
+            WorkerKind::Notifier => "notifier",
         }
     }
 
     /// The role its identity is enrolled with: the notary signs checkpoints and nothing else;
-    /// every other worker records decisions.
+    /// the notifier records nothing (an auditor may sign nothing); every other worker records
+    /// decisions.
     pub fn role(self) -> pledger_core::identity::Role {
         match self {
             WorkerKind::Notary => pledger_core::identity::Role::Notary,
+            WorkerKind::Notifier => pledger_core::identity::Role::Auditor,
             _ => pledger_core::identity::Role::Worker,
         }
     }

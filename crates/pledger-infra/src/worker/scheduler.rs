@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use pledger_core::digest::DigestBuilder;
-use pledger_core::event::{DigestRecorded, Notice};
+use pledger_core::event::DigestRecorded;
 use pledger_core::verify::{EventSigner, LedgerVerifier};
 use pledger_core::window::{CronSchedule, Week};
 use pledger_core::workers::scheduler::{digest_due, needs_status, notices, NoticeLimits};
@@ -280,7 +280,7 @@ impl Scheduler {
                 .await;
             match result {
                 Ok(done) if !done.recorded.is_empty() => {
-                    warn!(release = %release, "needs a person: {}", describe(&notice))
+                    warn!(release = %release, "needs a person: {}", notice.describe())
                 }
                 Ok(_) => {}
                 // The release moved on since this replica looked; nothing to report.
@@ -295,32 +295,5 @@ impl Scheduler {
             }
         }
         Ok(())
-    }
-}
-
-/// One line for people about a notice.
-pub fn describe(notice: &Notice) -> String {
-    match notice {
-        Notice::BakeReached { stage } => {
-            format!("stage `{stage}` baked and is healthy; its plan advances by hand")
-        }
-        Notice::StuckOnData {
-            stage,
-            samples,
-            min_samples,
-            overdue,
-        } => format!(
-            "stage `{stage}` is {overdue} past its bake time with {samples} of {min_samples} samples per arm (not passed; send traffic or change the plan)"
-        ),
-        Notice::StaleReview {
-            missing, waiting, ..
-        } => format!(
-            "waiting {waiting} for the {} review",
-            missing
-                .iter()
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ),
     }
 }

@@ -33,7 +33,8 @@ async fn spawn(
             WorkerKind::Canary
             | WorkerKind::Feedback
             | WorkerKind::Scheduler
-            | WorkerKind::Notary => {
+            | WorkerKind::Notary
+            | WorkerKind::Notifier => {
                 unreachable!("end-to-end tests cover these")
             }
         }

@@ -8,6 +8,7 @@
 
 mod audit;
 mod eval;
+mod notify;
 mod prompt;
 mod regressions;
 mod release;
