@@ -106,6 +106,12 @@ impl ProjectionTx<'_> {
     }
 }
 
+/// The page cache of each store. sled's default is 1 GiB per database, and its cache keeps
+/// the pages a store writes until it is full, so a long-running worker's resident memory grew
+/// with the writes of its life rather than with what it holds: a worker's projection (views,
+/// per-visit counts of active releases, queues) is a few MiB at most.
+pub const CACHE_CAPACITY: u64 = 8 * 1024 * 1024;
+
 /// How long [`ProjectionStore::open`] waits for a store's lock released by a handle just dropped.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -128,7 +134,11 @@ impl ProjectionStore {
     pub fn open(path: &Path) -> Result<ProjectionStore, ProjectionError> {
         let started = std::time::Instant::now();
         let db = loop {
-            match sled::open(path) {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_CAPACITY)
+                .open()
+            {
                 Ok(db) => break db,
                 Err(source) if is_lock_held(&source) && started.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(std::time::Duration::from_millis(20));

@@ -158,7 +158,7 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
                         }) {
                             subscriptions = ctx.ledger.notifications().await?.0;
                         }
-                        enqueue(&ctx, &batch).await?;
+                        enqueue(&ctx, &subscriptions, &batch).await?;
                         ctx.ack(&batch).await?;
                     }
                 }
@@ -186,19 +186,20 @@ pub async fn run(ctx: WorkerContext, mut shutdown: Shutdown) -> Result<(), Worke
 }
 
 /// Turns a ledger batch into queued deliveries, committed with the batch's last sequence.
-async fn enqueue(ctx: &WorkerContext, batch: &[jetstream::Message]) -> Result<(), WorkerError> {
+/// `known` is the webhooks as of this batch (read again whenever a batch changes them).
+async fn enqueue(
+    ctx: &WorkerContext,
+    known: &Subscriptions,
+    batch: &[jetstream::Message],
+) -> Result<(), WorkerError> {
     let applied = ctx.store.applied_sequence(SOURCE)?;
     let (prompts, last) = touched_prompts(batch, applied, |e| NotifyOn::relevant_kind(e.kind()))?;
     let mut queued = Vec::new();
     let mut through = Vec::new();
-    let (first_look, _, _) = if prompts.is_empty() {
-        Default::default()
-    } else {
-        ctx.ledger.notifications().await?
-    };
-    // With no webhook nothing is read: a family read would move this process's in-memory
-    // snapshot past events that a webhook added later must still be able to hear of.
-    if !first_look.webhooks.is_empty() {
+    // With no webhook nothing is read (a ledger without webhooks costs the notifier its
+    // consumer and nothing more), and nothing moves: a family read would move this process's
+    // in-memory snapshot past events that a webhook added later must still hear of.
+    if !prompts.is_empty() && !known.webhooks.is_empty() {
         let mut families = Vec::new();
         for prompt in &prompts {
             families.push((prompt, ctx.load(prompt).await?));
