@@ -117,7 +117,14 @@ fn a_freeze_and_a_rollback_reach_a_webhook_that_fails_twice_once_across_two_repl
         ],
     )
     .ok();
+    // Garbage on the webhooks' subject is reported and changes nothing.
+    w.publish_raw(
+        pledger_core::names::NOTIFICATIONS_SUBJECT,
+        br#"{"kind":"fleet.notifications_set","payload":{"webhooks":[]}}"#.to_vec(),
+    );
     let listed = w.json("reviewer", &["notify", "list"]);
+    assert_eq!(listed["ignored"], 1);
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1);
     assert_eq!(listed["webhooks"][0]["webhook"]["id"], "oncall");
     assert_eq!(
         listed["webhooks"][0]["webhook"]["url"],

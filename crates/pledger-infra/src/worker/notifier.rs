@@ -270,9 +270,12 @@ fn dispatch(
         if !heads.insert(d.webhook.clone()) || busy.contains(&key) {
             continue;
         }
-        if d.next_at_ms > now || in_flight.len() >= MAX_IN_FLIGHT {
-            let at = d.next_at_ms.max(now);
-            next_due = Some(next_due.map_or(at, |n| n.min(at)));
+        if d.next_at_ms > now {
+            next_due = Some(next_due.map_or(d.next_at_ms, |n| n.min(d.next_at_ms)));
+            continue;
+        }
+        if in_flight.len() >= MAX_IN_FLIGHT {
+            // Due, but every slot is taken: the attempt that finishes first wakes the loop.
             continue;
         }
         busy.insert(key.clone());
