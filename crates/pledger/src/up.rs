@@ -90,7 +90,7 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
         data_dir.display(),
-        if args.no_workers { "" } else { "; gatekeeper, router, canary monitor, feedback collector, scheduler and notary running" }
+        if args.no_workers { "" } else { "; gatekeeper, router, canary monitor, feedback collector, scheduler, notary and notifier running" }
     );
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let outcome: Result<&str, Failure> = loop {
