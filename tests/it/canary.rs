@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::fixture::*;
 
-const AUTO_PLAN: &str = r#"
+pub(crate) const AUTO_PLAN: &str = r#"
 [[stages]]
 name = "internal"
 match = { user_kind = "internal" }
@@ -37,7 +37,7 @@ automatic = true
 "#;
 
 /// A release of `triage` rolling out under `plan`.
-fn rolling_with(w: &World, plan: &str) -> Prepared {
+pub(crate) fn rolling_with(w: &World, plan: &str) -> Prepared {
     let p = gated(w, "triage");
     let file = w.file("auto-plan.toml", plan);
     w.run("maria", &["rollout", "plan", &p.release, &file]).ok();
@@ -47,6 +47,28 @@ fn rolling_with(w: &World, plan: &str) -> Prepared {
 
 fn show(w: &World, release: &str) -> Value {
     w.json("auditor", &["release", "show", release])
+}
+
+/// 3,000 requests to `triage` whose candidate escalates 30% of the time, half from internal
+/// users.
+pub(crate) fn regressed_traffic(w: &World) {
+    sim(
+        w,
+        &[
+            "--requests",
+            "3000",
+            "--seed",
+            "5",
+            "--regression-after",
+            "0",
+            "--regression-rate",
+            "0.3",
+            "--segment",
+            "user_kind=internal:1",
+            "--segment",
+            "user_kind=customer:1",
+        ],
+    );
 }
 
 fn sim(w: &World, args: &[&str]) -> Value {
@@ -487,23 +509,7 @@ fn a_freeze_without_automatic_rollback_waits_and_a_resume_counts_afresh() {
         "automatic = false\n\n[advance]",
     );
     let p = rolling_with(&w, &plan);
-    sim(
-        &w,
-        &[
-            "--requests",
-            "3000",
-            "--seed",
-            "5",
-            "--regression-after",
-            "0",
-            "--regression-rate",
-            "0.3",
-            "--segment",
-            "user_kind=internal:1",
-            "--segment",
-            "user_kind=customer:1",
-        ],
-    );
+    regressed_traffic(&w);
     w.wait_for("the automatic freeze", Duration::from_secs(30), || {
         (show(&w, &p.release)["state"] == "frozen").then_some(())
     });
@@ -818,23 +824,7 @@ fn the_metrics_endpoint_shows_a_freeze() {
     );
     // A garbage outcome: dead-lettered, and counted for the worker.
     w.publish_raw(&outcomes_of("triage"), b"not json".to_vec());
-    sim(
-        &w,
-        &[
-            "--requests",
-            "3000",
-            "--seed",
-            "5",
-            "--regression-after",
-            "0",
-            "--regression-rate",
-            "0.3",
-            "--segment",
-            "user_kind=internal:1",
-            "--segment",
-            "user_kind=customer:1",
-        ],
-    );
+    regressed_traffic(&w);
     w.wait_for("the automatic freeze", Duration::from_secs(30), || {
         (show(&w, &p.release)["state"] == "frozen").then_some(())
     });

@@ -18,3 +18,4 @@ mod server;
 mod snapshots;
 mod stores;
 mod trust;
+mod ui;

@@ -14,7 +14,16 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
     // The person running `pledger up` (maria) gets a key in her keyring and is enrolled as
     // the first admin; the workers get keys under the data dir.
     let up = std::process::Command::new(pledger_bin())
-        .args(["--as", "maria", "up", "--listen", &listen, "--data-dir"])
+        .args([
+            "--as",
+            "maria",
+            "up",
+            "--listen",
+            &listen,
+            "--ui",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data.path())
         .env("PLEDGER_CONFIG_DIR", &config)
         .env("HOME", data.path())
@@ -46,7 +55,14 @@ fn up_serves_the_ledger_and_stops_cleanly_on_sigterm() {
     assert!(term.success());
     let out = up.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped cleanly"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped cleanly"));
+    // It served the release pages on the free port it was given, and said where.
+    assert!(
+        stderr.contains("pledger up: release pages at http://127.0.0.1:")
+            && !stderr.contains("release pages at http://127.0.0.1:0/"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -480,6 +480,11 @@ pub struct GuardrailJudgement {
     /// For latency: the threshold (ms) whose exceedance share is tested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_threshold_ms: Option<f64>,
+    /// The variance of the mSPRT's mixture prior over the excess (`τ²·σ²`), with which
+    /// [`GuardrailJudgement::breach_excess`] finds the excess that would breach. Absent (0)
+    /// in judgements recorded before it was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mixture_variance: f64,
     /// Natural log of the mSPRT's mixture likelihood ratio `ln Λ`.
     pub statistic: f64,
     /// Natural log of the level the likelihood ratio must reach to breach: `ln(K/α)`.
@@ -504,6 +509,54 @@ pub struct Judgement {
     pub guardrails: Vec<GuardrailJudgement>,
     /// The configuration the judgement used.
     pub config: JudgeConfig,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl GuardrailJudgement {
+    /// The excess at which this test would breach with the information it has (its standard
+    /// error): the smallest `x` with `ln Λ(x) >= threshold`. `excess − breach_excess()` is the
+    /// lower edge of the test's interval: it is at or above 0 exactly when the guardrail is
+    /// breached, which is what the release page draws. `None` when the judgement does not say
+    /// (no samples, or recorded before the mixture variance was kept).
+    pub fn breach_excess(&self) -> Option<f64> {
+        let v = self.std_error * self.std_error;
+        if !(self.mixture_variance > 0.0 && v > 0.0 && self.threshold.is_finite()) {
+            return None;
+        }
+        excess_to_reach(self.threshold, v, self.mixture_variance)
+    }
+}
+
+/// The smallest `x >= 0` with `ln Λ(x, v, tau_sq) >= level` ([`log_mixture_likelihood_ratio`]
+/// is increasing in `x`), to a relative precision of about 1e-9; `None` when no finite `x`
+/// reaches it.
+pub fn excess_to_reach(level: f64, v: f64, tau_sq: f64) -> Option<f64> {
+    let at = |x: f64| log_mixture_likelihood_ratio(x, v, tau_sq);
+    if at(0.0) >= level {
+        return Some(0.0);
+    }
+    let mut hi = v.sqrt().max(1e-12);
+    let mut doublings = 0;
+    while at(hi) < level {
+        hi *= 2.0;
+        doublings += 1;
+        if doublings > 200 || !hi.is_finite() {
+            return None;
+        }
+    }
+    let mut lo = 0.0;
+    for _ in 0..64 {
+        let mid = 0.5 * (lo + hi);
+        if at(mid) >= level {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
 }
 
 impl Judgement {
@@ -1003,6 +1056,7 @@ impl Declared {
             excess: finite(x),
             std_error: finite(v.sqrt()),
             latency_threshold_ms: latency_threshold_ms.map(finite),
+            mixture_variance: finite(tau_sq * sigma_sq),
             statistic,
             threshold,
             breached: statistic >= threshold,

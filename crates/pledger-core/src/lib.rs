@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod audit;
 pub mod bundle;
 pub mod canary;
+pub mod chart;
 pub mod decide;
 pub mod diff;
 pub mod digest;

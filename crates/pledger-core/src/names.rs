@@ -18,6 +18,13 @@ pub const OUTCOMES_STREAM: &str = "PLEDGER_OUTCOMES";
 pub const DEADLETTER_STREAM: &str = "PLEDGER_DEADLETTER";
 /// The notary's signed checkpoints of the ledger's Merkle tree.
 pub const CHECKPOINT_STREAM: &str = "PLEDGER_CHECKPOINTS";
+/// The canary monitor's judgement history (what the release page charts): limits-based, at
+/// most [`JUDGEMENTS_PER_RELEASE`] points per release, none older than [`JUDGEMENTS_MAX_AGE_DAYS`].
+pub const JUDGEMENTS_STREAM: &str = "PLEDGER_JUDGEMENTS";
+/// Most judgement points kept per release: at one every 5 s, about 14 hours of judging.
+pub const JUDGEMENTS_PER_RELEASE: i64 = 10_000;
+/// Judgement points older than this many days are removed.
+pub const JUDGEMENTS_MAX_AGE_DAYS: u64 = 90;
 
 // ---------------------------------------------------------------------------------------------
 // Ledger subjects
@@ -82,6 +89,14 @@ pub const OUTCOMES_FILTER: &str = "pledger.outcomes.*";
 /// The subject services publish a prompt's outcomes on.
 pub fn outcome_subject(prompt: &PromptName) -> String {
     format!("pledger.outcomes.{prompt}")
+}
+
+/// Every judgement history subject.
+pub const JUDGEMENTS_SUBJECTS: &str = "pledger.judgements.>";
+
+/// The subject of one release's judgement history.
+pub fn judgement_subject(release: &crate::ReleaseId) -> String {
+    format!("pledger.judgements.{release}")
 }
 
 /// Every dead-letter subject.

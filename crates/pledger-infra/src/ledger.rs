@@ -35,9 +35,10 @@ pub use pledger_core::names::{
     OUTCOMES_SUBJECTS, ROUTING_BUCKET,
 };
 /// The streams (and buckets' streams) `init --replicas` replicates.
-pub const REPLICATED_STREAMS: [&str; 7] = [
+pub const REPLICATED_STREAMS: [&str; 8] = [
     LEDGER_STREAM,
     pledger_core::names::CHECKPOINT_STREAM,
+    pledger_core::names::JUDGEMENTS_STREAM,
     OUTCOMES_STREAM,
     DEADLETTER_STREAM,
     pledger_core::names::ROUTING_STREAM,
@@ -442,6 +443,28 @@ impl Ledger {
                 .await
                 .map_err(InfraError::stream_setup)?;
         }
+        // The canary monitor's judgement history: limits-based, bounded per release and by
+        // age (what the release page charts; not part of the ledger).
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: pledger_core::names::JUDGEMENTS_STREAM.to_string(),
+                description: Some(
+                    "Prompt Ledger: the canary monitor's judgements over time (limits-based)"
+                        .into(),
+                ),
+                subjects: vec![pledger_core::names::JUDGEMENTS_SUBJECTS.to_string()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                max_messages_per_subject: pledger_core::names::JUDGEMENTS_PER_RELEASE,
+                max_age: Duration::from_secs(
+                    pledger_core::names::JUDGEMENTS_MAX_AGE_DAYS * 24 * 3600,
+                ),
+                max_message_size: 64 * 1024,
+                num_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(InfraError::stream_setup)?;
         crate::routing::ensure_bucket(&self.js, num_replicas).await?;
         crate::routing::ensure_status_bucket(&self.js, num_replicas).await?;
         crate::worker::notifier::ensure_claims_bucket(&self.js, num_replicas).await?;

@@ -107,7 +107,11 @@ impl App {
             TopCommand::Notify(c) => self.notify(c).await,
             TopCommand::Digest { week, list: false } => self.digest(week).await,
             TopCommand::Digest { list: true, .. } => self.digest_list().await,
-            TopCommand::Up(_) | TopCommand::Demo | TopCommand::Worker(_) | TopCommand::Bench(_) => {
+            TopCommand::Up(_)
+            | TopCommand::Ui(_)
+            | TopCommand::Demo
+            | TopCommand::Worker(_)
+            | TopCommand::Bench(_) => {
                 unreachable!("handled in main")
             }
             TopCommand::Prompt(c) => self.prompt(c).await,

@@ -2642,6 +2642,8 @@ impl LaunchedUp {
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", &listen])
+            // The release pages are served (on a free port): part of what is measured.
+            .args(["--ui", "127.0.0.1:0"])
             .arg("--as")
             .arg("bench-up")
             .env("PLEDGER_CONFIG_DIR", dir.path().join("config"))

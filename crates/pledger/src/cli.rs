@@ -59,6 +59,9 @@ pub enum TopCommand {
     Identity(IdentityCommand),
     /// Run a local nats-server for the ledger in the foreground (Ctrl-C stops it).
     Up(UpArgs),
+    /// Serve the read-only release pages (prompts, releases with live guardrail charts,
+    /// digest, audit status) until Ctrl-C.
+    Ui(UiArgs),
     /// Run the whole release story, narrated, on a private throwaway server.
     Demo,
     /// Prompts and their versions.
@@ -289,6 +292,28 @@ pub struct UpArgs {
     /// Serve Prometheus metrics of the workers on http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve the release pages on http://ADDR/ (port 0: any free port; the ready line says
+    /// which). Loopback only unless --ui-public.
+    #[arg(long, value_name = "ADDR", default_value = crate::ui::DEFAULT_LISTEN)]
+    pub ui: String,
+    /// Do not serve the release pages.
+    #[arg(long, conflicts_with = "ui_public")]
+    pub no_ui: bool,
+    /// Allow --ui on an address other than loopback: whoever reaches it reads every prompt,
+    /// review and piece of evidence, without a login.
+    #[arg(long)]
+    pub ui_public: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Address to serve on (port 0: any free port). Loopback only unless --ui-public.
+    #[arg(long, value_name = "ADDR", default_value = crate::ui::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Allow --listen on an address other than loopback: whoever reaches it reads every
+    /// prompt, review and piece of evidence, without a login.
+    #[arg(long)]
+    pub ui_public: bool,
 }
 
 #[derive(Debug, Subcommand)]

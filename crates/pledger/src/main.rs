@@ -11,6 +11,7 @@ mod keys;
 mod render;
 mod schedule;
 mod sim;
+mod ui;
 mod up;
 mod workers;
 
@@ -81,6 +82,10 @@ fn main() {
     let exit = runtime.block_on(async move {
         match cli.command {
             TopCommand::Up(ref args) => up::run(args, &cli)
+                .await
+                .map(|()| Exit::Success)
+                .unwrap_or_else(|f| report_failure(&f, json)),
+            TopCommand::Ui(ref args) => ui::run(args, &cli)
                 .await
                 .map(|()| Exit::Success)
                 .unwrap_or_else(|f| report_failure(&f, json)),

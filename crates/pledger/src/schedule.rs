@@ -394,3 +394,79 @@ fn section<T>(t: &mut String, title: &str, items: &[T], line: impl Fn(&T) -> Str
         let _ = writeln!(t, "  - {}", line(item));
     }
 }
+
+/// The digest page's week: `week` (default the last completed week), its text, where it comes
+/// from (recorded, or a preview), and the labels of the weeks before and after it (none after
+/// the current week).
+pub(crate) struct PageDigest {
+    pub week: String,
+    pub text: String,
+    pub status: String,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+/// What `pledger digest` shows, read-only: a recorded digest as recorded, any other week
+/// composed as a preview (the page never records one; the scheduler does).
+pub(crate) async fn digest_for_page(
+    conn: &crate::app::Conn,
+    week: Option<String>,
+) -> Result<PageDigest, Failure> {
+    let config = SchedulerConfig::from_env().map_err(|e| Failure::usage(e.to_string()))?;
+    let now = now();
+    let week = match week.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        Some(raw) => parse_week(raw, &config.timezone)?,
+        None => last_completed_week(now, &config.timezone)?,
+    };
+    let current = week_containing(now, &config.timezone)?;
+    let (digest, status) = match conn.ledger.digest(&week.label).await? {
+        Some(recorded) => match recorded.envelope.event {
+            Event::DigestRecorded(d) => (
+                d.digest,
+                format!(
+                    "recorded by {} at {} (ledger sequence {})",
+                    recorded.envelope.actor,
+                    recorded.envelope.occurred_at.to_rfc3339(),
+                    recorded.sequence
+                ),
+            ),
+            _ => {
+                return Err(Failure::other(format!(
+                    "the digest subject of {} holds a {} event",
+                    week.label,
+                    recorded.envelope.kind()
+                )))
+            }
+        },
+        None => {
+            let d = compose_digest(&conn.ledger, &week, &config)
+                .await
+                .map_err(|e| Failure::other(e.to_string()))?;
+            let status = if week.label == current.label {
+                "in progress: a preview, not recorded"
+            } else if week.end > now {
+                "in the future: a preview, not recorded"
+            } else {
+                "not recorded yet (the scheduler records it after the week ends): a preview"
+            };
+            (d, status.to_string())
+        }
+    };
+    let previous = week_containing(
+        Timestamp::from_unix_millis(week.start.unix_millis() - 1),
+        &config.timezone,
+    )
+    .ok()
+    .map(|w| w.label);
+    let next = (week.end <= current.start)
+        .then(|| week_containing(week.end, &config.timezone).ok())
+        .flatten()
+        .map(|w| w.label);
+    Ok(PageDigest {
+        text: render_digest(&digest, &status),
+        week: week.label,
+        status,
+        previous,
+        next,
+    })
+}

@@ -36,6 +36,11 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
             args.listen
         ))
     })?;
+    let ui_listen = if args.no_ui {
+        None
+    } else {
+        Some(crate::ui::check_listen(&args.ui, args.ui_public, "--ui")?)
+    };
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let url = format!("nats://{listen}");
     if pledger_infra::connect(&url).await.is_ok() {
@@ -51,7 +56,7 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
             .map_err(|e| Failure::other(e.to_string()))?
             .map_err(|e| Failure::other(e.to_string()))?;
     let client = pledger_infra::connect(&url).await?;
-    let ledger = Ledger::new(client);
+    let ledger = Ledger::new(client.clone());
     ledger.ensure().await?;
     let app = crate::app::App::from_cli(cli);
     ensure_identities(&ledger, &app, &data_dir.join("workers")).await?;
@@ -87,6 +92,31 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
         }
         None => None,
     };
+    // The release pages: a port already taken is reported, and the ledger serves anyway.
+    let ui = match ui_listen {
+        None => None,
+        Some(addr) => {
+            let conn = crate::app::Conn {
+                ledger: Ledger::new(client.clone()).with_snapshots(std::sync::Arc::new(
+                    pledger_infra::snapshot::SnapshotMemory::default(),
+                )),
+                routing: pledger_infra::RoutingStore::open(ledger.jetstream()).await?,
+            };
+            match crate::ui::serve(addr, conn, &url, workers_rx.clone()).await {
+                Ok((bound, task)) => {
+                    eprintln!("pledger up: release pages at http://{bound}/");
+                    Some(task)
+                }
+                Err(f) => {
+                    eprintln!(
+                        "pledger up: release pages not served ({}); pass --ui ADDR to choose another address, or --no-ui",
+                        f.message
+                    );
+                    None
+                }
+            }
+        }
+    };
     eprintln!(
         "pledger up: ledger ready at {url} (store {}, fsync on every write){}; Ctrl-C or SIGTERM stops it",
         data_dir.display(),
@@ -113,6 +143,9 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
     while workers.join_next().await.is_some() {}
     if let Some(m) = metrics {
         let _ = m.await;
+    }
+    if let Some(ui) = ui {
+        let _ = ui.await;
     }
     let reason = outcome?;
     eprintln!("pledger up: {reason}: stopping nats-server");

@@ -21,6 +21,10 @@ use crate::{Command, PromptName, ReleaseId, Timestamp, VersionId};
 pub const FEEDBACK_KEPT: usize = 1000;
 /// Least time between two status writes of one release (a change of verdict writes at once).
 pub const STATUS_EVERY: Duration = Duration::from_millis(200);
+/// Least time between two judgement history points of one release (stream
+/// `PLEDGER_JUDGEMENTS`, what the release page charts): a new verdict or a new stage records
+/// one at once.
+pub const HISTORY_EVERY: Duration = Duration::from_secs(5);
 /// How often an advance that was refused (a closed release window, windows that no longer
 /// compile, a ledger that disagrees) is tried again.
 pub const ADVANCE_RETRY: Duration = Duration::from_secs(2);
@@ -197,6 +201,78 @@ pub struct CanaryStatus {
     /// stage and processed after the rollout moved on still counts there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_stages: Vec<EarlierStage>,
+}
+
+/// One point of a release's judgement history: what the monitor judged of its current stage
+/// at one moment, kept small (about 1 KiB) because a rollout records one every
+/// [`HISTORY_EVERY`]. Published by the canary monitor on `pledger.judgements.<release>`;
+/// not signed (like the status), so the release page says so, and a point that does not
+/// decode is skipped and counted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JudgementPoint {
+    pub release: ReleaseId,
+    pub at: Timestamp,
+    pub stage: String,
+    pub stage_index: usize,
+    pub stage_entered_at: Timestamp,
+    pub verdict: Verdict,
+    pub candidate_samples: u64,
+    pub control_samples: u64,
+    /// The monitor replica that judged (replicas judge side by side; a chart keeps one).
+    pub replica: String,
+    pub guardrails: Vec<GuardrailPoint>,
+}
+
+/// One guardrail's test in a [`JudgementPoint`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailPoint {
+    pub guardrail: String,
+    pub bound: crate::canary::Bound,
+    pub limit: f64,
+    pub candidate_value: f64,
+    pub control_value: f64,
+    /// The tested difference (positive: over the bound).
+    pub excess: f64,
+    /// The excess at which the test would breach with the information it had
+    /// ([`crate::canary::GuardrailJudgement::breach_excess`]); `None` when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breach_excess: Option<f64>,
+    pub statistic: f64,
+    pub threshold: f64,
+    pub breached: bool,
+}
+
+impl JudgementPoint {
+    pub fn of(status: &CanaryStatus) -> JudgementPoint {
+        let j = &status.judgement;
+        JudgementPoint {
+            release: status.release.clone(),
+            at: status.updated_at,
+            stage: status.stage.clone(),
+            stage_index: status.stage_index,
+            stage_entered_at: status.stage_entered_at,
+            verdict: j.verdict,
+            candidate_samples: j.candidate.samples,
+            control_samples: j.control.samples,
+            replica: status.monitor_replica.clone(),
+            guardrails: j
+                .guardrails
+                .iter()
+                .map(|g| GuardrailPoint {
+                    guardrail: g.guardrail.clone(),
+                    bound: g.bound,
+                    limit: g.limit,
+                    candidate_value: g.candidate_value,
+                    control_value: g.control_value,
+                    excess: g.excess,
+                    breach_excess: g.breach_excess(),
+                    statistic: g.statistic,
+                    threshold: g.threshold,
+                    breached: g.breached,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The counts of one earlier visit of a rollout to a stage.
@@ -478,6 +554,9 @@ pub struct Judged {
     pub status: CanaryStatus,
     /// Write the status now (a new verdict, or [`STATUS_EVERY`] since the last write).
     pub publish: bool,
+    /// Record a point of the judgement history now ([`JudgementPoint::of`] the status): a new
+    /// verdict, a new stage visit, or [`HISTORY_EVERY`] since the last point.
+    pub record: bool,
     /// Commands to execute in order, each signed as the monitor.
     pub commands: Vec<Command>,
 }
@@ -515,6 +594,8 @@ pub enum Report {
 struct Memory {
     /// When the status was last written and with which verdict.
     written: Option<(Instant, Verdict)>,
+    /// When the last history point was recorded, with its verdict and stage visit.
+    recorded: Option<(Instant, Verdict, usize, Timestamp)>,
     /// The refused advance: when it was last tried, and the refusal.
     deferred: Option<(Instant, Rejection)>,
     last_status: Option<CanaryStatus>,
@@ -605,6 +686,15 @@ impl Monitor {
         if publish {
             memory.written = Some((at, verdict));
         }
+        let visit = (r.stage, r.stage_entered_at);
+        let record = memory.recorded.is_none_or(|(when, v, stage, entered)| {
+            v != verdict
+                || (stage, entered) != visit
+                || at.saturating_duration_since(when) >= HISTORY_EVERY
+        });
+        if record {
+            memory.recorded = Some((at, verdict, visit.0, visit.1));
+        }
         memory.last_status = Some(status.clone());
 
         let mut commands = Vec::new();
@@ -656,6 +746,7 @@ impl Monitor {
         Some(Judged {
             status,
             publish,
+            record,
             commands,
         })
     }

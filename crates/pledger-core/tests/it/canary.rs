@@ -924,3 +924,21 @@ fn plans_declare_latency_and_token_guardrails() {
         "{err}"
     );
 }
+
+#[test]
+fn the_excess_to_breach_is_where_the_statistic_reaches_its_threshold() {
+    use pledger_core::canary::{excess_to_reach, log_mixture_likelihood_ratio};
+    for (v, tau_sq, level) in [
+        (1e-4, 1e-3, 6.9),
+        (2.5e-5, 4e-4, 8.5),
+        (10.0, 100.0, 5.0),
+        (1e-8, 1e-6, 12.0),
+    ] {
+        let x = excess_to_reach(level, v, tau_sq).expect("reachable");
+        assert!(x > 0.0);
+        assert!(log_mixture_likelihood_ratio(x, v, tau_sq) >= level);
+        assert!(log_mixture_likelihood_ratio(x * (1.0 - 1e-6), v, tau_sq) < level);
+    }
+    // A level the statistic is already at for x = 0 needs no excess.
+    assert_eq!(excess_to_reach(-10.0, 1e-4, 1e-3), Some(0.0));
+}

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 /// The starts of string literals that spell a shared name.
-const SPELLINGS: [&str; 16] = [
+const SPELLINGS: [&str; 19] = [
     "\"pledger_release_",
     "\"pledger_rollout_",
     "\"pledger_decisions",
@@ -19,9 +19,12 @@ const SPELLINGS: [&str; 16] = [
     "\"PLEDGER_LEDGER",
     "\"PLEDGER_OUTCOMES",
     "\"PLEDGER_DEADLETTER",
+    "\"PLEDGER_JUDGEMENTS",
+    "\"PLEDGER_CHECKPOINTS",
     "\"pledger.ledger.",
     "\"pledger.outcomes.",
     "\"pledger.deadletter.",
+    "\"pledger.judgements.",
     "\"pledger_routing",
     "\"pledger_canary",
     "\"pledger_notify",

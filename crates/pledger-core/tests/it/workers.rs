@@ -14,7 +14,8 @@ use pledger_core::sim::{ArmProfile, SimRng};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::workers::canary::{
     earlier_stages, ended_visits, prompt_view, stage_visit, tally, view_may_be_stale, ControlKind,
-    Executed, Monitor, OutcomeMessage, PromptView, Report, StageStats, ADVANCE_RETRY, STATUS_EVERY,
+    Executed, JudgementPoint, Monitor, OutcomeMessage, PromptView, Report, StageStats,
+    ADVANCE_RETRY, HISTORY_EVERY, STATUS_EVERY,
 };
 use pledger_core::workers::feedback::{
     collect, recurrence_slot, Collector, Known, Submission, NEW_CASES_PER_MINUTE,
@@ -433,6 +434,142 @@ fn the_status_is_written_on_a_new_verdict_at_once_and_otherwise_paced() {
         &breached(),
         Duration::from_millis(60) + STATUS_EVERY
     ));
+}
+
+#[test]
+fn judgement_history_records_a_new_verdict_at_once_and_otherwise_every_history_every() {
+    let w = rolling();
+    let view = prompt_view(&w.state);
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let j = |m: &mut Monitor, s: &StageStats, after: Duration| {
+        m.judge(&rid(1), &view, s, w.now, at + after).unwrap()
+    };
+    assert!(
+        j(&mut m, &healthy(), Duration::ZERO).record,
+        "first judgement"
+    );
+    let paced = j(&mut m, &healthy(), STATUS_EVERY * 2);
+    assert!(
+        paced.publish && !paced.record,
+        "the status is written more often than history"
+    );
+    let changed = j(&mut m, &breached(), Duration::from_secs(1));
+    assert!(changed.record, "verdict changed");
+    let point = JudgementPoint::of(&changed.status);
+    assert_eq!(point.verdict, pledger_core::canary::Verdict::Breached);
+    assert_eq!(point.replica, "a");
+    assert!(point.guardrails.iter().any(|g| g.breached));
+    assert!(!j(&mut m, &breached(), Duration::from_secs(2)).record);
+    assert!(j(&mut m, &breached(), Duration::from_secs(1) + HISTORY_EVERY).record);
+    // A point is small: a rollout records one every HISTORY_EVERY for hours.
+    assert!(serde_json::to_vec(&point).unwrap().len() < 4096);
+}
+
+#[test]
+fn a_chart_shows_the_candidate_crossing_its_ceiling_and_the_test_interval_reaching_the_bound() {
+    let w = rolling();
+    let view = prompt_view(&w.state);
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let mut points = Vec::new();
+    for (i, stats) in [healthy(), healthy(), breached()].iter().enumerate() {
+        let mut judged = m
+            .judge(&rid(1), &view, stats, w.now, at + HISTORY_EVERY * i as u32)
+            .unwrap();
+        judged.status.updated_at =
+            pledger_core::Timestamp::from_unix_millis(w.now.unix_millis() + 5_000 * i as i64);
+        points.push(JudgementPoint::of(&judged.status));
+        // The same judgement from a second replica a moment later is drawn once.
+        let mut twin = JudgementPoint::of(&judged.status);
+        twin.replica = "b".into();
+        twin.at = pledger_core::Timestamp::from_unix_millis(twin.at.unix_millis() + 300);
+        points.push(twin);
+    }
+    points.reverse(); // Out of order on the wire: sorted by time.
+    let charts = pledger_core::chart::charts(&points);
+    assert_eq!(charts.points, 6);
+    assert_eq!(charts.t.len(), 3, "one point per moment: {:?}", charts.t);
+    assert!(charts.t.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(charts.breached_at, Some(charts.t[2]));
+    assert_eq!(charts.stages.len(), 1);
+    let breached: Vec<_> = charts.charts.iter().filter(|c| c.breached[2]).collect();
+    assert!(!breached.is_empty(), "the breach is drawn");
+    for c in &breached {
+        assert!(!c.breached[0]);
+        let lower = c.lower[2].expect("an interval where there are samples");
+        assert!(
+            lower >= 0.0,
+            "{}: lower edge {lower} at the breach",
+            c.guardrail
+        );
+        assert!(
+            c.lower[0].unwrap() < 0.0,
+            "{}: below the bound while healthy",
+            c.guardrail
+        );
+        assert!(c.upper[2].unwrap() >= c.excess[2].unwrap());
+        assert!(
+            c.candidate[2].unwrap() > c.ceiling[2].unwrap(),
+            "{}",
+            c.guardrail
+        );
+        assert!(c.latest.starts_with("breached"), "{}", c.latest);
+    }
+    let json = serde_json::to_value(&charts).unwrap();
+    assert_eq!(
+        json["charts"][0]["t"],
+        serde_json::Value::Null,
+        "t is shared, not repeated"
+    );
+}
+
+#[test]
+fn a_long_history_is_thinned_but_keeps_every_change_of_verdict() {
+    let w = rolling();
+    let view = prompt_view(&w.state);
+    let mut m = Monitor::new(Default::default(), "a");
+    let at = Instant::now();
+    let healthy_point = JudgementPoint::of(
+        &m.judge(&rid(1), &view, &healthy(), w.now, at)
+            .unwrap()
+            .status,
+    );
+    let breached_point = JudgementPoint::of(
+        &m.judge(&rid(1), &view, &breached(), w.now, at)
+            .unwrap()
+            .status,
+    );
+    let n = pledger_core::chart::MAX_CHART_POINTS * 3;
+    let points: Vec<JudgementPoint> = (0..n)
+        .map(|i| {
+            let mut p = if i == 4_001 {
+                breached_point.clone()
+            } else {
+                healthy_point.clone()
+            };
+            p.at =
+                pledger_core::Timestamp::from_unix_millis(w.now.unix_millis() + 5_000 * i as i64);
+            p
+        })
+        .collect();
+    let charts = pledger_core::chart::charts(&points);
+    assert_eq!(charts.points, n);
+    assert!(
+        charts.t.len() <= pledger_core::chart::MAX_CHART_POINTS,
+        "{}",
+        charts.t.len()
+    );
+    let kept_breach = charts
+        .verdict
+        .iter()
+        .filter(|v| **v == pledger_core::canary::Verdict::Breached)
+        .count();
+    assert_eq!(kept_breach, 1);
+    assert_eq!(
+        charts.t.last(),
+        Some(&((w.now.unix_millis() + 5_000 * (n as i64 - 1)) as f64 / 1000.0))
+    );
 }
 
 #[test]

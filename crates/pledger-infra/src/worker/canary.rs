@@ -10,8 +10,8 @@ use pledger_core::canary::JudgeConfig;
 use pledger_core::outcome::parse_outcome_message;
 use pledger_core::routing::routing_table_for;
 use pledger_core::workers::canary::{
-    earlier_stages, ended_visits, stage_visit, tally, view_may_be_stale, Executed, Monitor,
-    OutcomeMessage, Report, Tally,
+    earlier_stages, ended_visits, stage_visit, tally, view_may_be_stale, Executed, JudgementPoint,
+    Monitor, OutcomeMessage, Report, Tally,
 };
 use pledger_core::{Command, PromptName, ReleaseId};
 use tracing::{info, info_span, warn, Instrument};
@@ -25,7 +25,8 @@ use super::{
     sequence_of, stopping, touched_prompts, Batches, Shutdown, WorkerContext, WorkerError,
 };
 use crate::ledger::{
-    now, ExecuteError, CANARY_STATUS_BUCKET, LEDGER_STREAM, LEDGER_SUBJECTS, OUTCOMES_STREAM,
+    now, ExecuteError, Ledger, CANARY_STATUS_BUCKET, LEDGER_STREAM, LEDGER_SUBJECTS,
+    OUTCOMES_STREAM,
 };
 
 /// Reads the monitor's status of a release, if one was published.
@@ -45,6 +46,34 @@ pub async fn read_status(
         Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
         None => Ok(None),
     }
+}
+
+/// A release's judgement history (stream `PLEDGER_JUDGEMENTS`), oldest first, and how many
+/// messages on its subject were not judgement points of this release (skipped: anyone allowed
+/// to publish there could have put them there). A ledger created before the stream existed
+/// has no history yet: empty, not an error.
+pub async fn read_judgements(
+    ledger: &Ledger,
+    release: &ReleaseId,
+) -> Result<(Vec<JudgementPoint>, usize), WorkerError> {
+    let subject = pledger_core::names::judgement_subject(release);
+    let raws = match ledger
+        .read_stream(pledger_core::names::JUDGEMENTS_STREAM, &[&subject], 0)
+        .await
+    {
+        Ok(raws) => raws,
+        Err(crate::InfraError::StreamMissing(_)) => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut skipped = 0;
+    let mut points = Vec::with_capacity(raws.len());
+    for raw in raws {
+        match serde_json::from_slice::<JudgementPoint>(&raw.payload) {
+            Ok(p) if &p.release == release => points.push(p),
+            _ => skipped += 1,
+        }
+    }
+    Ok((points, skipped))
 }
 
 const PROMPT_KEYS: &str = "prompt/";
@@ -444,6 +473,9 @@ impl Driver {
             }
             self.publish_status(&judged.status).await?;
         }
+        if judged.record {
+            self.record_point(&judged.status).await;
+        }
         for command in judged.commands {
             self.execute(release, command).await?;
         }
@@ -509,6 +541,30 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Adds a point to the release's judgement history (stream `PLEDGER_JUDGEMENTS`). The
+    /// history serves the release page's charts only: a failure to record is logged and the
+    /// monitor goes on judging.
+    async fn record_point(&self, status: &CanaryStatus) {
+        let point = JudgementPoint::of(status);
+        let subject = pledger_core::names::judgement_subject(&status.release);
+        let sent = match serde_json::to_vec(&point) {
+            Ok(bytes) => match self
+                .ctx
+                .ledger
+                .jetstream()
+                .publish(subject, bytes.into())
+                .await
+            {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            warn!(release = %status.release, "recording a judgement point: {e} (the release page's chart misses it)");
+        }
     }
 
     async fn publish_status(&mut self, status: &CanaryStatus) -> Result<(), WorkerError> {

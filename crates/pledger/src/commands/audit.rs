@@ -1008,3 +1008,26 @@ fn release_report(family: &Family, id: &ReleaseId) -> Result<Report, Failure> {
         }),
     ))
 }
+
+/// `audit verify` of the whole ledger, as the release pages' audit status shows it.
+pub(crate) async fn verify_ledger(conn: &Conn) -> Result<Report, Failure> {
+    let (auditor, _) = read_ledger(conn).await?;
+    Ok(verify_report(&auditor.finish(None)))
+}
+
+/// The latest checkpoint a notary on the roster signed, as text (what `audit checkpoint`
+/// prints), or why there is none.
+pub(crate) async fn latest_checkpoint_text(conn: &Conn) -> Result<String, String> {
+    latest_checkpoint(conn)
+        .await
+        .map(|l| {
+            format!(
+                "{}\nsigned by {}; verifier key {}; checkpoint stream sequence {}",
+                l.text.trim_end(),
+                l.signed_by.join(", "),
+                l.verifier_keys.join(", "),
+                l.sequence
+            )
+        })
+        .map_err(|f| f.message)
+}

@@ -6,7 +6,7 @@
 //! `app.rs`) dispatches to. `init` and `identity` are in `identity.rs`, `windows` and `digest`
 //! in `schedule.rs`, `sim` in `sim.rs`.
 
-mod audit;
+pub(crate) mod audit;
 mod eval;
 mod notify;
 mod prompt;
