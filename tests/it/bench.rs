@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use pledger_e2e::pledger_bin;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "1. Outcome ingest into the canary monitor",
     "2. Breach to reroute",
     "3. Manual rollback to",
@@ -13,6 +13,7 @@ const SECTIONS: [&str; 7] = [
     "5. Judgement quality",
     "6. Resident memory of `pledger up`",
     "12. Commands read from a snapshot at any history length",
+    "14. The release page: a ledger change to the open page",
 ];
 
 #[test]

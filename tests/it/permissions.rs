@@ -330,6 +330,29 @@ async fn an_auditor_reads_the_ledger_and_writes_nothing() {
         Some(ROUTING_VALUE)
     );
     auditor.no_errors();
+    // What the release pages read: a release's judgement history (new points only) and a
+    // watch of its canary status.
+    let history = auditor
+        .js
+        .get_stream(pledger_core::names::JUDGEMENTS_STREAM)
+        .await
+        .unwrap();
+    let _points: consumer::PullConsumer = history
+        .create_consumer(consumer::pull::Config {
+            filter_subject: "pledger.judgements.triage-r1".into(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = auditor
+        .js
+        .get_key_value(pledger_core::names::CANARY_STATUS_BUCKET)
+        .await
+        .unwrap();
+    let _watch = status.watch("triage-r1").await.unwrap();
+    auditor.no_errors();
 
     // No durable consumer (it would keep state on the server): only unnamed ones.
     auditor

@@ -277,8 +277,26 @@ fn every_page_serves_and_the_release_stream_carries_a_freeze() {
     ] {
         assert!(frozen.contains(needle), "the frozen page lacks {needle:?}");
     }
+    let seen_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let shown = w.json("auditor", &["release", "show", &p.release]);
     assert_eq!(shown["state"], "frozen");
+    // For the record (not a timed assertion: `pledger bench` holds targets): how long after
+    // the freeze was recorded the open page's stream carried it.
+    let recorded = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["kind"] == "release.rollout_frozen")
+        .and_then(|e| e["event"]["occurred_at"].as_str())
+        .and_then(|t| pledger_core::Timestamp::parse_rfc3339(t).ok())
+        .expect("the freeze in the history");
+    eprintln!(
+        "the page's stream carried the freeze {} ms after it was recorded",
+        seen_at - recorded.unix_millis()
+    );
 
     // The judgement history: drawn series, the breach marked, the garbage skipped.
     let charts = wait_until(
@@ -392,6 +410,26 @@ fn the_pages_refuse_an_address_other_than_loopback_without_the_flag() {
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.stderr.contains("--ui-public"), "{}", refused.stderr);
     assert!(refused.stderr.contains("not a loopback address"));
+}
+
+#[test]
+fn an_open_page_does_not_hold_up_a_clean_stop() {
+    let w = World::new();
+    let mut ui = UiProcess::start(&w);
+    let mut events = EventStream::open(&ui.addr, "/releases/triage-r1/events");
+    let (first, _) = events.next();
+    assert_eq!(first, "live");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &ui.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = wait_until("pledger ui to stop", Duration::from_secs(15), || {
+        ui.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&ui.log).unwrap();
+    assert!(log.contains("pledger ui: SIGTERM: stopped"), "{log}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,6 +624,29 @@ fn chromium_sees_a_rollout_freeze_on_the_open_release_page_and_draws_every_guard
     let state_before = browser.eval("return document.querySelector('#live .badge').textContent");
     assert_eq!(state_before, "▶ rolling out");
 
+    if std::env::var_os("PLEDGER_SCREENSHOTS").is_some() {
+        // Refreshing docs/screenshots: a history worth looking at. Healthy traffic for about a
+        // minute, paced so the monitor records a point every few seconds (the first stage
+        // advances), then the regression.
+        for seed in 0..12 {
+            w.json(
+                "svc",
+                &[
+                    "sim",
+                    "triage",
+                    "--requests",
+                    "400",
+                    "--seed",
+                    &seed.to_string(),
+                    "--segment",
+                    "user_kind=internal:1",
+                    "--segment",
+                    "user_kind=customer:1",
+                ],
+            );
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
     regressed_traffic(&w);
     wait_until(
         "the freeze on the open page",

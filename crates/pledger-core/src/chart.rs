@@ -182,15 +182,15 @@ pub fn charts(points: &[JudgementPoint]) -> ReleaseCharts {
                         continue;
                     }
                 };
+                let control_samples = owned[i].control_samples > 0;
                 c.candidate
                     .push(finite(g.candidate_value).filter(|_| has_samples));
-                c.control.push(finite(g.control_value));
-                c.ceiling.push(finite(ceiling(
-                    &c.guardrail,
-                    g.bound,
-                    g.limit,
-                    g.control_value,
-                )));
+                c.control
+                    .push(finite(g.control_value).filter(|_| control_samples));
+                let allowed = finite(ceiling(&c.guardrail, g.bound, g.limit, g.control_value));
+                c.ceiling.push(allowed.filter(|_| {
+                    control_samples || matches!(g.bound, Bound::MaxRate | Bound::MaxValue)
+                }));
                 c.excess.push(finite(g.excess).filter(|_| has_samples));
                 let margin = g.breach_excess.filter(|m| m.is_finite() && has_samples);
                 c.lower.push(margin.and_then(|m| finite(g.excess - m)));

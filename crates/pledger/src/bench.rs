@@ -104,6 +104,8 @@ struct Sizes {
     /// Section 6: prompts with an active rollout, and how long outcomes are published.
     memory_prompts: usize,
     memory_load: Duration,
+    /// Section 14: ledger changes timed to the open release page.
+    page_trials: usize,
     /// Section 13: prompts releasing at once, and the completed releases at which resident
     /// memory is read (the first is the baseline: by then each prompt has more ended releases
     /// than its live state keeps, `state::RECENT`).
@@ -155,6 +157,7 @@ impl Sizes {
             detect_runs: 201,
             memory_prompts: 100,
             memory_load: Duration::from_secs(5),
+            page_trials: 40,
             churn_prompts: 5,
             churn_marks: vec![100, 1_000, 5_000, 10_000],
             sign_trials: 100,
@@ -191,6 +194,7 @@ impl Sizes {
             detect_runs: 21,
             memory_prompts: 10,
             memory_load: Duration::from_secs(1),
+            page_trials: 6,
             churn_prompts: 2,
             churn_marks: vec![40, 200],
             sign_trials: 10,
@@ -1210,19 +1214,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
             || (args.section.contains(&10) && [2, 3, 7].contains(&n))
     };
     if want(1) {
-        progress("1/13 outcome ingest into the canary monitor");
+        progress("1/14 outcome ingest into the canary monitor");
         sections.push(ingest(&env, &sizes).await?);
     }
     let mut reroute_run = None;
     if want(2) {
-        progress("2/13 breach to reroute");
+        progress("2/14 breach to reroute");
         let (section, run, floor) = reroute(&env, &sizes).await?;
         sections.push(section);
         reroute_run = Some((run, floor));
     }
     let mut fanout_run = None;
     if want(3) {
-        progress("3/13 manual rollback to many resolvers");
+        progress("3/14 manual rollback to many resolvers");
         let (section, run, floor) = fanout(&env, &sizes).await?;
         sections.push(section);
         fanout_run = Some((run, floor));
@@ -1230,7 +1234,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     // The trusted-history sections use the same server; they run while it is up.
     let mut sign = None;
     if want(7) {
-        progress("7/13 a signed command against the same command unsigned");
+        progress("7/14 a signed command against the same command unsigned");
         let (section, sign_run) = signed_command(&env, &sizes).await?;
         sections.push(section);
         // Section 10's baseline of the command's read alone (untimed here, reported there).
@@ -1238,15 +1242,15 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         sign = Some((sign_run, sign_reads));
     }
     if want(8) {
-        progress("8/13 verification throughput on read");
+        progress("8/14 verification throughput on read");
         sections.push(verify_throughput(&env, &sizes).await?);
     }
     if want(9) {
-        progress("9/13 command cost against the family's history");
+        progress("9/14 command cost against the family's history");
         sections.push(history_cost(&env, &sizes).await?);
     }
     if want(12) {
-        progress("12/13 commands read from a snapshot at any history length");
+        progress("12/14 commands read from a snapshot at any history length");
         sections.push(snapshot_cost(&env, &sizes).await?);
     }
     drop(env);
@@ -1259,7 +1263,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     ) = (want(10), reroute_run, fanout_run, sign)
     {
         // The cluster runs alone: the single server has stopped.
-        progress("10/13 the same on a three-node R3 cluster");
+        progress("10/14 the same on a three-node R3 cluster");
         let single = SingleNode {
             reroute,
             reroute_floor,
@@ -1272,11 +1276,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
     if want(11) {
         // The auditor's ledger is on a server of its own: nothing else runs meanwhile.
-        progress("11/13 the auditor: audit verify and audit replay --at");
+        progress("11/14 the auditor: audit verify and audit replay --at");
         sections.push(auditor(&sizes).await?);
     }
     if want(4) {
-        progress("4/13 Resolver::resolve cost");
+        progress("4/14 Resolver::resolve cost");
         let s = sizes.resolve_calls;
         let runs = sizes.resolve_runs;
         sections.push(
@@ -1286,7 +1290,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         );
     }
     if want(5) {
-        progress("5/13 judgement quality");
+        progress("5/14 judgement quality");
         let (canaries, detect) = (sizes.aa_canaries, sizes.detect_runs);
         sections.push(
             tokio::task::spawn_blocking(move || quality(canaries, detect))
@@ -1295,12 +1299,16 @@ pub async fn run(args: &BenchArgs) -> Result<(), Failure> {
         );
     }
     if want(6) {
-        progress("6/13 resident memory of `pledger up`");
+        progress("6/14 resident memory of `pledger up`");
         sections.push(memory(&sizes).await?);
     }
     if want(13) {
-        progress("13/13 resident memory of `pledger up` as releases come and go");
+        progress("13/14 resident memory of `pledger up` as releases come and go");
         sections.push(churn(&sizes).await?);
+    }
+    if want(14) {
+        progress("14/14 the release page: a ledger change to the open page");
+        sections.push(page_latency(&sizes).await?);
     }
     sections.sort_by_key(|s| s.number);
     progress("done");
@@ -2717,6 +2725,18 @@ impl LaunchedUp {
         rss_kib(self.pid).map(|(rss, _)| rss).unwrap_or(0)
     }
 
+    /// The address `pledger up` serves the release pages on (its ready line says).
+    fn ui_addr(&self) -> Result<String, Failure> {
+        let text = std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default();
+        let marker = "release pages at http://";
+        text.find(marker)
+            .map(|at| &text[at + marker.len()..])
+            .and_then(|rest| rest.find('/').map(|end| rest[..end].to_string()))
+            .ok_or_else(|| {
+                Failure::other(format!("bench: pledger up serves no release pages: {text}"))
+            })
+    }
+
     fn nats_rss(&self) -> u64 {
         self.nats_pid
             .and_then(rss_kib)
@@ -2774,6 +2794,15 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
     .collect::<Result<_, _>>()?;
     let setup = t.elapsed();
     let after_setup = rss_kib(pid).map(|(rss, _)| rss).unwrap_or(0);
+    // One release page stays open through the load, as a browser would hold it.
+    let mut page = PageStream::open(&launched.ui_addr()?, &rollouts[0].release).await?;
+    let page_updates = tokio::spawn(async move {
+        let mut n = 0u64;
+        while page.next().await.is_ok() {
+            n += 1;
+        }
+        n
+    });
 
     // Outcome load: 100-outcome messages round-robin over every prompt.
     let js = ledger.jetstream();
@@ -2869,6 +2898,8 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
     drop(payloads);
     let exe = launched.exe.clone();
     let stopped = launched.stop().await?;
+    // The page's stream ends with the server.
+    let page_updates = page_updates.await.unwrap_or(0);
 
     let outcomes = sent * 100;
     let mut s = Section::new(
@@ -2952,6 +2983,11 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
             mib(hwm)
         ));
     }
+    s.notes.push(format!(
+        "The release pages were served throughout, and the release page of {} was held open by \
+         an event-stream client: it received {page_updates} updates during the run.",
+        rollouts[0].release
+    ));
     s.notes.push(stop_note(stopped));
     Ok(s)
 }
@@ -5145,7 +5181,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     let families =
         tokio::task::block_in_place(|| generate_families(&names, per_prompt, &m, cores))?;
     let generating = t.elapsed();
-    progress("11/13   appending them");
+    progress("11/14   appending them");
     let t = Instant::now();
     let sequences = append_interleaved(&ledger, &families).await?;
     let appending = t.elapsed();
@@ -5195,13 +5231,13 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
         .bytes;
     let payload_bytes: usize = records.iter().map(|r| r.payload.len()).sum();
     // Before anything is timed: the whole ledger verifies, with no finding.
-    progress("11/13   checking the ledger verifies");
+    progress("11/14   checking the ledger verifies");
     let found = found_checkpoints(&ledger).await?;
     let report = tokio::task::block_in_place(|| verify_records(&facts, &records, found, cores));
     check_clean(&report, total, "the generated ledger")?;
 
     // `audit verify` against the raw read, alternating which goes first.
-    progress("11/13   audit verify against the raw read");
+    progress("11/14   audit verify against the raw read");
     let reps = sizes.audit_reps.max(1);
     let (mut raw, mut cli, mut one, mut ordered) = (vec![], vec![], vec![], vec![]);
     let (mut cli_cpu, mut cli_wall) = (0.0, 0.0);
@@ -5235,7 +5271,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     }
 
     // The verification alone, over the records already read.
-    progress("11/13   the verification alone");
+    progress("11/14   the verification alone");
     let found = found_checkpoints(&ledger).await?;
     let (mut alone, mut alone_one) = (vec![], vec![]);
     let (mut alone_cpu, mut alone_wall, mut one_cpu, mut one_wall) = (0.0, 0.0, 0.0, 0.0);
@@ -5282,7 +5318,7 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
     drop(records);
 
     // `audit replay --at` as a child process, against `prompt show` the same way.
-    progress("11/13   audit replay --at as a child process");
+    progress("11/14   audit replay --at as a child process");
     let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).map_err(|e| fail("temp home")(e.to_string()))?;
@@ -5541,5 +5577,188 @@ async fn auditor(sizes: &Sizes) -> Result<Section, Failure> {
         "The section took {:.0} s, set-up included.",
         started.elapsed().as_secs_f64()
     ));
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. The release page
+// ---------------------------------------------------------------------------------------------
+
+/// A release page's event stream, read as a browser's `EventSource` reads it.
+struct PageStream {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+}
+
+impl PageStream {
+    async fn open(addr: &str, release: &ReleaseId) -> Result<PageStream, Failure> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail("release page")(e.to_string()))?;
+        stream
+            .write_all(
+                format!(
+                    "GET /releases/{release}/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .map_err(|e| fail("release page")(e.to_string()))?;
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        let status = lines
+            .next_line()
+            .await
+            .map_err(|e| fail("release page")(e.to_string()))?
+            .unwrap_or_default();
+        if !status.starts_with("HTTP/1.1 200") {
+            return Err(Failure::other(format!(
+                "bench: the release page's event stream answered `{status}`"
+            )));
+        }
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| fail("release page")(e.to_string()))?
+        {
+            if line.is_empty() {
+                break;
+            }
+        }
+        Ok(PageStream { lines })
+    }
+
+    /// The next event: its name and data.
+    async fn next(&mut self) -> Result<(String, String), Failure> {
+        let (mut name, mut data) = (String::new(), String::new());
+        loop {
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .map_err(|e| fail("release page")(e.to_string()))?
+                .ok_or_else(|| Failure::other("bench: the release page's event stream ended"))?;
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                data.push('\n');
+            } else if line.is_empty() && !name.is_empty() {
+                return Ok((name, data));
+            }
+        }
+    }
+
+    /// Waits for a `live` event whose page shows `needle`.
+    async fn live_with(&mut self, needle: &str, limit: Duration) -> Result<(), Failure> {
+        tokio::time::timeout(limit, async {
+            loop {
+                let (name, data) = self.next().await?;
+                if name == "live" && data.contains(needle) {
+                    return Ok(());
+                }
+            }
+        })
+        .await
+        .map_err(|_| Failure::other(format!("bench: the open page never showed `{needle}`")))?
+    }
+}
+
+async fn page_latency(sizes: &Sizes) -> Result<Section, Failure> {
+    let launched = LaunchedUp::launch().await?;
+    let ui = launched.ui_addr()?;
+    let ledger = launched.enrolled_ledger().await?;
+    let routing = RoutingStore::open(ledger.jetstream()).await?;
+    let prompt = PromptName::parse("bench-page")?;
+    let r = start_rollout(&ledger, &routing, &prompt, &plan(HEALTHY_PLAN)).await?;
+    // The baseline: a plain consumer of the prompt's ledger family, new messages only.
+    let family: jetstream::consumer::PullConsumer = ledger
+        .jetstream()
+        .get_stream_no_info(LEDGER_STREAM)
+        .await
+        .map_err(|e| fail("ledger stream")(e.to_string()))?
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            filter_subject: family_filter(&prompt),
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail("family consumer")(e.to_string()))?;
+    let mut plain = family
+        .messages()
+        .await
+        .map_err(|e| fail("family consumer")(e.to_string()))?;
+    let mut page = PageStream::open(&ui, &r.release).await?;
+    page.live_with("data-state=\"rolling_out\"", Duration::from_secs(30))
+        .await?;
+    let (mut to_page, mut to_consumer) = (Vec::new(), Vec::new());
+    for i in 0..sizes.page_trials {
+        let (command, shows) = if i % 2 == 0 {
+            (
+                Command::PauseRollout {
+                    release: r.release.clone(),
+                    reason: "bench".into(),
+                },
+                "data-state=\"paused\"",
+            )
+        } else {
+            (
+                Command::ResumeRollout {
+                    release: r.release.clone(),
+                },
+                "data-state=\"rolling_out\"",
+            )
+        };
+        let t = Instant::now();
+        exec(&ledger, &prompt, "maria", command).await?;
+        let seen = tokio::time::timeout(Duration::from_secs(30), plain.next())
+            .await
+            .map_err(|_| Failure::other("bench: the family consumer got nothing"))?;
+        if !matches!(seen, Some(Ok(_))) {
+            return Err(Failure::other("bench: the family consumer ended"));
+        }
+        to_consumer.push(t.elapsed());
+        page.live_with(shows, Duration::from_secs(30)).await?;
+        to_page.push(t.elapsed());
+    }
+    let rss = launched.rss();
+    let stopped = launched.stop().await?;
+    to_page.sort_unstable();
+    to_consumer.sort_unstable();
+    let mut s = Section::new(14, "The release page: a ledger change to the open page");
+    s.baseline =
+        "a plain JetStream consumer of the prompt's ledger family receiving the same event".into();
+    s.method = format!(
+        "`pledger up` (this binary) serves the release pages on a free port; one prompt gets a real \
+         rollout. An event-stream client (what the page's `EventSource` reads) holds its release \
+         page open. {} times, the rollout is paused or resumed through the ledger (a signed \
+         append); each is timed from before the append until the page's stream delivers a `live` \
+         update showing the new state (the server's {} ms of settling, a verified read of the \
+         family and the canary status, and the render included), and, as the baseline, until a \
+         plain consumer of the family delivers the event.",
+        sizes.page_trials,
+        crate::ui::SETTLE.as_millis()
+    );
+    s.rows.push(row(
+        "a change on the open page, p95",
+        ms(percentile(&to_page, 95.0)),
+        ms(percentile(&to_consumer, 95.0)),
+        "≤ 1,000 ms",
+        Mark::of(percentile(&to_page, 95.0) <= Duration::from_secs(1)),
+    ));
+    s.rows.push(row(
+        "a change on the open page, p50",
+        ms(percentile(&to_page, 50.0)),
+        ms(percentile(&to_consumer, 50.0)),
+        "",
+        Mark::Info,
+    ));
+    s.notes.push(format!(
+        "`pledger up` resident at {} after the trials, with the page open.",
+        mib(rss)
+    ));
+    s.notes.push(stop_note(stopped));
     Ok(s)
 }

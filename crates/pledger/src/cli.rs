@@ -208,7 +208,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "section")]
     pub write: Option<PathBuf>,
     /// Run only this section (repeatable; section 10 also runs 2, 3 and 7, its baselines).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=13))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=14))]
     pub section: Vec<u8>,
 }
 

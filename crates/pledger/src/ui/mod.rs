@@ -44,6 +44,9 @@ pub struct Ui {
     /// The NATS URL shown in the footer (without credentials).
     source: String,
     verified: tokio::sync::Mutex<Option<(u64, std::time::Instant, crate::app::Report)>>,
+    /// Turns true at shutdown: open event streams end, so the server's graceful shutdown (which
+    /// waits for every connection) is not held up by a page left open.
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Checks an address for `--listen`/`--ui`: loopback, or anything with `public`.
@@ -97,6 +100,7 @@ pub async fn serve(
         conn,
         source: pledger_core::nats_url::redact_all(nats_url),
         verified: tokio::sync::Mutex::new(None),
+        shutdown: shutdown.clone(),
     });
     let router = router(ui);
     let task = tokio::spawn(async move {
@@ -423,6 +427,7 @@ async fn release_events(State(ui): State<Arc<Ui>>, Path(raw): Path<String>) -> R
     ));
     tokio::spawn(follow_status(ledger.clone(), release.clone(), changes_tx));
     let (out_tx, out_rx) = mpsc::channel::<SseEvent>(16);
+    let mut shutdown = ui.shutdown.clone();
     tokio::spawn(async move {
         let mut pending = vec![Change::Ledger, Change::Point];
         loop {
@@ -467,6 +472,7 @@ async fn release_events(State(ui): State<Arc<Ui>>, Path(raw): Path<String>) -> R
             }
             tokio::select! {
                 _ = out_tx.closed() => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
                 c = changes.recv() => match c {
                     Some(c) => pending.push(c),
                     None => return,
