@@ -18,6 +18,7 @@
     excess: "#c2410c",
     band: "rgba(194, 65, 12, 0.15)",
     zero: "#7f1d1d",
+    stage: "#57606a",
   };
 
   function fmt(unit) {
@@ -33,26 +34,32 @@
     return Math.max(260, Math.min(el.clientWidth || 600, 900));
   }
 
-  // A vertical line where the first breach was judged, labelled in text.
-  function breachMarker(at) {
+  // Vertical lines, labelled in text: where each stage visit began, and where the first breach
+  // was judged.
+  function markers(data) {
+    function line(u, at, color, dash, label, row) {
+      var x = u.valToPos(at, "x", true);
+      var ctx = u.ctx;
+      ctx.save();
+      ctx.strokeStyle = color;
+      ctx.setLineDash(dash);
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+      ctx.fillStyle = color;
+      ctx.font = Math.round(11 * devicePixelRatio) + "px sans-serif";
+      ctx.fillText(label, x + 4, u.bbox.top + (12 + 13 * row) * devicePixelRatio);
+      ctx.restore();
+    }
     return {
       hooks: {
         draw: [
           function (u) {
-            if (at == null) return;
-            var x = u.valToPos(at, "x", true);
-            var ctx = u.ctx;
-            ctx.save();
-            ctx.strokeStyle = COLORS.zero;
-            ctx.setLineDash([2, 3]);
-            ctx.beginPath();
-            ctx.moveTo(x, u.bbox.top);
-            ctx.lineTo(x, u.bbox.top + u.bbox.height);
-            ctx.stroke();
-            ctx.fillStyle = COLORS.zero;
-            ctx.font = Math.round(11 * devicePixelRatio) + "px sans-serif";
-            ctx.fillText("breach", x + 4, u.bbox.top + 12 * devicePixelRatio);
-            ctx.restore();
+            (data.stages || []).forEach(function (s, i) {
+              if (i > 0) line(u, s[0], COLORS.stage, [1, 3], "stage " + s[1], 1);
+            });
+            if (data.breached_at != null) line(u, data.breached_at, COLORS.zero, [2, 3], "breach", 0);
           },
         ],
       },
@@ -64,7 +71,7 @@
       title: c.guardrail + ": values",
       width: w,
       height: 200,
-      plugins: [breachMarker(data.breached_at)],
+      plugins: [markers(data)],
       scales: { x: { time: true } },
       axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return fmt(c.unit)(u, v); }); }, size: 80 }],
       series: [
@@ -81,7 +88,7 @@
       title: c.guardrail + ": test (breach when the interval's lower edge is above 0)",
       width: w,
       height: 200,
-      plugins: [breachMarker(data.breached_at)],
+      plugins: [markers(data)],
       scales: { x: { time: true } },
       axes: [{}, { size: 80 }],
       bands: [{ series: [3, 2], fill: COLORS.band }],

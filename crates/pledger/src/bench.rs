@@ -2913,7 +2913,7 @@ async fn memory(sizes: &Sizes) -> Result<Section, Failure> {
         "the same `pledger up` process idle: started, workers running, no prompt yet".into();
     s.method = format!(
         "`pledger up` (this binary, `{}`) runs as a child process with its own data directory and a \
-         free port; it starts its own nats-server and the gatekeeper, router, canary monitor, feedback collector, scheduler and notary. {} \
+         free port; it starts its own nats-server and the gatekeeper, router, canary monitor, feedback collector, scheduler, notary and notifier, and serves the release pages. {} \
          prompts each get a real rollout (the full command sequence; {:.1} s), then 100-outcome messages \
          round-robin over every prompt are published as fast as the server acknowledges them for {:.1} s. \
          VmRSS of the `pledger up` process is read from /proc/<pid>/status every 250 ms during the load \
@@ -4113,13 +4113,13 @@ async fn snapshot_cost(env: &Env, sizes: &Sizes) -> Result<Section, Failure> {
     let mut measured = Vec::new();
     for &n in &sizes.snapshot_sizes {
         progress(&format!(
-            "12/13   a family of {} events: generate, append",
+            "12/14   a family of {} events: generate, append",
             thousands(n as u64)
         ));
         let h = History::generate(PromptName::parse(&format!("bench-snapshot-{n}"))?, n, &m)?;
         h.publish(&env.ledger).await?;
         let candidate = h.candidate()?;
-        progress(&format!("12/13   {} events: timed", thousands(n as u64)));
+        progress(&format!("12/14   {} events: timed", thousands(n as u64)));
         let t = Instant::now();
         ledger.load(&h.prompt).await?;
         let first_read = t.elapsed();

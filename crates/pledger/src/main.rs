@@ -17,6 +17,7 @@ mod workers;
 
 use std::io::Write;
 
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
