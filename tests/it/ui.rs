@@ -463,8 +463,15 @@ struct Browser {
 impl Browser {
     fn start(chromium: &Path, chromedriver: &Path, profile: &Path) -> Browser {
         let port = pledger_infra::server::free_port();
+        // Chromium keeps crash reports and caches under $HOME whatever its profile: it gets a
+        // home of its own inside the test's temp dir.
+        let home = profile.join("home");
+        std::fs::create_dir_all(&home).unwrap();
         let driver = std::process::Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
