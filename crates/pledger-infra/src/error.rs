@@ -20,6 +20,10 @@ pub enum InfraError {
     },
     #[error("reading the ledger failed: {0}")]
     Read(String),
+    /// The servers are reachable but a JetStream request got no answer (no responders, a
+    /// timeout) for as long as a cluster takes to elect a leader.
+    #[error("the NATS servers did not answer ({0}); a cluster that lost a node answers again once it has elected a leader (seconds); is JetStream enabled on the server?")]
+    Unanswered(String),
     #[error("{}", not_enrolled(key, *empty))]
     NotEnrolled { key: String, empty: bool },
     #[error("--as {claimed}: the signing key {key} belongs to {owner}, not {claimed} (--as selects among your own keys; it never acts for another identity)")]
@@ -44,6 +48,13 @@ pub enum InfraError {
     CorruptRouting { prompt: String, reason: String },
 }
 
+/// async-nats reports an unanswered request as "no responders" or "timed out" in the text of
+/// several error types (stream lookup, stream info, consumer creation, fetch), so the text is
+/// what they share.
+fn unanswered_text(text: &str) -> bool {
+    text.contains("no responders") || text.contains("timed out")
+}
+
 fn not_enrolled(key: &str, empty: bool) -> String {
     if empty {
         format!("the roster is empty: no identity is enrolled yet (run `pledger init --admin NAME --key FILE`; this key is {key})")
@@ -56,11 +67,26 @@ impl InfraError {
     pub(crate) fn stream_setup(e: impl Display) -> InfraError {
         InfraError::StreamSetup(e.to_string())
     }
+    /// A stream lookup's failure: missing only when the server said so; a request nobody
+    /// answered is [`InfraError::Unanswered`] (an auditor must not read "no checkpoints" into
+    /// a timeout).
     pub(crate) fn stream_missing(e: impl Display) -> InfraError {
-        InfraError::StreamMissing(e.to_string())
+        InfraError::unanswered_or(e, InfraError::StreamMissing)
     }
     pub(crate) fn read(e: impl Display) -> InfraError {
-        InfraError::Read(e.to_string())
+        InfraError::unanswered_or(e, InfraError::Read)
+    }
+    fn unanswered_or(e: impl Display, otherwise: fn(String) -> InfraError) -> InfraError {
+        let text = e.to_string();
+        if unanswered_text(&text) {
+            InfraError::Unanswered(text)
+        } else {
+            otherwise(text)
+        }
+    }
+    /// Is this a request that went unanswered, worth asking again during an election?
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, InfraError::Unanswered(_))
     }
     pub(crate) fn publish(e: impl Display) -> InfraError {
         InfraError::Publish(e.to_string())
@@ -91,4 +117,25 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, InfraError> {
                 _ => e.to_string(),
             },
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_nobody_answered_is_not_a_missing_stream() {
+        let timed_out = InfraError::stream_missing("request error: timed out: request timed out");
+        assert!(timed_out.is_unanswered(), "{timed_out}");
+        assert!(!matches!(timed_out, InfraError::StreamMissing(_)));
+        let no_responders = InfraError::read("no responders");
+        assert!(no_responders.is_unanswered(), "{no_responders}");
+        let missing = InfraError::stream_missing("jetstream error: stream not found (code 404)");
+        assert!(matches!(missing, InfraError::StreamMissing(_)), "{missing}");
+        assert!(!missing.is_unanswered());
+        assert!(matches!(
+            InfraError::read("consumer deleted"),
+            InfraError::Read(_)
+        ));
+    }
 }

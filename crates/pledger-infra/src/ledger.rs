@@ -49,6 +49,30 @@ pub const REPLICATED_STREAMS: [&str; 8] = [
 /// sent, [`ELECTION_PAUSE`] apart: about 8 s in all, within the 10 s a cluster takes to elect.
 pub const ELECTION_ATTEMPTS: usize = 32;
 pub const ELECTION_PAUSE: Duration = Duration::from_millis(250);
+/// How long a read keeps asking while the servers do not answer (see [`answered`]).
+pub const ELECTION_WAIT: Duration = Duration::from_secs(8);
+
+/// Runs `ask` again, [`ELECTION_PAUSE`] apart, while it goes unanswered (no responders, a
+/// timeout: a cluster electing a stream or meta leader after losing a node), for up to
+/// [`ELECTION_WAIT`]. Any answer, an error the server gave included, ends it at once.
+pub(crate) async fn answered<T, F, Fut>(what: &str, mut ask: F) -> Result<T, InfraError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, InfraError>>,
+{
+    let until = tokio::time::Instant::now() + ELECTION_WAIT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ask().await {
+            Err(e) if e.is_unanswered() && tokio::time::Instant::now() < until => {
+                debug!(attempt, "{what} went unanswered ({e}); asking again");
+                tokio::time::sleep(ELECTION_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
+}
 
 /// Whether a conditional append lost its race: the server says the family's last sequence
 /// moved. A single server answers error code 10071; a clustered stream answers 10164, which
@@ -491,12 +515,7 @@ impl Ledger {
 
     /// The ledger stream's configuration and bounds, for `audit verify`.
     pub async fn stream_facts(&self) -> Result<pledger_core::audit::StreamFacts, InfraError> {
-        let mut s = self
-            .js
-            .get_stream(LEDGER_STREAM)
-            .await
-            .map_err(InfraError::stream_missing)?;
-        let info = s.info().await.map_err(InfraError::read)?;
+        let info = self.stream_info(LEDGER_STREAM).await?;
         let c = &info.config;
         Ok(pledger_core::audit::StreamFacts {
             name: c.name.clone(),
@@ -559,13 +578,11 @@ impl Ledger {
         for name in REPLICATED_STREAMS {
             // A stream this ledger does not have yet (checkpoints, on a ledger set up before
             // them) is not reported; `init` creates it.
-            let Ok(mut s) = self.js.get_stream(name).await else {
-                if name == LEDGER_STREAM {
-                    return Err(InfraError::StreamMissing(format!("{name} does not exist")));
-                }
-                continue;
+            let info = match self.stream_info(name).await {
+                Ok(info) => info,
+                Err(InfraError::StreamMissing(_)) if name != LEDGER_STREAM => continue,
+                Err(e) => return Err(e),
             };
-            let info = s.info().await.map_err(InfraError::read)?;
             if let Some(c) = &info.cluster {
                 cluster_size = cluster_size.max(1 + c.replicas.len());
             }
@@ -624,7 +641,27 @@ impl Ledger {
             .map(drop)
     }
 
+    /// A read whose messages are all returned is asked again whole while it goes unanswered
+    /// ([`answered`]); one that hands chunks over as they arrive is not (some were sent).
     async fn read_stream_into(
+        &self,
+        stream: &str,
+        filters: &[&str],
+        after: u64,
+        out: Option<(usize, tokio::sync::mpsc::Sender<Vec<RawRecord>>)>,
+    ) -> Result<Vec<RawRecord>, InfraError> {
+        match out {
+            None => {
+                answered(&format!("reading {}", filters.join(", ")), || {
+                    self.read_stream_once(stream, filters, after, None)
+                })
+                .await
+            }
+            out => self.read_stream_once(stream, filters, after, out).await,
+        }
+    }
+
+    async fn read_stream_once(
         &self,
         stream: &str,
         filters: &[&str],
@@ -788,6 +825,19 @@ impl Ledger {
         Ok(family.state.missing_artifacts().len() < missing.len())
     }
 
+    /// A stream's configuration and state, asked again while unanswered ([`answered`]).
+    async fn stream_info(&self, name: &str) -> Result<stream::Info, InfraError> {
+        answered(&format!("stream {name}'s info"), || async {
+            let mut stream = self
+                .js
+                .get_stream(name)
+                .await
+                .map_err(InfraError::stream_missing)?;
+            Ok(stream.info().await.map_err(InfraError::read)?.clone())
+        })
+        .await
+    }
+
     /// Does the ledger hold the snapshot's head: the family's event at `head_sequence`, whose
     /// hash is `head`?
     async fn holds_head(
@@ -830,12 +880,7 @@ impl Ledger {
 
     /// A stream's `<creation time in ns>@<cluster or "single server">` and last sequence.
     async fn stream_created(&self, name: &str) -> Result<(String, u64), InfraError> {
-        let mut stream = self
-            .js
-            .get_stream(name)
-            .await
-            .map_err(InfraError::stream_missing)?;
-        let info = stream.info().await.map_err(InfraError::read)?;
+        let info = self.stream_info(name).await?;
         let cluster = info
             .cluster
             .as_ref()
@@ -891,23 +936,27 @@ impl Ledger {
 
     /// Every prompt with a registration or any other prompt-level event, sorted by name.
     pub async fn prompts(&self) -> Result<Vec<PromptName>, InfraError> {
-        let stream = self
-            .js
-            .get_stream(LEDGER_STREAM)
-            .await
-            .map_err(InfraError::stream_missing)?;
-        let mut subjects = stream
-            .info_with_subjects(pledger_core::names::PROMPT_SUBJECTS)
-            .await
-            .map_err(InfraError::read)?;
-        let mut prompts = Vec::new();
-        while let Some(item) = subjects.next().await {
-            let (subject, _count) = item.map_err(InfraError::read)?;
-            let name = pledger_core::names::prompt_token(&subject).unwrap_or_default();
-            if let Ok(p) = PromptName::parse(name) {
-                prompts.push(p);
+        let mut prompts = answered("listing the prompts", || async {
+            let stream = self
+                .js
+                .get_stream(LEDGER_STREAM)
+                .await
+                .map_err(InfraError::stream_missing)?;
+            let mut subjects = stream
+                .info_with_subjects(pledger_core::names::PROMPT_SUBJECTS)
+                .await
+                .map_err(InfraError::read)?;
+            let mut prompts = Vec::new();
+            while let Some(item) = subjects.next().await {
+                let (subject, _count) = item.map_err(InfraError::read)?;
+                let name = pledger_core::names::prompt_token(&subject).unwrap_or_default();
+                if let Ok(p) = PromptName::parse(name) {
+                    prompts.push(p);
+                }
             }
-        }
+            Ok(prompts)
+        })
+        .await?;
         prompts.sort();
         Ok(prompts)
     }
@@ -1482,4 +1531,42 @@ pub fn now() -> Timestamp {
 /// A new correlation id for a user action.
 pub fn new_correlation_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_read_is_asked_again_and_an_answer_ends_it() {
+        let mut asked = 0;
+        let read = answered("a read", || {
+            asked += 1;
+            let n = asked;
+            async move {
+                if n < 3 {
+                    Err(InfraError::read("no responders"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(read.unwrap(), 3);
+
+        let mut asked = 0;
+        let missing: Result<(), _> = answered("a read", || {
+            asked += 1;
+            async { Err(InfraError::stream_missing("stream not found")) }
+        })
+        .await;
+        assert!(matches!(missing, Err(InfraError::StreamMissing(_))));
+        assert_eq!(asked, 1, "an answer, even an error, is not asked again");
+
+        let started = tokio::time::Instant::now();
+        let never: Result<(), _> =
+            answered("a read", || async { Err(InfraError::read("timed out")) }).await;
+        assert!(never.unwrap_err().is_unanswered());
+        assert!(started.elapsed() >= ELECTION_WAIT - ELECTION_PAUSE);
+    }
 }

@@ -71,7 +71,7 @@ impl From<FieldError> for Failure {
 impl From<InfraError> for Failure {
     fn from(e: InfraError) -> Failure {
         let exit = match e {
-            InfraError::Unreachable { .. } => Exit::Unreachable,
+            InfraError::Unreachable { .. } | InfraError::Unanswered(_) => Exit::Unreachable,
             // Who is signing is a usage question: no enrolled key, or a key that is not the
             // identity `--as` names.
             InfraError::NotEnrolled { .. } | InfraError::NotYourKey { .. } => Exit::Usage,
