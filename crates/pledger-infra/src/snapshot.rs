@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pledger_core::ids::PromptName;
 use pledger_core::names::SNAPSHOT_FILE_SUFFIX;
@@ -72,10 +72,21 @@ impl SnapshotStore for SnapshotDir {
     }
 }
 
-/// Snapshots in memory, for a long-running reader (a worker).
+/// Snapshots in memory, for a long-running reader (a worker, the release pages).
 #[derive(Default)]
 pub struct SnapshotMemory {
     kept: Mutex<HashMap<(String, PromptName), FamilySnapshot>>,
+}
+
+impl SnapshotMemory {
+    /// The process's own: every worker and page of one `pledger up` reads the same ledger, so
+    /// one snapshot per family serves them all. A snapshot holds a table entry per event,
+    /// version and ended release of its family; one copy per worker made the workers' memory
+    /// grow with history several times over.
+    pub fn shared() -> Arc<SnapshotMemory> {
+        static SHARED: OnceLock<Arc<SnapshotMemory>> = OnceLock::new();
+        SHARED.get_or_init(Default::default).clone()
+    }
 }
 
 impl SnapshotStore for SnapshotMemory {
@@ -84,8 +95,51 @@ impl SnapshotStore for SnapshotMemory {
         kept.get(&(ledger.to_string(), prompt.clone())).cloned()
     }
 
+    /// Keeps the snapshot that covers more of the family: a reader that lags behind another
+    /// does not take the other back to an older point.
     fn put(&self, snapshot: FamilySnapshot) {
         let mut kept = self.kept.lock().expect("snapshot lock");
-        kept.insert((snapshot.ledger.clone(), snapshot.prompt.clone()), snapshot);
+        let key = (snapshot.ledger.clone(), snapshot.prompt.clone());
+        if kept.get(&key).is_some_and(|k| k.through > snapshot.through) {
+            return;
+        }
+        kept.insert(key, snapshot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pledger_core::state::PromptState;
+
+    fn snapshot(prompt: &PromptName, through: u64) -> FamilySnapshot {
+        FamilySnapshot {
+            format: pledger_core::verify::SNAPSHOT_FORMAT,
+            ledger: "PLEDGER_LEDGER created 1@single server".into(),
+            prompt: prompt.clone(),
+            through,
+            head: None,
+            head_sequence: through,
+            state: PromptState::new(prompt.clone()),
+            event_ids: Default::default(),
+            ignored: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn memory_keeps_the_snapshot_that_covers_more_and_is_shared_by_the_process() {
+        let prompt = PromptName::parse("triage").unwrap();
+        let memory = SnapshotMemory::default();
+        memory.put(snapshot(&prompt, 40));
+        memory.put(snapshot(&prompt, 12));
+        let ledger = "PLEDGER_LEDGER created 1@single server";
+        assert_eq!(memory.get(ledger, &prompt).map(|s| s.through), Some(40));
+        memory.put(snapshot(&prompt, 41));
+        assert_eq!(memory.get(ledger, &prompt).map(|s| s.through), Some(41));
+        assert!(memory.get("another ledger", &prompt).is_none());
+        assert!(Arc::ptr_eq(
+            &SnapshotMemory::shared(),
+            &SnapshotMemory::shared()
+        ));
     }
 }

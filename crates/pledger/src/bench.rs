@@ -1058,6 +1058,17 @@ fn children_named(ppid: u32, comm: &str) -> Vec<u32> {
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    status_kib(pid, ["VmRSS:", "VmHWM:"]).map(|[rss, hwm]| (rss, hwm))
+}
+
+/// A process's resident memory split into anonymous (heap, stacks) and file-backed (the
+/// binary's pages) KiB: where growth is, when there is some.
+fn rss_split_kib(pid: u32) -> Option<(u64, u64)> {
+    status_kib(pid, ["RssAnon:", "RssFile:"]).map(|[anon, file]| (anon, file))
+}
+
+/// Fields of `/proc/<pid>/status` counted in KiB.
+fn status_kib<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -1066,7 +1077,11 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let mut out = [0; N];
+    for (value, name) in out.iter_mut().zip(names) {
+        *value = field(name)?;
+    }
+    Some(out)
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
@@ -3105,6 +3120,8 @@ struct ChurnMark {
     /// The process's peak resident memory so far (VmHWM): when the peak happened.
     hwm: u64,
     nats_rss: u64,
+    /// RssAnon and RssFile at the mark.
+    split: (u64, u64),
     /// Time to complete the releases since the previous mark, and for the workers to catch up.
     drive: Duration,
     catch_up: Duration,
@@ -3173,6 +3190,7 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
             rss: settled_rss(&launched).await,
             hwm: rss_kib(launched.pid).map_or(0, |(_, hwm)| hwm),
             nats_rss: launched.nats_rss(),
+            split: rss_split_kib(launched.pid).unwrap_or((0, 0)),
             drive,
             catch_up,
         });
@@ -3263,11 +3281,14 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
     for m in &marks {
         s.notes.push(format!(
             "{} releases completed: {:.1} s to drive them since the previous mark, then {:.1} s \
-             for the workers to catch up; VmRSS {}, VmHWM so far {}.",
+             for the workers to catch up; VmRSS {} (anonymous {}, file-backed {}), VmHWM so far \
+             {}.",
             thousands(m.completed as u64),
             m.drive.as_secs_f64(),
             m.catch_up.as_secs_f64(),
             mib(m.rss),
+            mib(m.split.0),
+            mib(m.split.1),
             mib(m.hwm)
         ));
     }

@@ -97,9 +97,8 @@ pub async fn run(args: &UpArgs, cli: &crate::cli::Cli) -> Result<(), Failure> {
         None => None,
         Some(addr) => {
             let conn = crate::app::Conn {
-                ledger: Ledger::new(client.clone()).with_snapshots(std::sync::Arc::new(
-                    pledger_infra::snapshot::SnapshotMemory::default(),
-                )),
+                ledger: Ledger::new(client.clone())
+                    .with_snapshots(pledger_infra::snapshot::SnapshotMemory::shared()),
                 routing: pledger_infra::RoutingStore::open(ledger.jetstream()).await?,
             };
             match crate::ui::serve(addr, conn, &url, workers_rx.clone()).await {

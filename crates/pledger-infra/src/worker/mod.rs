@@ -125,8 +125,8 @@ impl WorkerContext {
         signer: Arc<dyn EventSigner + Send + Sync>,
     ) -> Result<WorkerContext, WorkerError> {
         // Families are kept verified in memory between reads: a read verifies only what is new.
-        let ledger = Ledger::new(client)
-            .with_snapshots(Arc::new(crate::snapshot::SnapshotMemory::default()));
+        // The workers of one process share their snapshots.
+        let ledger = Ledger::new(client).with_snapshots(crate::snapshot::SnapshotMemory::shared());
         Ledger::check_server_version(&ledger.jetstream().client())?;
         let (roster, _, _) = ledger.roster().await?;
         let actor = crate::ledger::identify(&roster.roster, &*signer)?.actor;
