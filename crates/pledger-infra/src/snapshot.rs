@@ -115,7 +115,7 @@ mod tests {
     fn snapshot(prompt: &PromptName, through: u64) -> FamilySnapshot {
         FamilySnapshot {
             format: pledger_core::verify::SNAPSHOT_FORMAT,
-            ledger: "PLEDGER_LEDGER created 1@single server".into(),
+            ledger: "ledger A".into(),
             prompt: prompt.clone(),
             through,
             head: None,
@@ -132,7 +132,7 @@ mod tests {
         let memory = SnapshotMemory::default();
         memory.put(snapshot(&prompt, 40));
         memory.put(snapshot(&prompt, 12));
-        let ledger = "PLEDGER_LEDGER created 1@single server";
+        let ledger = "ledger A";
         assert_eq!(memory.get(ledger, &prompt).map(|s| s.through), Some(40));
         memory.put(snapshot(&prompt, 41));
         assert_eq!(memory.get(ledger, &prompt).map(|s| s.through), Some(41));
