@@ -816,17 +816,20 @@ impl PromptState {
         }
     }
 
-    /// Versions whose artifact a [`Detail::Live`] state keeps: the stable one, those the
-    /// releases it keeps name, and the [`RECENT`] latest published.
-    fn in_use(&self) -> std::collections::BTreeSet<VersionId> {
-        let mut keep: std::collections::BTreeSet<VersionId> =
-            self.version_order.latest(RECENT).into_iter().collect();
-        keep.extend(self.stable.iter().cloned());
-        for r in self.releases.values() {
-            keep.insert(r.candidate.clone());
-            keep.extend(r.baseline.iter().cloned());
-        }
-        keep
+    /// Whether a [`Detail::Live`] state keeps `version`'s artifact: the stable one, those the
+    /// releases it keeps name, and the [`RECENT`] latest published. Asked for each kept
+    /// version after every folded event, so it allocates nothing.
+    fn in_use(&self, version: &VersionId) -> bool {
+        let recent = self
+            .version_order
+            .position(version)
+            .is_some_and(|p| p as usize + RECENT >= self.version_order.len());
+        recent
+            || self.stable.as_ref() == Some(version)
+            || self
+                .releases
+                .values()
+                .any(|r| &r.candidate == version || r.baseline.as_ref() == Some(version))
     }
 
     /// Versions routing and the commands read whose artifact this state lacks: the stable
@@ -868,27 +871,34 @@ impl PromptState {
         if self.detail == Detail::Full {
             return;
         }
-        let ended: Vec<u32> = self
+        // Run after every folded event: what there is to let go of is found without
+        // allocating, and only then collected (most events let go of nothing).
+        let ended = self
             .releases
-            .iter()
-            .filter(|(_, r)| r.status.ended().is_some())
-            .map(|(n, _)| *n)
-            .collect();
-        for n in &ended[..ended.len().saturating_sub(RECENT)] {
-            self.releases.remove(n);
+            .values()
+            .filter(|r| r.status.ended().is_some())
+            .count();
+        if ended > RECENT {
+            let lowest: Vec<u32> = self
+                .releases
+                .iter()
+                .filter(|(_, r)| r.status.ended().is_some())
+                .map(|(n, _)| *n)
+                .take(ended - RECENT)
+                .collect();
+            for n in &lowest {
+                self.releases.remove(n);
+            }
         }
-        if self.versions.len() > RECENT {
-            let keep = self.in_use();
-            if keep.len() < self.versions.len() {
-                let drop: Vec<VersionId> = self
-                    .versions
-                    .keys()
-                    .filter(|v| !keep.contains(v))
-                    .cloned()
-                    .collect();
-                for v in drop {
-                    self.versions.remove(&v);
-                }
+        if self.versions.len() > RECENT && self.versions.keys().any(|v| !self.in_use(v)) {
+            let drop: Vec<VersionId> = self
+                .versions
+                .keys()
+                .filter(|v| !self.in_use(v))
+                .cloned()
+                .collect();
+            for v in drop {
+                self.versions.remove(&v);
             }
         }
     }
