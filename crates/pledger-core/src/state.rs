@@ -1,7 +1,7 @@
 //! State of a prompt and its releases, folded from the ledger by [`evolve`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -112,11 +112,14 @@ pub const RECENT: usize = 10;
 
 /// Version ids in publication order, kept as their 32 digest bytes with an index from digest
 /// to position: a prompt with many versions costs 32 bytes and an index entry each, and its
-/// snapshot stores them as one string of hex digits.
+/// snapshot stores them as one string of hex digits. Both tables are persistent
+/// ([`imbl`]): a copy of a state shares them, and a version added to the copy copies a
+/// path of the tree, not the table, so reading a family from a snapshot costs the same
+/// whatever the length of its history.
 #[derive(Clone, Debug, Default)]
 pub struct VersionIds {
-    order: Vec<[u8; 32]>,
-    index: HashMap<[u8; 32], u32>,
+    order: imbl::Vector<[u8; 32]>,
+    index: imbl::HashMap<[u8; 32], u32>,
 }
 
 impl PartialEq for VersionIds {
@@ -208,30 +211,28 @@ impl VersionIds {
             return *at;
         }
         let at = self.order.len() as u32;
-        self.order.push(digest);
+        self.order.push_back(digest);
         self.index.insert(digest, at);
         at
     }
     /// The latest `n` published, oldest first.
     pub fn latest(&self, n: usize) -> Vec<VersionId> {
-        self.order[self.order.len().saturating_sub(n)..]
+        self.order
             .iter()
+            .skip(self.order.len().saturating_sub(n))
             .map(version_of)
             .collect()
     }
     /// The digests, 32 bytes each in publication order (a snapshot's stored form).
     pub fn to_raw(&self) -> Vec<u8> {
-        self.order.concat()
+        self.order.iter().flatten().copied().collect()
     }
     /// From [`VersionIds::to_raw`].
     pub fn from_raw(raw: &[u8]) -> Result<VersionIds, String> {
         if !raw.len().is_multiple_of(32) {
             return Err("version ids are 32 bytes each".into());
         }
-        let mut ids = VersionIds {
-            order: Vec::with_capacity(raw.len() / 32),
-            index: HashMap::with_capacity(raw.len() / 32),
-        };
+        let mut ids = VersionIds::default();
         for d in raw.chunks_exact(32) {
             ids.push_digest(d.try_into().expect("32 bytes"));
         }
@@ -260,7 +261,7 @@ impl VersionIds {
 impl Serialize for VersionIds {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut hex = String::with_capacity(self.order.len() * 64);
-        for d in &self.order {
+        for d in self.order.iter() {
             hex.push_str(&crate::artifact::hex(d));
         }
         serializer.serialize_str(&hex)
@@ -273,10 +274,7 @@ impl<'de> Deserialize<'de> for VersionIds {
             if !hex.len().is_multiple_of(64) {
                 return Err("version ids are 64 hex digits each".into());
             }
-            let mut ids = VersionIds {
-                order: Vec::with_capacity(hex.len() / 64),
-                index: HashMap::with_capacity(hex.len() / 64),
-            };
+            let mut ids = VersionIds::default();
             for chunk in hex.as_bytes().chunks_exact(64) {
                 let digest = digest_bytes(chunk).ok_or("a version id is not lowercase hex")?;
                 ids.push_digest(digest);
@@ -340,11 +338,12 @@ pub struct EndedRelease {
 }
 
 /// Every ended release of a prompt, by number, in a form that costs a few bytes each (the
-/// authors kept once).
+/// authors kept once). The rows are persistent ([`imbl`]), like [`VersionIds`]: copies of a
+/// state share them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(into = "EndedRows", try_from = "EndedRows")]
 pub struct EndedReleases {
-    entries: Vec<EndedRelease>,
+    entries: imbl::Vector<EndedRelease>,
     authors: Vec<Actor>,
 }
 
@@ -385,7 +384,7 @@ impl EndedReleases {
     /// The rows, [`ENDED_ROW_BYTES`] each (a snapshot's stored form, with the authors apart).
     pub fn rows_to_raw(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.entries.len() * ENDED_ROW_BYTES);
-        for r in &self.entries {
+        for r in self.entries.iter() {
             bytes.extend(r.number.to_be_bytes());
             bytes.push(match r.how {
                 Ended::Completed => 0,
@@ -443,7 +442,10 @@ impl EndedReleases {
         if !entries.windows(2).all(|w| w[0].number < w[1].number) {
             return Err("ended releases: rows are not in increasing release numbers".into());
         }
-        Ok(EndedReleases { entries, authors })
+        Ok(EndedReleases {
+            entries: entries.into(),
+            authors,
+        })
     }
 }
 
@@ -495,7 +497,9 @@ impl EndedReleases {
             author,
         };
         match self.entries.binary_search_by_key(&number, |e| e.number) {
-            Ok(i) => self.entries[i] = entry,
+            Ok(i) => {
+                self.entries.set(i, entry);
+            }
             Err(i) => self.entries.insert(i, entry),
         }
     }

@@ -630,13 +630,18 @@ impl EventIds {
 pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// The ids of a family's accepted events as a snapshot keeps them: the first 8 bytes of each
-/// id's SHA-256 (a `u64`), sorted, stored as base64. A new event whose id matches one is
-/// ignored as a [`Check::DuplicateId`], and a reader that finds one after a snapshot reads the
-/// family from its first event (with the ids themselves): a digest collision costs a full
-/// read, never an event wrongly ignored. Shared, not copied, between a snapshot and the
-/// readers resumed from it.
+/// id's SHA-256 (a `u64`), as a sorted set, stored as base64 8 bytes each. A new event whose
+/// id matches one is ignored as a [`Check::DuplicateId`], and a reader that finds one after a
+/// snapshot reads the family from its first event (with the ids themselves): a digest
+/// collision costs a full read, never an event wrongly ignored. The set is persistent
+/// ([`imbl`]): a snapshot and the readers resumed from it share it, and the next snapshot adds
+/// the ids read since without copying the rest.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct EventIdDigests(std::sync::Arc<Vec<u64>>);
+pub struct EventIdDigests {
+    digests: imbl::OrdSet<u64>,
+    /// Ids counted (two ids with one digest are two).
+    count: usize,
+}
 
 impl EventIdDigests {
     pub fn digest(id: &str) -> u64 {
@@ -646,55 +651,50 @@ impl EventIdDigests {
         u64::from_be_bytes(first)
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.count
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.count == 0
     }
     pub fn contains(&self, id: &str) -> bool {
-        self.0.binary_search(&EventIdDigests::digest(id)).is_ok()
+        self.digests.contains(&EventIdDigests::digest(id))
     }
     /// 8 bytes each, big-endian, sorted (a snapshot's stored form).
     pub fn to_raw(&self) -> Vec<u8> {
-        self.0.iter().flat_map(|d| d.to_be_bytes()).collect()
+        self.digests.iter().flat_map(|d| d.to_be_bytes()).collect()
+    }
+    fn from_digests(digests: impl IntoIterator<Item = u64>) -> EventIdDigests {
+        let mut set = EventIdDigests::default();
+        for d in digests {
+            set.digests.insert(d);
+            set.count += 1;
+        }
+        set
     }
     /// From [`EventIdDigests::to_raw`].
     pub fn from_raw(raw: &[u8]) -> Result<EventIdDigests, String> {
         if !raw.len().is_multiple_of(8) {
             return Err("event id digests are 8 bytes each".into());
         }
-        let mut digests: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        if !digests.windows(2).all(|w| w[0] <= w[1]) {
-            digests.sort_unstable();
-        }
-        Ok(EventIdDigests(digests.into()))
+        Ok(EventIdDigests::from_digests(raw.chunks_exact(8).map(|c| {
+            u64::from_be_bytes(c.try_into().expect("8 bytes"))
+        })))
     }
     /// These digests and those of `ids`.
     pub fn with<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> EventIdDigests {
-        let mut added: Vec<u64> = ids.into_iter().map(EventIdDigests::digest).collect();
-        added.sort_unstable();
-        let mut all = Vec::with_capacity(self.0.len() + added.len());
-        let (mut a, mut b) = (self.0.iter().peekable(), added.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x <= y => a.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, None) => break,
-            };
-            all.extend(next.copied());
+        let mut all = self.clone();
+        for id in ids {
+            all.digests.insert(EventIdDigests::digest(id));
+            all.count += 1;
         }
-        EventIdDigests(all.into())
+        all
     }
 }
 
 impl Serialize for EventIdDigests {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use base64::Engine;
-        let bytes: Vec<u8> = self.0.iter().flat_map(|d| d.to_be_bytes()).collect();
+        let bytes = self.to_raw();
         serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
     }
 }
@@ -719,10 +719,7 @@ impl<'de> Deserialize<'de> for EventIdDigests {
                     digests.push(u64::from_be_bytes(d.try_into().expect("8 bytes")));
                 }
             }
-            if !digests.windows(2).all(|w| w[0] <= w[1]) {
-                digests.sort_unstable();
-            }
-            Ok(EventIdDigests(digests.into()))
+            Ok(EventIdDigests::from_digests(digests))
         })
     }
 }
