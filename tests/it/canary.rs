@@ -915,6 +915,14 @@ fn the_metrics_endpoint_shows_a_freeze() {
         ),
         Some(1.0)
     );
+    // The process counts its heap, beside its resident memory (the heap counts what was
+    // asked for, so buffers allocated and not yet written may put it above the resident).
+    let heap = value_of(&samples, names::METRIC_PROCESS_HEAP, &[]).expect("the heap");
+    let resident = value_of(&samples, names::METRIC_PROCESS_RESIDENT, &[]).expect("resident");
+    assert!(
+        heap > 1e6 && resident > 1e6,
+        "heap {heap} bytes, resident {resident} bytes"
+    );
     // The consumers' lag is read every 5 s (a consumer not created yet is skipped).
     w.wait_for("the consumer lag", Duration::from_secs(15), || {
         let s = parse(scrape(&addr)?);

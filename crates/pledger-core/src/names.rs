@@ -216,6 +216,11 @@ pub const METRIC_CONSUMER_PENDING: &str = "pledger_worker_consumer_pending";
 pub const METRIC_NOTIFICATIONS: &str = "pledger_notifications";
 /// A worker's durable consumer's messages delivered and not acknowledged.
 pub const METRIC_CONSUMER_ACK_PENDING: &str = "pledger_worker_consumer_ack_pending";
+/// Bytes the process has allocated and not freed (its data, without the allocator's slack).
+pub const METRIC_PROCESS_HEAP: &str = "pledger_process_heap_bytes";
+/// The process's resident memory (VmRSS), beside its heap: the difference is what the
+/// allocator holds on to.
+pub const METRIC_PROCESS_RESIDENT: &str = "pledger_process_resident_bytes";
 
 // ---------------------------------------------------------------------------------------------
 // Local files

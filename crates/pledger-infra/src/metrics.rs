@@ -125,12 +125,31 @@ pub struct Metrics {
     notifications: Family<NotificationLabels, Counter>,
     consumer_pending: Family<ConsumerLabels, Gauge>,
     consumer_ack_pending: Family<ConsumerLabels, Gauge>,
+    heap: Gauge,
+    resident: Gauge,
     /// Per prompt: the release its status and phase series name.
     shown: Mutex<BTreeMap<String, PhaseLabels>>,
     /// Per release: its canary series.
     series: Mutex<BTreeMap<String, ReleaseSeries>>,
     /// Per prompt: the stream sequence up to which its events were counted.
     counted: Mutex<BTreeMap<String, u64>>,
+}
+
+/// How the binary counts its heap ([`count_heap_with`]).
+static HEAP_READER: OnceLock<fn() -> u64> = OnceLock::new();
+
+/// Has `pledger_process_heap_bytes` read `allocated` (the bytes the binary's allocator has
+/// handed out and not taken back); the first call holds.
+pub fn count_heap_with(allocated: fn() -> u64) {
+    let _ = HEAP_READER.set(allocated);
+}
+
+/// The process's VmRSS in bytes (Linux; elsewhere none).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The process's metrics (one set, whatever runs in it).
@@ -185,6 +204,8 @@ impl Metrics {
             notifications: Family::default(),
             consumer_pending: Family::default(),
             consumer_ack_pending: Family::default(),
+            heap: Gauge::default(),
+            resident: Gauge::default(),
             shown: Mutex::new(BTreeMap::new()),
             series: Mutex::new(BTreeMap::new()),
             counted: Mutex::new(BTreeMap::new()),
@@ -269,11 +290,27 @@ impl Metrics {
             "Messages delivered to a worker's durable consumer and not acknowledged yet",
             m.consumer_ack_pending.clone(),
         );
+        registry.register(
+            names::METRIC_PROCESS_HEAP,
+            "Bytes this process has allocated and not freed: its data, without what the allocator holds on to (absent when the binary does not count them)",
+            m.heap.clone(),
+        );
+        registry.register(
+            names::METRIC_PROCESS_RESIDENT,
+            "This process's resident memory (VmRSS); beside the heap, the difference is what the allocator holds on to",
+            m.resident.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// The text exposition (OpenMetrics) of every family.
     pub fn encode(&self) -> String {
+        if let Some(heap) = HEAP_READER.get() {
+            self.heap.set(heap() as i64);
+        }
+        if let Some(rss) = resident_bytes() {
+            self.resident.set(rss as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");

@@ -2648,6 +2648,8 @@ struct LaunchedUp {
     url: String,
     exe: std::path::PathBuf,
     dir: tempfile::TempDir,
+    /// Where `pledger up` serves its metrics (`--metrics`).
+    metrics: String,
 }
 
 impl LaunchedUp {
@@ -2656,6 +2658,7 @@ impl LaunchedUp {
         let data = dir.path().join("data");
         let listen = format!("127.0.0.1:{}", free_port());
         let url = format!("nats://{listen}");
+        let metrics = format!("127.0.0.1:{}", free_port());
         let exe = std::env::current_exe().map_err(|e| fail("own executable")(e.to_string()))?;
         let log_path = dir.path().join("up.log");
         let log = std::fs::File::create(&log_path).map_err(|e| fail("up log")(e.to_string()))?;
@@ -2667,6 +2670,7 @@ impl LaunchedUp {
             .args(["--listen", &listen])
             // The release pages are served (on a free port): part of what is measured.
             .args(["--ui", "127.0.0.1:0"])
+            .args(["--metrics", &metrics])
             .arg("--as")
             .arg("bench-up")
             .env("PLEDGER_CONFIG_DIR", dir.path().join("config"))
@@ -2707,7 +2711,26 @@ impl LaunchedUp {
             url,
             exe,
             dir,
+            metrics,
         })
+    }
+
+    /// `pledger_process_heap_bytes` from its metrics: the bytes it has allocated and not
+    /// freed, in KiB (none when it cannot be read).
+    async fn heap_kib(&self) -> Option<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.metrics).await.ok()?;
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        );
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.ok()?;
+        let name = format!("{} ", pledger_core::names::METRIC_PROCESS_HEAP);
+        let line = response.lines().find(|l| l.starts_with(&name))?;
+        let bytes: f64 = line[name.len()..].trim().parse().ok()?;
+        Some(bytes as u64 / 1024)
     }
 
     /// Connects (keeping snapshots in memory, as a worker does), and has `pledger up`'s
@@ -3122,6 +3145,8 @@ struct ChurnMark {
     nats_rss: u64,
     /// RssAnon and RssFile at the mark.
     split: (u64, u64),
+    /// The bytes allocated and not freed (`pledger_process_heap_bytes`) at the mark, in KiB.
+    heap: Option<u64>,
     /// Time to complete the releases since the previous mark, and for the workers to catch up.
     drive: Duration,
     catch_up: Duration,
@@ -3191,12 +3216,17 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
             hwm: rss_kib(launched.pid).map_or(0, |(_, hwm)| hwm),
             nats_rss: launched.nats_rss(),
             split: rss_split_kib(launched.pid).unwrap_or((0, 0)),
+            heap: launched.heap_kib().await,
             drive,
             catch_up,
         });
         progress(&format!(
-            "13: {completed} releases completed, pledger up at {}",
-            mib(marks.last().map_or(0, |m| m.rss))
+            "13: {completed} releases completed, pledger up at {} (heap {})",
+            mib(marks.last().map_or(0, |m| m.rss)),
+            marks
+                .last()
+                .and_then(|m| m.heap)
+                .map_or("unknown".to_string(), mib)
         ));
     }
     let (_, hwm) = rss_kib(launched.pid).unwrap_or((0, 0));
@@ -3278,17 +3308,26 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
         "",
         Mark::Info,
     ));
+    let heap = |m: &ChurnMark| m.heap.map_or("unknown".to_string(), mib);
+    s.rows.push(row(
+        "heap allocated and not freed (`pledger_process_heap_bytes`) at the first / last mark",
+        format!("{} / {}", heap(first), heap(last)),
+        "",
+        "",
+        Mark::Info,
+    ));
     for m in &marks {
         s.notes.push(format!(
             "{} releases completed: {:.1} s to drive them since the previous mark, then {:.1} s \
-             for the workers to catch up; VmRSS {} (anonymous {}, file-backed {}), VmHWM so far \
-             {}.",
+             for the workers to catch up; VmRSS {} (anonymous {}, file-backed {}), heap \
+             allocated {}, VmHWM so far {}.",
             thousands(m.completed as u64),
             m.drive.as_secs_f64(),
             m.catch_up.as_secs_f64(),
             mib(m.rss),
             mib(m.split.0),
             mib(m.split.1),
+            m.heap.map_or("unknown".to_string(), mib),
             mib(m.hwm)
         ));
     }

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod demo;
 mod failure;
+mod heap;
 mod identity;
 mod keys;
 mod render;
@@ -19,7 +20,7 @@ use std::io::Write;
 
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: heap::Counting<mimalloc::MiMalloc> = heap::Counting(mimalloc::MiMalloc);
 
 use clap::Parser;
 
@@ -46,6 +47,8 @@ fn no_huge_pages() {
 }
 
 fn main() {
+    #[cfg(not(feature = "system-alloc"))]
+    pledger_infra::metrics::count_heap_with(heap::allocated);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
