@@ -135,6 +135,19 @@ pub struct EphemeralCluster {
 
 impl EphemeralCluster {
     pub fn start(size: usize) -> Result<EphemeralCluster, ServerError> {
+        // A port picked by free_port can be taken by someone else before a node binds it
+        // (CI saw "address already in use"): a cluster whose node exits during start-up is
+        // started again, every node on new ports and a new store.
+        let mut attempt = 0;
+        loop {
+            match EphemeralCluster::start_once(size) {
+                Err(ServerError::ExitedEarly { .. }) if attempt < 3 => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once(size: usize) -> Result<EphemeralCluster, ServerError> {
         let binary = find_nats_server()?;
         let dir = tempfile::Builder::new()
             .prefix("pledger-cluster-")
