@@ -292,7 +292,7 @@ impl Metrics {
         );
         registry.register(
             names::METRIC_PROCESS_HEAP,
-            "Bytes this process has allocated and not freed: its data, without what the allocator holds on to (absent when the binary does not count them)",
+            "Bytes this process has allocated and not freed, as asked for: its data, without what the allocator holds on to (0 in a build that does not count them, such as --features system-alloc)",
             m.heap.clone(),
         );
         registry.register(
