@@ -663,13 +663,16 @@ impl EventIdDigests {
     pub fn to_raw(&self) -> Vec<u8> {
         self.digests.iter().flat_map(|d| d.to_be_bytes()).collect()
     }
-    fn from_digests(digests: impl IntoIterator<Item = u64>) -> EventIdDigests {
-        let mut set = EventIdDigests::default();
+    /// These digests and `digests`.
+    fn adding(mut self, digests: impl IntoIterator<Item = u64>) -> EventIdDigests {
         for d in digests {
-            set.digests.insert(d);
-            set.count += 1;
+            self.digests.insert(d);
+            self.count += 1;
         }
-        set
+        self
+    }
+    fn from_digests(digests: impl IntoIterator<Item = u64>) -> EventIdDigests {
+        EventIdDigests::default().adding(digests)
     }
     /// From [`EventIdDigests::to_raw`].
     pub fn from_raw(raw: &[u8]) -> Result<EventIdDigests, String> {
@@ -682,12 +685,8 @@ impl EventIdDigests {
     }
     /// These digests and those of `ids`.
     pub fn with<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> EventIdDigests {
-        let mut all = self.clone();
-        for id in ids {
-            all.digests.insert(EventIdDigests::digest(id));
-            all.count += 1;
-        }
-        all
+        self.clone()
+            .adding(ids.into_iter().map(EventIdDigests::digest))
     }
 }
 

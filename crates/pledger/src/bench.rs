@@ -3137,6 +3137,13 @@ async fn settled_rss(launched: &LaunchedUp) -> u64 {
     samples[samples.len() / 2]
 }
 
+impl ChurnMark {
+    /// The heap at the mark, for the report.
+    fn heap_text(&self) -> String {
+        self.heap.map_or("unknown".to_string(), mib)
+    }
+}
+
 struct ChurnMark {
     completed: usize,
     rss: u64,
@@ -3225,8 +3232,7 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
             mib(marks.last().map_or(0, |m| m.rss)),
             marks
                 .last()
-                .and_then(|m| m.heap)
-                .map_or("unknown".to_string(), mib)
+                .map_or("unknown".to_string(), ChurnMark::heap_text)
         ));
     }
     let (_, hwm) = rss_kib(launched.pid).unwrap_or((0, 0));
@@ -3308,10 +3314,9 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
         "",
         Mark::Info,
     ));
-    let heap = |m: &ChurnMark| m.heap.map_or("unknown".to_string(), mib);
     s.rows.push(row(
         "heap allocated and not freed (`pledger_process_heap_bytes`) at the first / last mark",
-        format!("{} / {}", heap(first), heap(last)),
+        format!("{} / {}", first.heap_text(), last.heap_text()),
         "",
         "",
         Mark::Info,
@@ -3327,7 +3332,7 @@ async fn churn(sizes: &Sizes) -> Result<Section, Failure> {
             mib(m.rss),
             mib(m.split.0),
             mib(m.split.1),
-            m.heap.map_or("unknown".to_string(), mib),
+            m.heap_text(),
             mib(m.hwm)
         ));
     }
