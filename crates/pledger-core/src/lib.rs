@@ -14,6 +14,7 @@ pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod event;
+pub mod frozen;
 pub mod gate;
 pub mod identity;
 pub mod ids;

@@ -1,7 +1,8 @@
 //! State of a prompt and its releases, folded from the ledger by [`evolve`].
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -10,6 +11,7 @@ use crate::bundle::EvalBundle;
 use crate::event::{
     ChangeProposed, Envelope, Event, GateDecided, GateEvidence, ReviewLayer, ReviewVerdict,
 };
+use crate::frozen::Frozen;
 use crate::gate::GatePolicy;
 use crate::ids::{Actor, PromptName, ReleaseId, Timestamp, VersionId};
 use crate::plan::RolloutPlan;
@@ -111,15 +113,18 @@ pub enum Detail {
 pub const RECENT: usize = 10;
 
 /// Version ids in publication order, kept as their 32 digest bytes with an index from digest
-/// to position: a prompt with many versions costs 32 bytes and an index entry each, and its
-/// snapshot stores them as one string of hex digits. Both tables are persistent
-/// ([`imbl`]): a copy of a state shares them, and a version added to the copy copies a
-/// path of the tree, not the table, so reading a family from a snapshot costs the same
-/// whatever the length of its history.
+/// to position: a prompt with many versions costs 32 bytes and 4 bytes of index each, and its
+/// snapshot stores them as one string of hex digits. The tables are [`Frozen`]: a copy of a
+/// state shares them, and the versions it adds are its own until it freezes them
+/// ([`PromptState::freeze`]), so reading a family from a snapshot costs the same whatever
+/// the length of its history.
 #[derive(Clone, Debug, Default)]
 pub struct VersionIds {
-    order: imbl::Vector<[u8; 32]>,
-    index: imbl::HashMap<[u8; 32], u32>,
+    order: Frozen<[u8; 32]>,
+    /// Positions of the frozen versions, sorted by digest.
+    sorted: Arc<[u32]>,
+    /// Digest to position of the versions added since the last freeze.
+    recent: HashMap<[u8; 32], u32>,
 }
 
 impl PartialEq for VersionIds {
@@ -195,7 +200,17 @@ impl VersionIds {
     }
     /// Position in publication order (0: the first published).
     pub fn position(&self, version: &VersionId) -> Option<u32> {
-        self.index.get(&digest_of(version)?).copied()
+        self.position_of(&digest_of(version)?)
+    }
+    fn position_of(&self, digest: &[u8; 32]) -> Option<u32> {
+        if let Some(at) = self.recent.get(digest) {
+            return Some(*at);
+        }
+        let frozen = self.order.frozen();
+        self.sorted
+            .binary_search_by(|p| frozen[*p as usize].cmp(digest))
+            .ok()
+            .map(|i| self.sorted[i])
     }
     pub fn get(&self, position: u32) -> Option<VersionId> {
         self.order.get(position as usize).map(version_of)
@@ -207,13 +222,41 @@ impl VersionIds {
         Some(self.push_digest(digest))
     }
     fn push_digest(&mut self, digest: [u8; 32]) -> u32 {
-        if let Some(at) = self.index.get(&digest) {
-            return *at;
+        if let Some(at) = self.position_of(&digest) {
+            return at;
         }
         let at = self.order.len() as u32;
-        self.order.push_back(digest);
-        self.index.insert(digest, at);
+        self.order.push(digest);
+        self.recent.insert(digest, at);
+        if self.order.needs_freeze() {
+            self.freeze();
+        }
         at
+    }
+    /// Moves the versions added since the last freeze into the shared tables.
+    pub fn freeze(&mut self) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let mut added: Vec<u32> = self.recent.drain().map(|(_, at)| at).collect();
+        let tail = self.order.tail();
+        let first = self.order.frozen().len() as u32;
+        added.sort_unstable_by(|a, b| tail[(a - first) as usize].cmp(&tail[(b - first) as usize]));
+        self.order.freeze();
+        let order = self.order.frozen();
+        let mut sorted = Vec::with_capacity(order.len());
+        let (mut old, mut new) = (self.sorted.iter().peekable(), added.iter().peekable());
+        loop {
+            let next = match (old.peek(), new.peek()) {
+                (Some(a), Some(b)) if order[**a as usize] <= order[**b as usize] => old.next(),
+                (Some(_), Some(_)) => new.next(),
+                (Some(_), None) => old.next(),
+                (None, Some(_)) => new.next(),
+                (None, None) => break,
+            };
+            sorted.extend(next.copied());
+        }
+        self.sorted = Arc::from(sorted);
     }
     /// The latest `n` published, oldest first.
     pub fn latest(&self, n: usize) -> Vec<VersionId> {
@@ -232,11 +275,34 @@ impl VersionIds {
         if !raw.len().is_multiple_of(32) {
             return Err("version ids are 32 bytes each".into());
         }
-        let mut ids = VersionIds::default();
-        for d in raw.chunks_exact(32) {
-            ids.push_digest(d.try_into().expect("32 bytes"));
+        VersionIds::from_digests(
+            raw.chunks_exact(32)
+                .map(|d| d.try_into().expect("32 bytes")),
+        )
+    }
+    /// The versions `digests` spell in publication order (a repeated one counts once), frozen.
+    fn from_digests(digests: impl Iterator<Item = [u8; 32]>) -> Result<VersionIds, String> {
+        let mut order: Vec<[u8; 32]> = Vec::with_capacity(digests.size_hint().0);
+        order.extend(digests);
+        let mut sorted: Vec<u32> = (0..order.len() as u32).collect();
+        sorted.sort_by(|a, b| order[*a as usize].cmp(&order[*b as usize]).then(a.cmp(b)));
+        let repeated = sorted
+            .windows(2)
+            .any(|w| order[w[0] as usize] == order[w[1] as usize]);
+        if repeated {
+            // Not what a snapshot or a ledger holds; kept as `push` would have kept them.
+            let mut ids = VersionIds::default();
+            for d in order {
+                ids.push_digest(d);
+            }
+            ids.freeze();
+            return Ok(ids);
         }
-        Ok(ids)
+        Ok(VersionIds {
+            order: Frozen::from_vec(order),
+            sorted: Arc::from(sorted),
+            recent: HashMap::new(),
+        })
     }
     /// The ids whose hex digits start with `prefix`.
     fn starting_with(&self, prefix: &str) -> Vec<VersionId> {
@@ -274,12 +340,12 @@ impl<'de> Deserialize<'de> for VersionIds {
             if !hex.len().is_multiple_of(64) {
                 return Err("version ids are 64 hex digits each".into());
             }
-            let mut ids = VersionIds::default();
-            for chunk in hex.as_bytes().chunks_exact(64) {
-                let digest = digest_bytes(chunk).ok_or("a version id is not lowercase hex")?;
-                ids.push_digest(digest);
-            }
-            Ok(ids)
+            let digests: Vec<[u8; 32]> = hex
+                .as_bytes()
+                .chunks_exact(64)
+                .map(|chunk| digest_bytes(chunk).ok_or("a version id is not lowercase hex"))
+                .collect::<Result<_, _>>()?;
+            VersionIds::from_digests(digests.into_iter())
         })
     }
 }
@@ -338,12 +404,12 @@ pub struct EndedRelease {
 }
 
 /// Every ended release of a prompt, by number, in a form that costs a few bytes each (the
-/// authors kept once). The rows are persistent ([`imbl`]), like [`VersionIds`]: copies of a
-/// state share them.
+/// authors kept once). The rows are [`Frozen`], like [`VersionIds`]: copies of a state share
+/// them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(into = "EndedRows", try_from = "EndedRows")]
 pub struct EndedReleases {
-    entries: imbl::Vector<EndedRelease>,
+    entries: Frozen<EndedRelease>,
     authors: Vec<Actor>,
 }
 
@@ -443,7 +509,7 @@ impl EndedReleases {
             return Err("ended releases: rows are not in increasing release numbers".into());
         }
         Ok(EndedReleases {
-            entries: entries.into(),
+            entries: Frozen::from_vec(entries),
             authors,
         })
     }
@@ -463,7 +529,7 @@ impl EndedReleases {
         self.entries
             .binary_search_by_key(&number, |e| e.number)
             .ok()
-            .map(|i| &self.entries[i])
+            .and_then(|i| self.entries.get(i))
     }
     pub fn last_number(&self) -> Option<u32> {
         self.entries.last().map(|e| e.number)
@@ -497,11 +563,17 @@ impl EndedReleases {
             author,
         };
         match self.entries.binary_search_by_key(&number, |e| e.number) {
-            Ok(i) => {
-                self.entries.set(i, entry);
-            }
+            Ok(i) => self.entries.set(i, entry),
             Err(i) => self.entries.insert(i, entry),
         }
+        if self.entries.needs_freeze() {
+            self.entries.freeze();
+        }
+    }
+
+    /// Moves the rows added since the last freeze into the shared table.
+    pub fn freeze(&mut self) {
+        self.entries.freeze();
     }
 }
 
@@ -867,6 +939,14 @@ impl PromptState {
         if self.has_version(version) && published.artifact.version_id() == *version {
             self.versions.insert(version.clone(), published);
         }
+    }
+
+    /// Moves the versions and ended releases added since the last freeze into the tables
+    /// copies share ([`crate::frozen`]): a reader does it when it keeps a snapshot, so that
+    /// the readers resumed from it share one block of each.
+    pub fn freeze(&mut self) {
+        self.version_order.freeze();
+        self.ended.freeze();
     }
 
     /// Lets go of what a [`Detail::Live`] state does not keep (nothing for a full one):

@@ -630,17 +630,18 @@ impl EventIds {
 pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// The ids of a family's accepted events as a snapshot keeps them: the first 8 bytes of each
-/// id's SHA-256 (a `u64`), as a sorted set, stored as base64 8 bytes each. A new event whose
-/// id matches one is ignored as a [`Check::DuplicateId`], and a reader that finds one after a
-/// snapshot reads the family from its first event (with the ids themselves): a digest
-/// collision costs a full read, never an event wrongly ignored. The set is persistent
-/// ([`imbl`]): a snapshot and the readers resumed from it share it, and the next snapshot adds
-/// the ids read since without copying the rest.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// id's SHA-256 (a `u64`), sorted, stored as base64 8 bytes each. A new event whose id matches
+/// one is ignored as a [`Check::DuplicateId`], and a reader that finds one after a snapshot
+/// reads the family from its first event (with the ids themselves): a digest collision costs
+/// a full read, never an event wrongly ignored. The sorted digests are one shared block
+/// ([`crate::frozen`]): a snapshot and the readers resumed from it share it, and the next
+/// snapshot merges the ids read since into a new block.
+#[derive(Clone, Debug, Default)]
 pub struct EventIdDigests {
-    digests: imbl::OrdSet<u64>,
-    /// Ids counted (two ids with one digest are two).
-    count: usize,
+    /// Sorted (two ids with one digest are two entries).
+    sorted: std::sync::Arc<[u64]>,
+    /// Added since the last merge, unsorted.
+    recent: Vec<u64>,
 }
 
 impl EventIdDigests {
@@ -651,42 +652,85 @@ impl EventIdDigests {
         u64::from_be_bytes(first)
     }
     pub fn len(&self) -> usize {
-        self.count
+        self.sorted.len() + self.recent.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
     pub fn contains(&self, id: &str) -> bool {
-        self.digests.contains(&EventIdDigests::digest(id))
+        let d = EventIdDigests::digest(id);
+        self.recent.contains(&d) || self.sorted.binary_search(&d).is_ok()
     }
     /// 8 bytes each, big-endian, sorted (a snapshot's stored form).
     pub fn to_raw(&self) -> Vec<u8> {
-        self.digests.iter().flat_map(|d| d.to_be_bytes()).collect()
+        self.merged().iter().flat_map(|d| d.to_be_bytes()).collect()
+    }
+    /// Every digest, sorted, in one block.
+    fn merged(&self) -> std::sync::Arc<[u64]> {
+        if self.recent.is_empty() {
+            return self.sorted.clone();
+        }
+        let mut recent = self.recent.clone();
+        recent.sort_unstable();
+        let mut all = Vec::with_capacity(self.len());
+        let (mut old, mut new) = (self.sorted.iter().peekable(), recent.iter().peekable());
+        loop {
+            let next = match (old.peek(), new.peek()) {
+                (Some(a), Some(b)) if a <= b => old.next(),
+                (Some(_), Some(_)) => new.next(),
+                (Some(_), None) => old.next(),
+                (None, Some(_)) => new.next(),
+                (None, None) => break,
+            };
+            all.extend(next.copied());
+        }
+        std::sync::Arc::from(all)
     }
     /// These digests and `digests`.
     fn adding(mut self, digests: impl IntoIterator<Item = u64>) -> EventIdDigests {
         for d in digests {
-            self.digests.insert(d);
-            self.count += 1;
+            self.recent.push(d);
+            if self.recent.len() >= crate::frozen::TAIL_MAX {
+                self.sorted = self.merged();
+                self.recent.clear();
+            }
         }
         self
     }
-    fn from_digests(digests: impl IntoIterator<Item = u64>) -> EventIdDigests {
-        EventIdDigests::default().adding(digests)
+    fn from_digests(digests: Vec<u64>) -> EventIdDigests {
+        let mut sorted = digests;
+        sorted.sort_unstable();
+        EventIdDigests {
+            sorted: std::sync::Arc::from(sorted),
+            recent: Vec::new(),
+        }
     }
     /// From [`EventIdDigests::to_raw`].
     pub fn from_raw(raw: &[u8]) -> Result<EventIdDigests, String> {
         if !raw.len().is_multiple_of(8) {
             return Err("event id digests are 8 bytes each".into());
         }
-        Ok(EventIdDigests::from_digests(raw.chunks_exact(8).map(|c| {
-            u64::from_be_bytes(c.try_into().expect("8 bytes"))
-        })))
+        Ok(EventIdDigests::from_digests(
+            raw.chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ))
     }
-    /// These digests and those of `ids`.
+    /// These digests and those of `ids`, in one block.
     pub fn with<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> EventIdDigests {
-        self.clone()
-            .adding(ids.into_iter().map(EventIdDigests::digest))
+        let added = self
+            .clone()
+            .adding(ids.into_iter().map(EventIdDigests::digest));
+        EventIdDigests {
+            sorted: added.merged(),
+            recent: Vec::new(),
+        }
+    }
+}
+
+impl PartialEq for EventIdDigests {
+    fn eq(&self, other: &EventIdDigests) -> bool {
+        self.len() == other.len() && self.merged() == other.merged()
     }
 }
 

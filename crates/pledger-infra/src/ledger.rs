@@ -219,7 +219,11 @@ impl Family {
                 .map(|r| r.sequence)
                 .or(self.resumed_from.as_ref().map(|s| s.head_sequence))
                 .unwrap_or(0),
-            state: self.state.clone(),
+            state: {
+                let mut state = self.state.clone();
+                state.freeze();
+                state
+            },
             event_ids,
             ignored,
         }

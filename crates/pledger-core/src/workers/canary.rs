@@ -45,7 +45,11 @@ pub struct RolloutView {
 /// What the monitor knows of a prompt.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PromptView {
-    pub versions: BTreeSet<VersionId>,
+    /// How many versions the prompt has published (0: no prompt of that name). Which ones is
+    /// not part of the view: a view is read for every outcome batch and written for every
+    /// ledger event of its prompt, so it stays the size of open work; the driver answers
+    /// "does the prompt have this version" ([`tally`]'s `has_version`) from its own table.
+    pub versions: u32,
     pub rollout: Option<RolloutView>,
 }
 
@@ -78,7 +82,7 @@ pub fn prompt_view(state: &PromptState) -> PromptView {
         })
     });
     PromptView {
-        versions: state.version_order.iter().collect(),
+        versions: u32::try_from(state.version_order.len()).unwrap_or(u32::MAX),
         rollout,
     }
 }
@@ -393,11 +397,17 @@ pub struct OutcomeMessage {
 }
 
 /// Whether the view of an outcome's prompt may be behind the ledger: it names a version the
-/// view has not seen, a release other than the view's rollout, or a stage visit not in `known`
-/// (the visits the monitor has seen, its current one included). The driver then reads the
-/// prompt from the ledger (at most once per batch) before [`tally`].
-pub fn view_may_be_stale(view: &PromptView, outcome: &Outcome, known: &BTreeSet<String>) -> bool {
-    let unknown = !view.versions.contains(&outcome.version);
+/// prompt is not known to have (`has_version` false), a release other than the view's
+/// rollout, or a stage visit not in `known` (the visits the monitor has seen, its current one
+/// included). The driver then reads the prompt from the ledger (at most once per batch)
+/// before [`tally`].
+pub fn view_may_be_stale(
+    view: &PromptView,
+    outcome: &Outcome,
+    known: &BTreeSet<String>,
+    has_version: bool,
+) -> bool {
+    let unknown = !has_version;
     let other_release = outcome.release.is_some()
         && view.rollout.as_ref().map(|r| &r.release) != outcome.release.as_ref();
     let unseen_visit = outcome
@@ -456,11 +466,13 @@ impl Tally {
 
 /// Sorts a batch's outcomes into stage counts, feedback and dead letters. `views` holds the
 /// view of every prompt the outcomes name (a prompt missing from it is unknown); `known`, the
-/// stage visits of their rollouts the monitor has seen ([`visit_of`]).
+/// stage visits of their rollouts the monitor has seen ([`visit_of`]); `has_version`, whether
+/// a prompt has published a version.
 pub fn tally(
     messages: &[OutcomeMessage],
     views: &BTreeMap<PromptName, PromptView>,
     known: &BTreeSet<String>,
+    has_version: impl Fn(&PromptName, &VersionId) -> bool,
 ) -> Tally {
     let mut t = Tally::default();
     let unknown = PromptView::default();
@@ -493,8 +505,8 @@ pub fn tally(
                 continue;
             }
             let view = views.get(&o.prompt).unwrap_or(&unknown);
-            if !view.versions.contains(&o.version) {
-                t.dead.push(dead(if view.versions.is_empty() {
+            if !has_version(&o.prompt, &o.version) {
+                t.dead.push(dead(if view.versions == 0 {
                     format!("unknown prompt `{}`", o.prompt)
                 } else {
                     format!("unknown version {} of `{}`", o.version, o.prompt)

@@ -9,7 +9,9 @@ mod canary;
 mod decider;
 mod decoders;
 mod diff;
+
 mod envelope;
+mod frozen;
 mod gate;
 mod ids;
 mod live;

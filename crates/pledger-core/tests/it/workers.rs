@@ -14,8 +14,8 @@ use pledger_core::sim::{ArmProfile, SimRng};
 use pledger_core::window::ReleaseWindows;
 use pledger_core::workers::canary::{
     earlier_stages, ended_visits, prompt_view, stage_visit, tally, view_may_be_stale, ControlKind,
-    Executed, JudgementPoint, Monitor, OutcomeMessage, PromptView, Report, StageStats,
-    ADVANCE_RETRY, HISTORY_EVERY, STATUS_EVERY,
+    Executed, JudgementPoint, Monitor, OutcomeMessage, Report, StageStats, ADVANCE_RETRY,
+    HISTORY_EVERY, STATUS_EVERY,
 };
 use pledger_core::workers::feedback::{
     collect, recurrence_slot, Collector, Known, Submission, NEW_CASES_PER_MINUTE,
@@ -612,7 +612,10 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
             outcomes: parse_outcome_message(b"not json"),
         },
     ];
-    let t = tally(&messages, &views, &BTreeSet::new());
+    let has = |p: &pledger_core::PromptName, v: &pledger_core::VersionId| {
+        *p == prompt() && w.state.version_order.contains(v)
+    };
+    let t = tally(&messages, &views, &BTreeSet::new(), has);
     let (release, s) = t.stats.values().next().unwrap();
     assert_eq!(release, &rid(1));
     assert_eq!(s.candidate.samples, 1);
@@ -645,12 +648,10 @@ fn outcomes_are_placed_by_arm_and_segment_and_bad_ones_dead_lettered() {
     let o = parse_outcome_message(outcome(&cand, "").as_bytes())
         .remove(0)
         .unwrap();
-    assert!(!view_may_be_stale(&view, &o, &BTreeSet::new()));
-    assert!(view_may_be_stale(
-        &PromptView::default(),
-        &o,
-        &BTreeSet::new()
-    ));
+    assert!(!view_may_be_stale(&view, &o, &BTreeSet::new(), true));
+    assert!(view_may_be_stale(&view, &o, &BTreeSet::new(), false));
+    // The view is the size of open work: a count of versions, not the versions.
+    assert_eq!(view.versions, 3);
 }
 
 /// The outcome of one candidate request on `stage_visit` (none: an older client).
@@ -696,7 +697,7 @@ fn an_outcome_counts_in_the_stage_visit_it_was_served_in() {
     }];
     let views = BTreeMap::from([(prompt(), view.clone())]);
     let known: BTreeSet<String> = [internal.clone(), canary.clone()].into();
-    let t = tally(&messages, &views, &known);
+    let t = tally(&messages, &views, &known, |_, _| true);
     let counts = |visit: &str| {
         t.stats
             .get(visit)
@@ -716,16 +717,18 @@ fn an_outcome_counts_in_the_stage_visit_it_was_served_in() {
 
     // A visit not seen yet may be one the view is behind on: the driver reads the ledger.
     let o = candidate_outcome(Some(&never_seen), "internal");
-    assert!(view_may_be_stale(&view, &o, &known));
+    assert!(view_may_be_stale(&view, &o, &known, true));
     assert!(!view_may_be_stale(
         &view,
         &candidate_outcome(Some(&internal), "x"),
-        &known
+        &known,
+        true
     ));
     assert!(!view_may_be_stale(
         &view,
         &candidate_outcome(Some(&canary), "x"),
-        &known
+        &known,
+        true
     ));
     // Stage visits are checked allocation-free on the ingest path: the same rule as parse.
     for text in [

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use pledger_core::canary::JudgeConfig;
 use pledger_core::outcome::parse_outcome_message;
 use pledger_core::routing::routing_table_for;
+use pledger_core::state::{PromptState, VersionIds};
 use pledger_core::workers::canary::{
     earlier_stages, ended_visits, stage_visit, tally, view_may_be_stale, Executed, JudgementPoint,
     Monitor, OutcomeMessage, Report, Tally,
 };
-use pledger_core::{Command, PromptName, ReleaseId};
+use pledger_core::{Command, PromptName, ReleaseId, VersionId};
 use tracing::{info, info_span, warn, Instrument};
 
 pub use pledger_core::workers::canary::{
@@ -76,10 +77,17 @@ pub async fn read_judgements(
     Ok((points, skipped))
 }
 
-const PROMPT_KEYS: &str = "prompt/";
+const PROMPT_KEYS: &str = "view/";
+/// Where views were kept when they listed every version (removed at start).
+const OLD_PROMPT_KEYS: &str = "prompt/";
+const VERSION_KEYS: &str = "version/";
 const STATS_KEYS: &str = "stats/";
 fn prompt_key(p: &PromptName) -> String {
     format!("{PROMPT_KEYS}{p}")
+}
+/// A version the prompt has published: the key exists (its value is the version's position).
+fn version_key(p: &PromptName, v: &VersionId) -> String {
+    format!("{VERSION_KEYS}{p}/{v}")
 }
 fn stats_key(r: &RolloutView) -> String {
     visit_key(&stage_visit(r))
@@ -239,19 +247,51 @@ async fn parse_on_every_core(
     Ok(out)
 }
 
+/// A prompt's view and the versions it published since `stored` (the view the store holds),
+/// each to be kept under its [`version_key`]: the store learns each version once.
+fn view_with_new_versions(
+    prompt: &PromptName,
+    state: &PromptState,
+    stored: Option<&PromptView>,
+) -> (PromptView, Vec<(String, u32)>) {
+    let view = prompt_view(state);
+    let from = stored.map_or(0, |v| v.versions);
+    let added = (from..view.versions)
+        .filter_map(|at| Some((version_key(prompt, &state.version_order.get(at)?), at)))
+        .collect();
+    (view, added)
+}
+
 impl Driver {
+    /// Keeps `state`'s view of `prompt`, and the versions the store does not know yet.
+    fn put_view(
+        &self,
+        prompt: &PromptName,
+        state: &PromptState,
+    ) -> Result<PromptView, WorkerError> {
+        let stored: Option<PromptView> = self.ctx.store.get(&prompt_key(prompt))?;
+        let (view, added) = view_with_new_versions(prompt, state, stored.as_ref());
+        for (key, at) in &added {
+            self.ctx.store.put(key, at)?;
+        }
+        self.ctx.store.put(&prompt_key(prompt), &view)?;
+        Ok(view)
+    }
+
     /// Refreshes every prompt's view from the ledger at start, so rollouts already active are
     /// judged (and their bake times noticed) even before new events or outcomes arrive.
     async fn bootstrap(&mut self) -> Result<(), WorkerError> {
         let mut active = Vec::new();
         let mut views = Vec::new();
+        for key in self.ctx.store.keys_with_prefix(OLD_PROMPT_KEYS)? {
+            self.ctx.store.remove(&key)?;
+        }
         for prompt in self.ctx.ledger.prompts().await? {
             let family = self.ctx.load(&prompt).await?;
             let metrics = crate::metrics::global();
             metrics.counted_up_to(&prompt, family.last_sequence);
             metrics.observe_prompt(&family.state);
-            let view = prompt_view(&family.state);
-            self.ctx.store.put(&prompt_key(&prompt), &view)?;
+            let view = self.put_view(&prompt, &family.state)?;
             active.extend(view.rollout.as_ref().map(|r| r.release.clone()));
             views.push((prompt, view));
         }
@@ -291,16 +331,23 @@ impl Driver {
         let applied = self.ctx.store.applied_sequence(LEDGER_STREAM)?;
         let (prompts, last) = touched_prompts(batch, applied, |_| true)?;
         let mut views = Vec::new();
+        let mut versions = Vec::new();
         let metrics = crate::metrics::global();
         for p in &prompts {
             let family = self.ctx.load(p).await?;
             metrics.count_events(p, &family.events);
             metrics.observe_prompt(&family.state);
-            views.push((p.clone(), prompt_view(&family.state)));
+            let stored: Option<PromptView> = self.ctx.store.get(&prompt_key(p))?;
+            let (view, added) = view_with_new_versions(p, &family.state, stored.as_ref());
+            views.push((p.clone(), view));
+            versions.extend(added);
         }
         // The stage counts of rollouts that ended go with the views that end them.
         let dropped = self.ended_counts(&views)?;
         self.ctx.store.apply(LEDGER_STREAM, last, |tx| {
+            for (key, at) in &versions {
+                tx.put(key, at)?;
+            }
             for (p, view) in &views {
                 tx.put(&prompt_key(p), view)?;
                 // Each visit the monitor sees is recorded (with no counts yet), so outcomes
@@ -351,7 +398,28 @@ impl Driver {
         // The stage visits seen of each rollout named (see `apply_ledger`).
         let mut views: BTreeMap<PromptName, PromptView> = BTreeMap::new();
         let mut known: BTreeSet<String> = BTreeSet::new();
-        let mut refreshed: BTreeSet<PromptName> = BTreeSet::new();
+        // Which prompts have the versions the batch names: the store's version keys, and for
+        // a prompt read from the ledger in this batch, its state's versions.
+        let mut stored_versions: BTreeSet<(&PromptName, &VersionId)> = BTreeSet::new();
+        let mut refreshed: BTreeMap<PromptName, VersionIds> = BTreeMap::new();
+        for o in messages.iter().flat_map(|m| m.outcomes.iter().flatten()) {
+            if !stored_versions.contains(&(&o.prompt, &o.version))
+                && self
+                    .ctx
+                    .store
+                    .get::<u32>(&version_key(&o.prompt, &o.version))?
+                    .is_some()
+            {
+                stored_versions.insert((&o.prompt, &o.version));
+            }
+        }
+        let has_version =
+            |refreshed: &BTreeMap<PromptName, VersionIds>, p: &PromptName, v: &VersionId| {
+                match refreshed.get(p) {
+                    Some(ids) => ids.contains(v),
+                    None => stored_versions.contains(&(p, v)),
+                }
+            };
         for o in messages.iter().flat_map(|m| m.outcomes.iter().flatten()) {
             if !views.contains_key(&o.prompt) {
                 let view: PromptView = self
@@ -364,10 +432,10 @@ impl Driver {
                 }
                 views.insert(o.prompt.clone(), view);
             }
-            let stale = views
-                .get(&o.prompt)
-                .is_some_and(|v| view_may_be_stale(v, o, &known));
-            if stale && refreshed.insert(o.prompt.clone()) {
+            let stale = views.get(&o.prompt).is_some_and(|v| {
+                view_may_be_stale(v, o, &known, has_version(&refreshed, &o.prompt, &o.version))
+            });
+            if stale && !refreshed.contains_key(&o.prompt) {
                 let family = self.ctx.load(&o.prompt).await?;
                 crate::metrics::global().count_events(&o.prompt, &family.events);
                 let view = prompt_view(&family.state);
@@ -375,6 +443,7 @@ impl Driver {
                     known.extend(self.known_visits(&r.release)?);
                 }
                 views.insert(o.prompt.clone(), view);
+                refreshed.insert(o.prompt.clone(), family.state.version_order);
             }
         }
         let Tally {
@@ -382,7 +451,9 @@ impl Driver {
             feedback,
             counters: delta,
             dead,
-        } = tally(&messages, &views, &known);
+        } = tally(&messages, &views, &known, |p, v| {
+            has_version(&refreshed, p, v)
+        });
         for d in &dead {
             let payload = payloads.get(&d.sequence).cloned().unwrap_or_default();
             self.ctx
@@ -510,9 +581,7 @@ impl Driver {
                     .routing
                     .publish(&routing_table_for(&done.state, done.last_sequence))
                     .await?;
-                self.ctx
-                    .store
-                    .put(&prompt_key(release.prompt()), &prompt_view(&done.state))?;
+                self.put_view(release.prompt(), &done.state)?;
                 Executed::Recorded
             }
             Err(ExecuteError::Rejected(r)) => Executed::Refused(r),

@@ -19,16 +19,17 @@ use std::collections::BTreeMap;
 
 use pledger_core::digest::DigestBuilder;
 use pledger_core::event::DigestRecorded;
-use pledger_core::verify::{EventSigner, LedgerVerifier};
+use pledger_core::state::PromptState;
+use pledger_core::verify::EventSigner;
 use pledger_core::window::{CronSchedule, Week};
 use pledger_core::workers::scheduler::{digest_due, needs_status, notices, NoticeLimits};
-use pledger_core::{Command, DurationSpec, Timestamp};
+use pledger_core::{Command, DurationSpec, PromptName, Timestamp};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::canary::read_status;
 use super::{stopping, Shutdown, WorkerContext, WorkerError};
 use crate::error::InfraError;
-use crate::ledger::{now, ExecuteError, Ledger, Recorded, Verified, LEDGER_SUBJECTS};
+use crate::ledger::{now, ExecuteError, Ledger, Recorded, LEDGER_SUBJECTS};
 
 /// When the digest is written, its weeks' zone, and the limits of the periodic checks.
 /// Read from the environment so that every scheduler replica and `pledger digest` agree.
@@ -139,8 +140,7 @@ pub async fn run(ctx: WorkerContext, shutdown: Shutdown) -> Result<(), WorkerErr
             ctx,
             config,
             schedule,
-            verifier: LedgerVerifier::live(),
-            ignored: 0,
+            states: BTreeMap::new(),
             read_through: 0,
             digest_done_for: None,
             last_check: None,
@@ -179,11 +179,11 @@ struct Scheduler {
     ctx: WorkerContext,
     config: SchedulerConfig,
     schedule: CronSchedule,
-    /// Every prompt's verified live state (the whole ledger, folded incrementally): what
-    /// the checks read (open releases), at a size that follows open work, not history.
-    verifier: LedgerVerifier,
-    /// Ledger events ignored by verification so far (each is logged once, when read).
-    ignored: u64,
+    /// Every prompt's verified live state: what the checks read (open releases). Each is
+    /// read again when its family has new messages, from the process's shared snapshot
+    /// ([`WorkerContext::load`]), so the scheduler keeps no table of its own that grows with
+    /// history (it used to fold the whole ledger itself, keeping every event id it verified).
+    states: BTreeMap<PromptName, PromptState>,
     read_through: u64,
     /// The cron firing whose week is known to have its digest.
     digest_done_for: Option<Timestamp>,
@@ -231,24 +231,35 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Folds the ledger's new events into the prompts' states.
+    /// Reads again the state of every prompt whose family has new messages.
     async fn catch_up(&mut self) -> Result<(), WorkerError> {
         let raws = self
             .ctx
             .ledger
             .read_raw(&[LEDGER_SUBJECTS], self.read_through)
             .await?;
-        if let Some(last) = raws.last() {
-            self.read_through = last.sequence;
+        let Some(last) = raws.last().map(|r| r.sequence) else {
+            return Ok(());
+        };
+        let touched: std::collections::BTreeSet<PromptName> = raws
+            .iter()
+            .filter_map(|r| pledger_core::names::prompt_token(&r.subject))
+            .filter_map(|token| PromptName::parse(token).ok())
+            .collect();
+        drop(raws);
+        for prompt in touched {
+            let family = self.ctx.load(&prompt).await?;
+            if family.state.is_registered() {
+                self.states.insert(prompt, family.state);
+            }
         }
-        let verified = Verified::of(&mut self.verifier, &raws);
-        self.ignored += verified.ignored.len() as u64;
+        self.read_through = last;
         Ok(())
     }
 
     /// Finds what needs a person and records a notice for each, once.
     async fn checks(&mut self, now: Timestamp) -> Result<(), WorkerError> {
-        let states = || self.verifier.families.values().map(|f| &f.state);
+        let states = || self.states.values();
         let mut statuses = BTreeMap::new();
         for release in needs_status(states(), now) {
             if let Some(status) = read_status(self.ctx.ledger.jetstream(), &release).await? {
