@@ -20,7 +20,7 @@ use std::io::Write;
 
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static ALLOCATOR: heap::Counting<mimalloc::MiMalloc> = heap::Counting(mimalloc::MiMalloc);
+static ALLOCATOR: heap::Counting<heap::Chosen> = heap::Counting(heap::Chosen);
 
 use clap::Parser;
 
@@ -76,12 +76,19 @@ fn main() {
         .init();
     if matches!(cli.command, TopCommand::Up(_) | TopCommand::Worker(_)) {
         no_huge_pages();
+        #[cfg(not(feature = "system-alloc"))]
+        heap::allocate_with_the_system();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if matches!(cli.command, TopCommand::Up(_) | TopCommand::Worker(_)) {
+        runtime.spawn(heap::give_back_free_pages(std::time::Duration::from_secs(
+            10,
+        )));
+    }
     let json = cli.json;
     let exit = runtime.block_on(async move {
         match cli.command {
