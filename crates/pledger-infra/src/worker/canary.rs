@@ -400,24 +400,22 @@ impl Driver {
         let mut known: BTreeSet<String> = BTreeSet::new();
         // Which prompts have the versions the batch names: the store's version keys, and for
         // a prompt read from the ledger in this batch, its state's versions.
-        let mut stored_versions: BTreeSet<(&PromptName, &VersionId)> = BTreeSet::new();
+        // Each pair the batch names is looked up once.
+        let mut stored_versions: BTreeMap<(&PromptName, &VersionId), bool> = BTreeMap::new();
         let mut refreshed: BTreeMap<PromptName, VersionIds> = BTreeMap::new();
         for o in messages.iter().flat_map(|m| m.outcomes.iter().flatten()) {
-            if !stored_versions.contains(&(&o.prompt, &o.version))
-                && self
-                    .ctx
-                    .store
-                    .get::<u32>(&version_key(&o.prompt, &o.version))?
-                    .is_some()
+            if let std::collections::btree_map::Entry::Vacant(e) =
+                stored_versions.entry((&o.prompt, &o.version))
             {
-                stored_versions.insert((&o.prompt, &o.version));
+                let key = version_key(&o.prompt, &o.version);
+                e.insert(self.ctx.store.get::<u32>(&key)?.is_some());
             }
         }
         let has_version =
             |refreshed: &BTreeMap<PromptName, VersionIds>, p: &PromptName, v: &VersionId| {
                 match refreshed.get(p) {
                     Some(ids) => ids.contains(v),
-                    None => stored_versions.contains(&(p, v)),
+                    None => stored_versions.get(&(p, v)).copied().unwrap_or(false),
                 }
             };
         for o in messages.iter().flat_map(|m| m.outcomes.iter().flatten()) {
