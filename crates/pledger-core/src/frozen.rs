@@ -138,6 +138,25 @@ impl<T: Clone> Frozen<T> {
     }
 }
 
+/// The rows of `a` and `b`, both sorted by `in_order` (whether a row may come before
+/// another), merged into one sorted vector; a row of `a` comes before an equal one of `b`.
+pub fn merge_sorted<T: Copy>(a: &[T], b: &[T], in_order: impl Fn(&T, &T) -> bool) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if in_order(&a[i], &b[j]) {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 impl<T: Clone> Frozen<T> {
     /// The position of `key` in a table sorted by `key_of` (or where it would go).
     pub fn binary_search_by_key<K: Ord>(

@@ -244,18 +244,9 @@ impl VersionIds {
         added.sort_unstable_by(|a, b| tail[(a - first) as usize].cmp(&tail[(b - first) as usize]));
         self.order.freeze();
         let order = self.order.frozen();
-        let mut sorted = Vec::with_capacity(order.len());
-        let (mut old, mut new) = (self.sorted.iter().peekable(), added.iter().peekable());
-        loop {
-            let next = match (old.peek(), new.peek()) {
-                (Some(a), Some(b)) if order[**a as usize] <= order[**b as usize] => old.next(),
-                (Some(_), Some(_)) => new.next(),
-                (Some(_), None) => old.next(),
-                (None, Some(_)) => new.next(),
-                (None, None) => break,
-            };
-            sorted.extend(next.copied());
-        }
+        let sorted = crate::frozen::merge_sorted(&self.sorted, &added, |a, b| {
+            order[*a as usize] <= order[*b as usize]
+        });
         self.sorted = Arc::from(sorted);
     }
     /// The latest `n` published, oldest first.

@@ -672,19 +672,11 @@ impl EventIdDigests {
         }
         let mut recent = self.recent.clone();
         recent.sort_unstable();
-        let mut all = Vec::with_capacity(self.len());
-        let (mut old, mut new) = (self.sorted.iter().peekable(), recent.iter().peekable());
-        loop {
-            let next = match (old.peek(), new.peek()) {
-                (Some(a), Some(b)) if a <= b => old.next(),
-                (Some(_), Some(_)) => new.next(),
-                (Some(_), None) => old.next(),
-                (None, Some(_)) => new.next(),
-                (None, None) => break,
-            };
-            all.extend(next.copied());
-        }
-        std::sync::Arc::from(all)
+        std::sync::Arc::from(crate::frozen::merge_sorted(
+            &self.sorted,
+            &recent,
+            |a, b| a <= b,
+        ))
     }
     /// These digests and `digests`.
     fn adding(mut self, digests: impl IntoIterator<Item = u64>) -> EventIdDigests {

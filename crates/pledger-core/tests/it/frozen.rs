@@ -109,3 +109,26 @@ fn event_id_digests_answer_for_every_id_across_merges() {
     assert_eq!(back, all);
     assert!(back.contains(&ids[7]));
 }
+
+#[test]
+fn merging_keeps_the_order_and_puts_the_first_sides_equal_rows_first() {
+    let a = [(1, 'a'), (3, 'a'), (3, 'a'), (7, 'a')];
+    let b = [(0, 'b'), (3, 'b'), (9, 'b')];
+    let merged = pledger_core::frozen::merge_sorted(&a, &b, |x, y| x.0 <= y.0);
+    assert_eq!(
+        merged,
+        vec![
+            (0, 'b'),
+            (1, 'a'),
+            (3, 'a'),
+            (3, 'a'),
+            (3, 'b'),
+            (7, 'a'),
+            (9, 'b')
+        ]
+    );
+    assert_eq!(
+        pledger_core::frozen::merge_sorted::<u8>(&[], &[2, 4], |x, y| x <= y),
+        vec![2, 4]
+    );
+}
