@@ -67,6 +67,7 @@ static SYSTEM: AtomicBool = AtomicBool::new(false);
 
 /// From now on, new blocks come from the system allocator. Blocks mimalloc handed out before
 /// stay valid: each block goes back to the allocator it came from.
+///
 /// With glibc, at most two arenas (one per core of the machines measured): threads that
 /// contend for one otherwise get arenas of their own, each keeping its own free pages.
 pub fn allocate_with_the_system() {
